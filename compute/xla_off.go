@@ -1,0 +1,5 @@
+//go:build !xla
+
+package compute
+
+const xlaCompiledIn = false
