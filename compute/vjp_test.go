@@ -29,8 +29,8 @@ func TestMatmulVJPMatchesStock(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		eq         string
-		lhs, rhs   []int
+		eq       string
+		lhs, rhs []int
 	}{
 		{"ij,jk->ik", []int{3, 4}, []int{4, 5}},
 		{"bti,oi->bto", []int{2, 3, 4}, []int{5, 4}},

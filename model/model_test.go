@@ -17,9 +17,9 @@ func fixture(parts ...string) string {
 }
 
 type goldenLogits struct {
-	InputIDs        [][]int32       `json:"input_ids"`
-	Logits          [][][]float32   `json:"logits"`
-	LastHiddenState [][][]float32   `json:"last_hidden_state"`
+	InputIDs        [][]int32     `json:"input_ids"`
+	Logits          [][][]float32 `json:"logits"`
+	LastHiddenState [][][]float32 `json:"last_hidden_state"`
 }
 
 // runForward returns hidden states and logits for ids (no padding).
