@@ -122,11 +122,10 @@ func (m *Model) attention(base Base, lora Adapter, layer int, p string, h *Node,
 	var qPos, kPos *Node // absolute positions of queries [T] and keys [Tk]
 	qPos = Iota(g, shapes.Make(qDType, T), 0)
 	if in.Cache != nil {
-		zero := Scalar(g, in.Cache.Pos.DType(), 0)
-		k = DynamicUpdateSlice(in.Cache.Keys[layer], k, []*Node{zero, zero, in.Cache.Pos, zero})
-		v = DynamicUpdateSlice(in.Cache.Values[layer], v, []*Node{zero, zero, in.Cache.Pos, zero})
-		in.Cache.Keys[layer], in.Cache.Values[layer] = k, v
 		qPos = Add(qPos, ConvertDType(in.Cache.Pos, qDType))
+		k = writeCache(in.Cache.Keys[layer], k, qPos)
+		v = writeCache(in.Cache.Values[layer], v, qPos)
+		in.Cache.Keys[layer], in.Cache.Values[layer] = k, v
 	}
 	Tk := k.Shape().Dimensions[2]
 	kPos = Iota(g, shapes.Make(qDType, Tk), 0)
@@ -148,6 +147,25 @@ func (m *Model) attention(base Base, lora Adapter, layer int, p string, h *Node,
 }
 
 const qDType = dtypes.Int32
+
+// writeCache writes chunk [B, KV, T, D] into cache [B, KV, MaxLen, D] at the
+// absolute positions pos [T]. The pure-Go backend of v0.26.0 lacks
+// DynamicUpdateSlice, so the write is a contraction with a one-hot
+// placement matrix and a select.
+func writeCache(cache, chunk, pos *Node) *Node {
+	g := cache.Graph()
+	maxLen := cache.Shape().Dimensions[2]
+	T := pos.Shape().Dimensions[0]
+	slots := Iota(g, shapes.Make(qDType, T, maxLen), 1)
+	place := Equal(slots, BroadcastToDims(InsertAxes(pos, -1), T, maxLen)) // [T, MaxLen]
+	placeF := ConvertDType(place, chunk.DType())
+	placed := Einsum("bktd,ts->bksd", chunk, placeF)
+	written := ReduceSum(placeF, 0) // [MaxLen]: 1 where the chunk writes
+	keep := OneMinus(written)
+	dims := cache.Shape().Dimensions
+	keep = BroadcastToDims(Reshape(keep, 1, 1, maxLen, 1), dims...)
+	return Add(Mul(cache, keep), placed)
+}
 
 // rotary applies HF's rotate-half rotary embedding to x [B, T, ..., D] with
 // tables cos, sin [T, D/2]. rotate_half is written as a contraction with a
