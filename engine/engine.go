@@ -120,7 +120,8 @@ type Engine struct {
 	graphs *graphCache
 }
 
-// ErrNoGradients is returned by OptimStep when nothing was accumulated.
+// ErrNoGradients is returned by OptimStep without DP when nothing was
+// accumulated.
 var ErrNoGradients = errors.New("engine: optim_step: no gradients accumulated since the last step (call forward_backward first)")
 
 // New creates an engine with freshly initialised adapters.

@@ -256,8 +256,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if _, err := e.ForwardBackward(context.Background(), good, loss.Spec{Kwargs: map[string]any{"smoothing": 0.1}}); err == nil || !strings.Contains(err.Error(), "smoothing") {
 		t.Errorf("unknown kwarg: %v", err)
 	}
-	if _, err := e.OptimStep(context.Background()); err != ErrNoGradients {
-		t.Errorf("OptimStep with nothing accumulated: %v", err)
+	if _, err := tinyEngine(t, false).OptimStep(context.Background()); err != ErrNoGradients {
+		t.Errorf("OptimStep without DP with nothing accumulated: %v", err)
+	}
+	// Under DP an empty step is a noise-only release (empty Poisson batch).
+	res, err := e.OptimStep(context.Background())
+	if err != nil || res.Examples != 0 || res.NoiseStd == 0 {
+		t.Errorf("DP OptimStep with nothing accumulated: %+v, %v", res, err)
 	}
 }
 

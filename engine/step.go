@@ -164,13 +164,17 @@ type StepResult struct {
 // it first adds Gaussian noise N(0, (σ·C)²) to every coordinate of the
 // clipped sum and divides by the expected batch size; without DP it divides
 // the sum by the number of examples. The accumulator is then reset.
+//
+// Under DP a step with nothing accumulated is valid: with Poisson sampling a
+// batch can be empty, and skipping that step would reveal it (the step is
+// still one release of the mechanism, made of noise alone).
 func (e *Engine) OptimStep(ctx context.Context) (*StepResult, error) {
 	if err := checkCtx(ctx); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.accumExamples == 0 {
+	if e.accumExamples == 0 && !e.cfg.DP.Enabled {
 		return nil, ErrNoGradients
 	}
 	res := &StepResult{Step: e.step + 1, Examples: e.accumExamples}

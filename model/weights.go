@@ -191,14 +191,18 @@ func TinyConfig() Config {
 	}
 }
 
-// Tiny builds tensafe-tiny with weights drawn from a fixed seed (normal with
-// std 0.02 as transformers initialises Llama, norms at 1). It is untrained:
-// it exists for demos and tests, where a fine-tune must visibly lower the
-// loss.
-func Tiny() *Model {
-	cfg := TinyConfig()
+// Tiny builds tensafe-tiny with weights drawn from a fixed seed. It is
+// untrained: it exists for demos and tests, where a fine-tune must visibly
+// lower the loss.
+func Tiny() *Model { return Random(TinyName, TinyConfig(), TinySeed) }
+
+// Random builds a model of shape cfg with deterministic random weights from
+// seed: normal with std 0.02 as transformers initialises Llama (embeddings
+// 1/√hidden), norms at 1. For tests and benchmarks of a shape without its
+// checkpoint.
+func Random(name string, cfg Config, seed uint64) *Model {
 	names, shapes := paramShapes(cfg)
-	rng := rand.New(rand.NewPCG(TinySeed, TinySeed^0x9e3779b97f4a7c15))
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	values := make(map[string][]float32, len(names))
 	for _, n := range names {
 		size := 1
@@ -213,6 +217,8 @@ func Tiny() *Model {
 		} else {
 			std := 0.02
 			if strings.HasSuffix(n, "embed_tokens.weight") {
+				// Larger embeddings give the untrained model a strong
+				// residual signal that LoRA fine-tunes visibly.
 				std = 1 / math.Sqrt(float64(cfg.Hidden))
 			}
 			for i := range v {
@@ -221,7 +227,7 @@ func Tiny() *Model {
 		}
 		values[n] = v
 	}
-	return newModel(TinyName, cfg, names, shapes, values)
+	return newModel(name, cfg, names, shapes, values)
 }
 
 // Resolve loads the built-in model for TinyName, or a Hugging Face folder.

@@ -48,6 +48,9 @@ func newRootCmd() *cobra.Command {
 	// Subcommands, one file each.
 	root.AddCommand(
 		newVersionCmd(),
+		newModelCmd(),
+		newSampleCmd(),
+		newQuickstartCmd(),
 	)
 	return root
 }
