@@ -224,7 +224,7 @@ func UnmarshalEvaluationKeys(data []byte, maxBytes int) (*EvaluationKeys, error)
 	}
 	k := &EvaluationKeys{ID: w.ID, Params: p, Capabilities: w.Caps, Created: time.Unix(w.Created, 0).UTC()}
 	k.Public = new(rlwe.PublicKey)
-	if err := safeUnmarshal("public key", w.Public, k.Public); err != nil {
+	if err := safeUnmarshal("public key", w.Public, k.Public, func(b []byte) error { return shapePublicKey(p, b) }); err != nil {
 		return nil, fmt.Errorf("he: evaluation keys: %w", err)
 	}
 	if err := checkQPElement(p, "public key", k.Public.Value, p.MaxLevel()); err != nil {
@@ -247,7 +247,7 @@ func UnmarshalEvaluationKeys(data []byte, maxBytes int) (*EvaluationKeys, error)
 	}
 	if len(w.Relin) > 0 {
 		k.Relin = new(rlwe.RelinearizationKey)
-		if err := safeUnmarshal("relinearization key", w.Relin, k.Relin); err != nil {
+		if err := safeUnmarshal("relinearization key", w.Relin, k.Relin, func(b []byte) error { return shapeRelinKey(p, b, level) }); err != nil {
 			return nil, fmt.Errorf("he: evaluation keys: %w", err)
 		}
 		if len(k.Relin.Seed) != 0 {
@@ -264,7 +264,7 @@ func UnmarshalEvaluationKeys(data []byte, maxBytes int) (*EvaluationKeys, error)
 	for i, b := range w.Galois {
 		g := new(rlwe.GaloisKey)
 		what := fmt.Sprintf("galois key %d", i)
-		if err := safeUnmarshal(what, b, g); err != nil {
+		if err := safeUnmarshal(what, b, g, func(b []byte) error { return shapeGaloisKey(p, b, level) }); err != nil {
 			return nil, fmt.Errorf("he: evaluation keys: %w", err)
 		}
 		if len(g.Seed) != 0 || g.NthRoot != uint64(p.p.NthRoot()) {
@@ -389,10 +389,10 @@ func OpenClientKeys(ctx context.Context, w Wrapper, data []byte) (*ClientKeys, e
 	}
 	k := &ClientKeys{id: kw.ID, params: p, caps: kw.Caps, created: time.Unix(kw.Created, 0).UTC(),
 		sk: new(rlwe.SecretKey), pk: new(rlwe.PublicKey)}
-	if err := safeUnmarshal("secret key", kw.Secret, k.sk); err != nil {
+	if err := safeUnmarshal("secret key", kw.Secret, k.sk, func(b []byte) error { return shapeSecretKey(p, b) }); err != nil {
 		return nil, fmt.Errorf("he: open client keys: %w", err)
 	}
-	if err := safeUnmarshal("public key", kw.Public, k.pk); err != nil {
+	if err := safeUnmarshal("public key", kw.Public, k.pk, func(b []byte) error { return shapePublicKey(p, b) }); err != nil {
 		return nil, fmt.Errorf("he: open client keys: %w", err)
 	}
 	if err := checkQPElement(p, "public key", k.pk.Value, p.MaxLevel()); err != nil {
@@ -415,7 +415,7 @@ func OpenClientKeys(ctx context.Context, w Wrapper, data []byte) (*ClientKeys, e
 func safeUnmarshal(what string, data []byte, v interface {
 	UnmarshalBinary([]byte) error
 	BinarySize() int
-}) (err error) {
+}, shape func([]byte) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%s: malformed encoding", what)
@@ -423,6 +423,9 @@ func safeUnmarshal(what string, data []byte, v interface {
 	}()
 	if len(data) == 0 {
 		return fmt.Errorf("%s: empty", what)
+	}
+	if err := shape(data); err != nil {
+		return fmt.Errorf("%s: malformed encoding: %w", what, err)
 	}
 	if err := v.UnmarshalBinary(data); err != nil {
 		return fmt.Errorf("%s: %w", what, err)

@@ -42,6 +42,12 @@ type Layout struct {
 	Tokens int `json:"tokens" cbor:"tokens"`
 }
 
+// Bounds on layouts, far above real use, that keep counts from overflowing.
+const (
+	maxDim    = 1 << 20
+	maxTokens = 1 << 32
+)
+
 // tokensPerCiphertext is how many tokens one ciphertext carries.
 func (l Layout) tokensPerCiphertext(slots int) int {
 	switch l.Packing {
@@ -73,8 +79,11 @@ func (l Layout) validate(slots int) error {
 	if l.Dim < 1 {
 		return fmt.Errorf("he: layout: dim must be ≥ 1, got %d", l.Dim)
 	}
-	if l.Tokens < 1 {
-		return fmt.Errorf("he: layout: tokens must be ≥ 1, got %d", l.Tokens)
+	if l.Dim > maxDim {
+		return fmt.Errorf("he: layout: dim %d exceeds %d", l.Dim, maxDim)
+	}
+	if l.Tokens < 1 || l.Tokens > maxTokens {
+		return fmt.Errorf("he: layout: tokens must be in [1, %d], got %d", maxTokens, l.Tokens)
 	}
 	switch l.Packing {
 	case PackingThroughput:

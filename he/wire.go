@@ -1,0 +1,94 @@
+package he
+
+// Request and response bodies for the HTTP API the server will expose
+// (issue 8, item 5). They are defined here, next to the formats they carry,
+// so the server and SDKs share one definition; the server maps them onto
+// routes such as:
+//
+//	POST /v1/he/keys                   RegisterKeysRequest    → RegisterKeysResponse
+//	POST /v1/he/adapters               RegisterAdapterRequest → RegisterAdapterResponse
+//	POST /v1/he/deltas                 DeltaRequest           → DeltaResponse
+//	POST /v1/he/models                 RegisterModelRequest   → RegisterModelResponse
+//	POST /v1/he/inference              InferenceRequest       → InferenceResponse
+//
+// Bundles travel inline as JSON (ciphertexts base64) or, with
+// Content-Type application/cbor, as CBOR byte strings.
+
+// RegisterKeysRequest uploads a tenant's evaluation keys (the output of
+// EvaluationKeys.MarshalBinary). The new key becomes active and the previous
+// one is retired.
+type RegisterKeysRequest struct {
+	EvaluationKeys []byte `json:"evaluation_keys" cbor:"evaluation_keys"`
+}
+
+// RegisterKeysResponse confirms the stored key.
+type RegisterKeysResponse struct {
+	Key KeyInfo `json:"key" cbor:"key"`
+}
+
+// RegisterAdapterRequest registers a plaintext LoRA adapter for a module.
+type RegisterAdapterRequest struct {
+	Module string      `json:"module" cbor:"module"`
+	A      [][]float64 `json:"a" cbor:"a"` // rank×d_in
+	B      [][]float64 `json:"b" cbor:"b"` // d_out×rank
+	Scale  float64     `json:"scale" cbor:"scale"`
+}
+
+// Adapter converts the request to an Adapter.
+func (r RegisterAdapterRequest) Adapter() Adapter { return Adapter{A: r.A, B: r.B, Scale: r.Scale} }
+
+// RegisterAdapterResponse reports the registered shape and the packings it
+// can serve under the tenant's active key.
+type RegisterAdapterResponse struct {
+	Module   string    `json:"module" cbor:"module"`
+	Shape    LoRAShape `json:"shape" cbor:"shape"`
+	Packings []Packing `json:"packings" cbor:"packings"`
+}
+
+// DeltaRequest asks for encrypted deltas of one or more modules over one
+// encrypted input bundle (kind lora_input).
+type DeltaRequest struct {
+	KeyID   string   `json:"key_id" cbor:"key_id"`
+	Modules []string `json:"modules" cbor:"modules"`
+	Input   Bundle   `json:"input" cbor:"input"`
+	// Compression of the returned bundles: "none" (default) or "deflate".
+	Compression Compression `json:"compression,omitempty" cbor:"compression,omitempty"`
+}
+
+// DeltaResponse carries one lora_delta bundle per requested module, in order.
+type DeltaResponse struct {
+	Deltas []Bundle `json:"deltas" cbor:"deltas"`
+}
+
+// RegisterModelRequest registers an HE-friendly model for private inference.
+type RegisterModelRequest struct {
+	Name    string  `json:"name" cbor:"name"`
+	Model   MLP     `json:"model" cbor:"model"`
+	Profile Profile `json:"profile" cbor:"profile"`
+	// HybridLayers is the number of HE layers for profile hybrid.
+	HybridLayers int `json:"hybrid_layers,omitempty" cbor:"hybrid_layers,omitempty"`
+}
+
+// RegisterModelResponse tells the client how to encrypt inputs (width) and
+// how many layers it must finish in plaintext (Layers − HELayers).
+type RegisterModelResponse struct {
+	Model ModelInfo `json:"model" cbor:"model"`
+}
+
+// InferenceRequest runs a registered model on an encrypted input bundle
+// (kind model_input, packing interleaved_real).
+type InferenceRequest struct {
+	KeyID       string      `json:"key_id" cbor:"key_id"`
+	Model       string      `json:"model" cbor:"model"`
+	Input       Bundle      `json:"input" cbor:"input"`
+	Compression Compression `json:"compression,omitempty" cbor:"compression,omitempty"`
+}
+
+// InferenceResponse carries the encrypted output of the HE layers (kind
+// model_output). The client decrypts it and, unless the profile is full,
+// runs the remaining layers with MLP.ForwardFrom(HELayers, ·).
+type InferenceResponse struct {
+	Output   Bundle `json:"output" cbor:"output"`
+	HELayers int    `json:"he_layers" cbor:"he_layers"`
+	Layers   int    `json:"layers" cbor:"layers"`
+}
