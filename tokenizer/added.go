@@ -21,42 +21,41 @@ type addedToken struct {
 // any matches, the longest one (the LeftmostLongest rule of the reference's
 // Aho-Corasick automaton), by walking a byte trie.
 type addedMatcher struct {
-	nodes  []trieNode
+	first  [256]bool        // bytes some token starts with
+	edges  map[uint64]int32 // node<<8 | byte -> child node; node 0 is the root
+	ends   []int32          // node -> index into tokens, -1 if no token ends there
 	tokens []*addedToken
 }
 
-type trieNode struct {
-	next  map[byte]int32
-	token int32 // index into tokens, -1 if no token ends here
+func newAddedMatcher() *addedMatcher {
+	return &addedMatcher{edges: map[uint64]int32{}, ends: []int32{-1}}
 }
 
-func newAddedMatcher() *addedMatcher {
-	return &addedMatcher{nodes: []trieNode{{token: -1}}}
-}
+func edge(node int32, c byte) uint64 { return uint64(node)<<8 | uint64(c) }
 
 // add registers tok under the string pattern (its content, normalized when
 // the token is matched in normalized text). A later pattern equal to an
 // earlier one replaces it.
 func (m *addedMatcher) add(pattern string, tok *addedToken) {
+	if pattern == "" {
+		return
+	}
+	m.first[pattern[0]] = true
 	n := int32(0)
 	for i := 0; i < len(pattern); i++ {
-		c := pattern[i]
-		next, ok := m.nodes[n].next[c]
+		next, ok := m.edges[edge(n, pattern[i])]
 		if !ok {
-			if m.nodes[n].next == nil {
-				m.nodes[n].next = make(map[byte]int32)
-			}
-			next = int32(len(m.nodes))
-			m.nodes[n].next[c] = next
-			m.nodes = append(m.nodes, trieNode{token: -1})
+			next = int32(len(m.ends))
+			m.edges[edge(n, pattern[i])] = next
+			m.ends = append(m.ends, -1)
 		}
 		n = next
 	}
-	if m.nodes[n].token >= 0 {
-		m.tokens[m.nodes[n].token] = tok
+	if m.ends[n] >= 0 {
+		m.tokens[m.ends[n]] = tok
 		return
 	}
-	m.nodes[n].token = int32(len(m.tokens))
+	m.ends[n] = int32(len(m.tokens))
 	m.tokens = append(m.tokens, tok)
 }
 
@@ -66,12 +65,12 @@ func (m *addedMatcher) empty() bool { return len(m.tokens) == 0 }
 func (m *addedMatcher) longestAt(s string, i int) (*addedToken, int) {
 	n, best, end := int32(0), int32(-1), -1
 	for j := i; j < len(s); j++ {
-		next, ok := m.nodes[n].next[s[j]]
+		next, ok := m.edges[edge(n, s[j])]
 		if !ok {
 			break
 		}
 		n = next
-		if t := m.nodes[n].token; t >= 0 {
+		if t := m.ends[n]; t >= 0 {
 			best, end = t, j+1
 		}
 	}
@@ -92,10 +91,9 @@ func (m *addedMatcher) split(s string, text func(string), token func(*addedToken
 		}
 		return
 	}
-	root := m.nodes[0].next
 	start := 0 // start of the pending ordinary text
 	for i := 0; i < len(s); {
-		if _, ok := root[s[i]]; !ok {
+		if !m.first[s[i]] {
 			i++
 			continue
 		}

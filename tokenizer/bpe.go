@@ -3,6 +3,8 @@ package tokenizer
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -34,7 +36,21 @@ type BPE struct {
 
 	bos, pad int // -1 if none
 	eos      []int
+
+	scratch sync.Pool // *encoder, reused between Encode calls
+
+	// cache maps short pre-tokens to their ids ([]int32), as the reference
+	// does: natural text repeats its words, and merging is most of the
+	// cost of encoding. It stops growing at cacheCapacity entries.
+	cache     sync.Map
+	cacheLen  atomic.Int64
+	cacheSize int64 // capacity; 0 disables the cache
 }
+
+const (
+	cacheCapacity = 10000
+	cacheMaxWord  = 64 // bytes
+)
 
 var _ Tokenizer = (*BPE)(nil)
 
@@ -96,7 +112,11 @@ func (t *BPE) Encode(text string, addSpecial bool) ([]int, error) {
 	if !utf8.ValidString(text) {
 		return nil, fmt.Errorf("tokenizer: encode: %w (first bad byte at offset %d)", ErrInvalidUTF8, invalidOffset(text))
 	}
-	e := encoder{t: t, ids: make([]int, 0, len(text)/3+len(t.prefix)+len(t.suffix)+1)}
+	e, _ := t.scratch.Get().(*encoder)
+	if e == nil {
+		e = &encoder{t: t}
+	}
+	e.ids = make([]int, 0, len(text)/3+len(t.prefix)+len(t.suffix)+1)
 	if addSpecial {
 		e.ids = append(e.ids, t.prefix...)
 	}
@@ -104,7 +124,10 @@ func (t *BPE) Encode(text string, addSpecial bool) ([]int, error) {
 	if addSpecial {
 		e.ids = append(e.ids, t.suffix...)
 	}
-	return e.ids, nil
+	ids := e.ids
+	e.ids = nil
+	t.scratch.Put(e)
+	return ids, nil
 }
 
 func invalidOffset(s string) int {
@@ -133,7 +156,8 @@ func (t *BPE) Decode(ids []int, skipSpecial bool) (string, error) {
 	return string(appendLossyUTF8(make([]byte, 0, len(buf)), buf)), nil
 }
 
-// encoder holds the state of one Encode call.
+// encoder holds the state of one Encode call, and scratch buffers kept for
+// the next.
 type encoder struct {
 	t       *BPE
 	ids     []int
@@ -181,6 +205,15 @@ func (e *encoder) encodeWord(p string) {
 			return
 		}
 	}
+	cacheable := t.cacheSize > 0 && len(p) <= cacheMaxWord
+	if cacheable {
+		if v, ok := t.cache.Load(p); ok {
+			for _, id := range v.([]int32) {
+				e.ids = append(e.ids, int(id))
+			}
+			return
+		}
+	}
 	w := &e.word
 	w.reset()
 	for i := 0; i < len(p); i++ {
@@ -199,8 +232,19 @@ func (e *encoder) encodeWord(p string) {
 		w.syms = append(w.syms, symbol{id: id})
 	}
 	w.mergeAll(t.merges)
+	start := len(e.ids)
 	for i := 0; i >= 0 && i < len(w.syms); i = int(w.syms[i].next) {
 		e.ids = append(e.ids, int(w.syms[i].id))
+	}
+	if cacheable && t.cacheLen.Load() < t.cacheSize {
+		ids := make([]int32, len(e.ids)-start)
+		for k, id := range e.ids[start:] {
+			ids[k] = int32(id)
+		}
+		// Clone the key: p points into the caller's text.
+		if _, loaded := t.cache.LoadOrStore(strings.Clone(p), ids); !loaded {
+			t.cacheLen.Add(1)
+		}
 	}
 }
 

@@ -102,7 +102,7 @@ func parseTokenizer(data []byte) (*BPE, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &BPE{unk: -1, bos: -1, pad: -1}
+	t := &BPE{unk: -1, bos: -1, pad: -1, cacheSize: cacheCapacity}
 	if _, ok := top["model"]; !ok {
 		return nil, fmt.Errorf("model: %w: missing", ErrInvalid)
 	}
