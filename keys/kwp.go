@@ -3,8 +3,8 @@ package keys
 import (
 	"fmt"
 
-	"github.com/tink-crypto/tink-go/v2/kwp/subtle"
 	"github.com/tensafe/tensafe/seal"
+	"github.com/tink-crypto/tink-go/v2/kwp/subtle"
 )
 
 const (
