@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 	// Subcommands, one file each.
 	root.AddCommand(
 		newVersionCmd(),
+		newPrivacyCmd(),
 		newModelCmd(),
 		newSampleCmd(),
 		newQuickstartCmd(),
