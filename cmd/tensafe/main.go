@@ -52,6 +52,7 @@ func newRootCmd() *cobra.Command {
 		newModelCmd(),
 		newSampleCmd(),
 		newQuickstartCmd(),
+		newKeysCmd(),
 	)
 	return root
 }
