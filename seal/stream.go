@@ -75,6 +75,12 @@ func NewWriter(dst io.Writer, dek []byte, ref KeyRef, b Binding) (*Writer, error
 	if err != nil {
 		return nil, fmt.Errorf("seal: new writer: %w", err)
 	}
+	return newWriter(dst, dek, h, b)
+}
+
+// newWriter writes h and returns the Writer; h's salt and nonce prefix are
+// fixed by the caller (tests use it for known-answer vectors).
+func newWriter(dst io.Writer, dek []byte, h *Header, b Binding) (*Writer, error) {
 	k, err := deriveKeys(dek, h.salt[:], b)
 	if err != nil {
 		return nil, fmt.Errorf("seal: new writer: %w", err)

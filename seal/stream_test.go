@@ -472,3 +472,55 @@ func BenchmarkEnvelopeDecrypt256MiB(b *testing.B) {
 		}
 	}
 }
+
+// The known-answer envelope of docs/ENVELOPE.md: fixed DEK, salt, nonce
+// prefix, key reference and binding; the plaintext "hello, tensafe" and a
+// 65537-byte plaintext (two segments). An independent implementation must
+// produce exactly these bytes; testdata/envelope_ref.py, written from the
+// document with pyca/cryptography, does.
+func TestEnvelopeKnownAnswer(t *testing.T) {
+	dek := make([]byte, DEKSize)
+	for i := range dek {
+		dek[i] = byte(i)
+	}
+	ref := KeyRef{KeyID: "kek:tenant-a", KEKVersion: 1, WrapAlg: WrapAES256KWP, WrappedDEK: bytes.Repeat([]byte{0xAA}, 40)}
+	b := Binding{TenantID: "tenant-a", ArtifactID: "artifact-1"}
+	build := func(plain []byte) []byte {
+		h := &Header{KeyRef: ref}
+		for i := range h.salt {
+			h.salt[i] = 0x10 + byte(i)
+		}
+		copy(h.noncePrefix[:], []byte{0xF0, 0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6})
+		h.raw = h.encodeBody()
+		var buf bytes.Buffer
+		w, err := newWriter(&buf, dek, h, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(plain)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := openBytes(buf.Bytes(), dek, b, w.ContentHash())
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("known-answer envelope does not open: %v", err)
+		}
+		return buf.Bytes()
+	}
+	small := build([]byte("hello, tensafe"))
+	if got := hex.EncodeToString(small); got != wantSmallEnvelope {
+		t.Errorf("envelope of %q =\n%s\nwant\n%s", "hello, tensafe", got, wantSmallEnvelope)
+	}
+	big := make([]byte, SegmentSize+1)
+	for i := range big {
+		big[i] = byte(i % 251)
+	}
+	if got := sha256hex(build(big)); got != wantBigEnvelopeSHA256 {
+		t.Errorf("SHA-256 of the two-segment envelope = %s, want %s", got, wantBigEnvelopeSHA256)
+	}
+}
+
+const (
+	wantSmallEnvelope     = "545345560101101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2ff0f1f2f3f4f5f60c6b656b3a74656e616e742d6100000001010028aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaeb925743e8211e18e79dacc66d51115584785310175a944654583e676dc10af74b70fab3b2431580cba5afdd6f4fc69f4e0ef46ab4a898713e8faa6952a"
+	wantBigEnvelopeSHA256 = "c551e4a09671f7e4c972c56356f3da3d2a9003d91382809ab1f03ee4c4b7a707"
+)
