@@ -16,6 +16,11 @@ import (
 // allocate tables of billions of entries.
 const maxID = 1 << 22
 
+// idSpace is the most id slots a file with n tokens may use: ids are dense
+// in real files, so a small file with one huge id is refused rather than
+// allowed to make us allocate tables a thousand times its size.
+func idSpace(n int) int { return min(2*n+1024, maxID) }
+
 // maxDepth bounds the nesting of Sequence components.
 const maxDepth = 8
 
@@ -187,9 +192,10 @@ func (t *BPE) parseModel(raw json.RawMessage) error {
 	}
 	t.vocab = vocab
 	maxSeen := -1
+	limit := idSpace(len(vocab))
 	for tok, id := range vocab {
-		if id < 0 || id >= maxID {
-			return fmt.Errorf("model.vocab[%q]: %w: id %d outside [0, %d)", tok, ErrInvalid, id, maxID)
+		if id < 0 || id >= limit {
+			return fmt.Errorf("model.vocab[%q]: %w: id %d outside [0, %d) (%d tokens)", tok, ErrInvalid, id, limit, len(vocab))
 		}
 		maxSeen = max(maxSeen, id)
 	}
@@ -466,6 +472,7 @@ func (t *BPE) parseAddedTokens(raw json.RawMessage) error {
 		return fmt.Errorf("added_tokens: %w: %v", ErrInvalid, err)
 	}
 	t.added = make(map[string]*addedToken, len(list))
+	limit := idSpace(len(t.vocab) + len(list))
 	for i, r := range list {
 		path := fmt.Sprintf("added_tokens[%d]", i)
 		if _, err := object(path, r, "id", "content", "single_word", "lstrip", "rstrip", "normalized", "special"); err != nil {
@@ -479,8 +486,8 @@ func (t *BPE) parseAddedTokens(raw json.RawMessage) error {
 			return fmt.Errorf("%s: %w: needs id and content", path, ErrInvalid)
 		}
 		id, content := *a.ID, *a.Content
-		if id < 0 || id >= maxID {
-			return fmt.Errorf("%s.id: %w: %d outside [0, %d)", path, ErrInvalid, id, maxID)
+		if id < 0 || id >= limit {
+			return fmt.Errorf("%s.id: %w: %d outside [0, %d)", path, ErrInvalid, id, limit)
 		}
 		if content == "" {
 			return fmt.Errorf("%s.content: %w: empty", path, ErrInvalid)

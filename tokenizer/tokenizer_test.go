@@ -60,7 +60,7 @@ func TestByte(t *testing.T) {
 	}{
 		{[]int{256, 'h', 'i', 257}, false, "<bos>hi<eos>"},
 		{[]int{256, 'h', 'i', 257, 258}, true, "hi"},
-		{[]int{0xF0, 0x9F, 0x98}, false, "\uFFFD"},          // a cut emoji is one U+FFFD
+		{[]int{0xF0, 0x9F, 0x98}, false, "\uFFFD"},                 // a cut emoji is one U+FFFD
 		{[]int{0xF0, 0x9F, 257, 0x98}, false, "\uFFFD<eos>\uFFFD"}, // specials cut byte runs
 		{[]int{0xC3, 0xA9}, false, "é"},
 	}
@@ -88,10 +88,10 @@ func TestLossyUTF8(t *testing.T) {
 		{"\xF0\x9F\x98", "\uFFFD"},
 		{"\xF0\x9F\x98\x80", "😀"},
 		{"\x80\x80", "\uFFFD\uFFFD"},
-		{"\xC0\xAF", "\uFFFD\uFFFD"},                             // overlong
-		{"\xE0\x80\xAF", "\uFFFD\uFFFD\uFFFD"},                   // overlong
-		{"\xED\xA0\x80", "\uFFFD\uFFFD\uFFFD"},                   // surrogate
-		{"\xF4\x90\x80\x80", "\uFFFD\uFFFD\uFFFD\uFFFD"},         // above U+10FFFF
+		{"\xC0\xAF", "\uFFFD\uFFFD"},                                 // overlong
+		{"\xE0\x80\xAF", "\uFFFD\uFFFD\uFFFD"},                       // overlong
+		{"\xED\xA0\x80", "\uFFFD\uFFFD\uFFFD"},                       // surrogate
+		{"\xF4\x90\x80\x80", "\uFFFD\uFFFD\uFFFD\uFFFD"},             // above U+10FFFF
 		{"\x61\xF1\x80\x80\xE1\x80\xC2\x62", "a\uFFFD\uFFFD\uFFFDb"}, // Unicode 3.9, table 3-8
 		{"\xF5", "\uFFFD"},
 		{"\uFFFD", "\uFFFD"},
@@ -195,9 +195,11 @@ func minimal() map[string]any {
 	}
 }
 
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
 func mustJSON(t *testing.T, v any) []byte {
 	t.Helper()
-	b, err := json.Marshal(v)
+	b, err := jsonMarshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,7 @@ func newRootCmd() *cobra.Command {
 		newModelCmd(),
 		newSampleCmd(),
 		newQuickstartCmd(),
+		newTokenizeCmd(),
 		newKeysCmd(),
 	)
 	return root
