@@ -384,6 +384,9 @@ func (k *Keyring) save(st *state) error {
 	if err != nil {
 		return err
 	}
+	if k.st != nil && k.st != st {
+		k.st.wipe()
+	}
 	k.st, k.stamp = st, stampOf(fi)
 	return nil
 }

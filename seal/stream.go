@@ -117,6 +117,17 @@ func (w *Writer) Write(p []byte) (int, error) {
 				return written, err
 			}
 		}
+		if len(w.buf) == 0 && len(p) > SegmentSize {
+			// A whole segment with more data after it: seal it straight
+			// from p, without copying it into the buffer.
+			if err := w.seal(p[:SegmentSize], false); err != nil {
+				return written, err
+			}
+			p = p[SegmentSize:]
+			written += SegmentSize
+			w.n += SegmentSize
+			continue
+		}
 		n := copy(w.buf[len(w.buf):SegmentSize], p)
 		w.buf = w.buf[:len(w.buf)+n]
 		p = p[n:]
@@ -128,7 +139,15 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // flush seals and writes the buffered segment.
 func (w *Writer) flush(last bool) error {
-	seg := w.buf
+	if err := w.seal(w.buf, last); err != nil {
+		return err
+	}
+	w.buf = w.buf[:0]
+	return nil
+}
+
+// seal hashes, seals and writes one segment.
+func (w *Writer) seal(seg []byte, last bool) error {
 	if !last && w.counter == math.MaxUint32 {
 		w.err = fmt.Errorf("%w: more than %d segments", ErrTooLarge, uint64(math.MaxUint32)+1)
 		return w.err
@@ -145,7 +164,6 @@ func (w *Writer) flush(last bool) error {
 	}
 	if !last {
 		w.counter++
-		w.buf = w.buf[:0]
 	}
 	return nil
 }
