@@ -324,3 +324,54 @@ func parallelFor(ctx context.Context, n, workers int, newState func() any, fn fu
 	wg.Wait()
 	return firstErr
 }
+
+// EncryptFeatures encrypts features [from, to) of x (tokens×d, at most
+// 2·slots tokens) in the throughput (feature-major) packing, one ciphertext
+// per feature, for streaming into Evaluator.DeltaStream.
+func (c *Client) EncryptFeatures(ctx context.Context, x [][]float64, from, to int) ([]*rlwe.Ciphertext, error) {
+	p := c.keys.params
+	if len(x) == 0 || len(x) > 2*p.Slots() {
+		return nil, fmt.Errorf("he: encrypt features: %d tokens, want 1..%d", len(x), 2*p.Slots())
+	}
+	if from < 0 || to > len(x[0]) || from >= to {
+		return nil, fmt.Errorf("he: encrypt features: range [%d, %d) outside [0, %d)", from, to, len(x[0]))
+	}
+	sub := make([][]float64, len(x))
+	for t, row := range x {
+		if len(row) != len(x[0]) {
+			return nil, fmt.Errorf("he: encrypt features: x[%d] has %d features, want %d", t, len(row), len(x[0]))
+		}
+		sub[t] = row[from:to]
+	}
+	b, err := c.encrypt(ctx, sub, Layout{Packing: PackingThroughput, Dim: to - from, Tokens: len(x)}, loraInputLevel(p), loraInputScale(p))
+	if err != nil {
+		return nil, err
+	}
+	return b.Ciphertexts, nil
+}
+
+// DecryptFeature decrypts one feature-major ciphertext into its first tokens
+// values (as emitted by Evaluator.DeltaStream).
+func (c *Client) DecryptFeature(ct *rlwe.Ciphertext, tokens int) ([]float64, error) {
+	p := c.keys.params
+	if tokens < 1 || tokens > 2*p.Slots() {
+		return nil, fmt.Errorf("he: decrypt feature: tokens %d outside [1, %d]", tokens, 2*p.Slots())
+	}
+	if err := checkCiphertext(p, ct); err != nil {
+		return nil, fmt.Errorf("he: decrypt feature: %w", err)
+	}
+	buf := make([]complex128, p.Slots())
+	if err := c.ecd.Decode(c.dec.DecryptNew(ct), buf); err != nil {
+		return nil, fmt.Errorf("he: decrypt feature: %w", err)
+	}
+	out := make([][]float64, tokens)
+	for t := range out {
+		out[t] = make([]float64, 1)
+	}
+	unpack(Layout{Packing: PackingThroughput, Dim: 1, Tokens: tokens}, p.Slots(), buf, 0, out)
+	col := make([]float64, tokens)
+	for t := range col {
+		col[t] = out[t][0]
+	}
+	return col, nil
+}
