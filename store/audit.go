@@ -31,9 +31,9 @@ import (
 // deleted behind the triggers' back shows up in audit.Verify as an entry
 // out of place (FaultSeq). CorruptError.Offset is the row's seq key.
 type AuditStore struct {
-	s       *db
-	name    string
-	w       interface { // where appends go: the pool (SQLite) or the locked connection (PostgreSQL)
+	s    *db
+	name string
+	w    interface { // where appends go: the pool (SQLite) or the locked connection (PostgreSQL)
 		BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
 	}
 	release func() error
