@@ -14,17 +14,24 @@ import (
 // fft2 is a radix-2 FFT of length n (a power of two).
 type fft2 struct {
 	n   int
-	tw  []complex128 // tw[k] = exp(-2πik/n), k < n/2
+	fwd []complex128 // twiddles of every stage, contiguous: stage of size s at [s/2-1, s-1)
+	inv []complex128 // their conjugates
 	rev []uint32
 }
 
 func newFFT2(n int) *fft2 {
-	f := &fft2{n: n, tw: make([]complex128, n/2), rev: make([]uint32, n)}
-	for k := range f.tw {
-		s, c := math.Sincos(-2 * math.Pi * float64(k) / float64(n))
-		f.tw[k] = complex(c, s)
-	}
+	f := &fft2{n: n, rev: make([]uint32, n)}
 	if n > 1 {
+		f.fwd = make([]complex128, n-1)
+		f.inv = make([]complex128, n-1)
+		for size := 2; size <= n; size <<= 1 {
+			half := size / 2
+			for k := 0; k < half; k++ {
+				s, c := math.Sincos(-2 * math.Pi * float64(k) / float64(size))
+				f.fwd[half-1+k] = complex(c, s)
+				f.inv[half-1+k] = complex(c, -s)
+			}
+		}
 		shift := 32 - uint(bits.TrailingZeros(uint(n)))
 		for i := range f.rev {
 			f.rev[i] = bits.Reverse32(uint32(i)) >> shift
@@ -36,21 +43,30 @@ func newFFT2(n int) *fft2 {
 // transform replaces x by its unscaled DFT (inverse: with exp(+2πik/n)).
 func (f *fft2) transform(x []complex128, inverse bool) {
 	n := f.n
+	x = x[:n]
 	for i := 0; i < n; i++ {
 		if j := int(f.rev[i]); i < j {
 			x[i], x[j] = x[j], x[i]
 		}
 	}
-	for size := 2; size <= n; size <<= 1 {
-		half, step := size/2, n/size
+	tw := f.fwd
+	if inverse {
+		tw = f.inv
+	}
+	// The first stage has only the twiddle 1.
+	for i := 0; i+1 < n; i += 2 {
+		u, v := x[i], x[i+1]
+		x[i], x[i+1] = u+v, u-v
+	}
+	for size := 4; size <= n; size <<= 1 {
+		half := size / 2
+		w := tw[half-1 : size-1]
 		for start := 0; start < n; start += size {
-			for k := 0; k < half; k++ {
-				w := f.tw[k*step]
-				if inverse {
-					w = complex(real(w), -imag(w))
-				}
-				u, v := x[start+k], x[start+k+half]*w
-				x[start+k], x[start+k+half] = u+v, u-v
+			a := x[start : start+half]
+			b := x[start+half : start+size]
+			for k := range a {
+				u, v := a[k], b[k]*w[k]
+				a[k], b[k] = u+v, u-v
 			}
 		}
 	}
@@ -135,6 +151,61 @@ func (d *dft) inverse(X []complex128) []complex128 {
 		out[k] = complex(real(v)*inv, -imag(v)*inv)
 	}
 	return out
+}
+
+// realDFT transforms real sequences of an even length n through a complex
+// DFT of length n/2 (even samples as real parts, odd as imaginary), which
+// halves the work of the composition.
+type realDFT struct {
+	n    int
+	half *dft
+	w    []complex128 // w[k] = exp(-2πik/n), k ≤ n/2
+}
+
+func newRealDFT(n int) *realDFT {
+	m := n / 2
+	r := &realDFT{n: n, half: newDFT(m), w: make([]complex128, m+1)}
+	for k := range r.w {
+		s, c := math.Sincos(-2 * math.Pi * float64(k) / float64(n))
+		r.w[k] = complex(c, s)
+	}
+	return r
+}
+
+// forward returns X[0..n/2] of the real sequence x (the rest is conj(X[n-k])).
+func (r *realDFT) forward(x []float64) []complex128 {
+	m := r.n / 2
+	z := make([]complex128, m)
+	for j := range z {
+		z[j] = complex(x[2*j], x[2*j+1])
+	}
+	Z := r.half.forward(z)
+	X := make([]complex128, m+1)
+	for k := 0; k <= m; k++ {
+		zk, zc := Z[k%m], conj(Z[(m-k)%m])
+		e := (zk + zc) / 2             // DFT of the even samples
+		o := (zk - zc) / complex(0, 2) // DFT of the odd samples
+		X[k] = e + r.w[k]*o
+	}
+	return X
+}
+
+// inverse returns the real sequence whose spectrum is X[0..n/2] (Hermitian).
+func (r *realDFT) inverse(X []complex128) []float64 {
+	m := r.n / 2
+	Z := make([]complex128, m)
+	for k := 0; k < m; k++ {
+		hi := conj(X[m-k]) // X[k+m]
+		e := (X[k] + hi) / 2
+		o := (X[k] - hi) / (2 * r.w[k])
+		Z[k] = e + complex(0, 1)*o
+	}
+	z := r.half.inverse(Z)
+	x := make([]float64, r.n)
+	for j, v := range z {
+		x[2*j], x[2*j+1] = real(v), imag(v)
+	}
+	return x
 }
 
 // convolveSame is scipy.signal.convolve(a, b, mode="same") for equal

@@ -158,12 +158,8 @@ func discretize(p truncatedPRV, dom prvDomain) (discretePRV, error) {
 // matches the (shifted) domain again.
 func composeFourier(d discretePRV, n int64) discretePRV {
 	size := len(d.pmf)
-	x := make([]complex128, size)
-	for i, v := range d.pmf {
-		x[i] = complex(v, 0)
-	}
-	f := newDFT(size)
-	spec := f.forward(x)
+	f := newRealDFT(size) // size is even (createAligned)
+	spec := f.forward(d.pmf)
 	pow := complex(float64(n), 0)
 	for k, z := range spec {
 		spec[k] = cmplx.Pow(z, pow)
@@ -175,7 +171,7 @@ func composeFourier(d discretePRV, n int64) discretePRV {
 	}
 	pmf := make([]float64, size)
 	for i, v := range out {
-		pmf[(int64(i)+m)%int64(size)] = real(v)
+		pmf[(int64(i)+m)%int64(size)] = v
 	}
 	return discretePRV{pmf: pmf, domain: d.domain.shiftRight(d.domain.shifts * float64(n-1))}
 }

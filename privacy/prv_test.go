@@ -246,3 +246,29 @@ func TestPRVCDF(t *testing.T) {
 		prev = c
 	}
 }
+
+func TestRealDFT(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{2, 4, 6, 10, 14, 16, 34, 100, 194} {
+		x := make([]float64, n)
+		c := make([]complex128, n)
+		for i := range x {
+			x[i] = rng.NormFloat64()
+			c[i] = complex(x[i], 0)
+		}
+		r := newRealDFT(n)
+		got := r.forward(x)
+		want := naiveDFT(c, -1)
+		for k := range got {
+			if cmplx.Abs(got[k]-want[k]) > 1e-11*float64(n) {
+				t.Fatalf("n=%d: X[%d] = %v, want %v", n, k, got[k], want[k])
+			}
+		}
+		back := r.inverse(got)
+		for j := range back {
+			if math.Abs(back[j]-x[j]) > 1e-12*float64(n) {
+				t.Fatalf("n=%d: x[%d] = %v, want %v", n, j, back[j], x[j])
+			}
+		}
+	}
+}
