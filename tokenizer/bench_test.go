@@ -75,3 +75,29 @@ func BenchmarkParseQwen3(b *testing.B) {
 		}
 	}
 }
+
+// go test -run '^$' -bench Split ./tokenizer/: the hand-written Llama 3
+// matcher against regexp2 running the same expression.
+func BenchmarkSplitLlama3Hand(b *testing.B) {
+	b.SetBytes(int64(len(mixedText)))
+	var segs []segment
+	for b.Loop() {
+		segs = findSegments(segs[:0], mixedText, patternLlama3)
+	}
+}
+
+func BenchmarkSplitLlama3Regexp2(b *testing.B) {
+	re, err := compileRegex(llama3Pattern)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(mixedText)))
+	var segs []segment
+	for b.Loop() {
+		if segs, err = re.segments(segs[:0], mixedText); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodeO200kStyle(b *testing.B) { benchmarkEncode(b, refTokenizer(b, "o200k-style")) }

@@ -124,9 +124,12 @@ func (t *BPE) Encode(text string, addSpecial bool) ([]int, error) {
 	if addSpecial {
 		e.ids = append(e.ids, t.suffix...)
 	}
-	ids := e.ids
-	e.ids = nil
+	ids, err := e.ids, e.err
+	e.ids, e.err = nil, nil
 	t.scratch.Put(e)
+	if err != nil {
+		return nil, err
+	}
 	return ids, nil
 }
 
@@ -161,6 +164,7 @@ func (t *BPE) Decode(ids []int, skipSpecial bool) (string, error) {
 type encoder struct {
 	t       *BPE
 	ids     []int
+	err     error // the first error, from a regexp2 split
 	pieces  []string
 	scratch []string
 	segs    []segment
@@ -274,13 +278,19 @@ func (s byteLevelStep) apply(e *encoder, dst []string, p string) []string {
 
 // splitStep is the Split pre-tokenizer.
 type splitStep struct {
-	pattern  matcher
+	pattern  splitter
 	behavior behavior
 	invert   bool
 }
 
 func (s splitStep) apply(e *encoder, dst []string, p string) []string {
-	e.segs = findSegments(e.segs[:0], p, s.pattern)
+	var err error
+	if e.segs, err = s.pattern.segments(e.segs[:0], p); err != nil {
+		if e.err == nil {
+			e.err = fmt.Errorf("tokenizer: encode: split: %w", err)
+		}
+		return dst
+	}
 	if s.invert {
 		for i := range e.segs {
 			e.segs[i].match = !e.segs[i].match

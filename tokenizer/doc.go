@@ -19,15 +19,18 @@
 // whitespace run or one emoji silently teaches the model garbage, so the
 // package is checked against the reference implementation on several hundred
 // strings (testdata/reference). No maintained pure-Go library reproduced the
-// reference: the Llama 3 and Qwen split expressions need a lookahead that
-// Go's regexp lacks, so the three known expressions are matched by hand,
+// reference: the split expressions need a lookahead that Go's regexp lacks.
+// The three common ones (GPT-2, Llama 3, Qwen2) are matched by hand,
 // following the backtracking semantics of the Oniguruma engine the reference
-// uses.
+// uses; any other runs on github.com/dlclark/regexp2, a backtracking engine
+// with the same Unicode classes, checked on GPT-4o's and DeepSeek V3's
+// expressions and fuzzed against the hand-written matchers.
 //
 // Everything a tokenizer.json can say that this package does not implement
 // (another model type, pre-tokenizer, normalizer, decoder, post-processor, an
-// unknown split expression) is refused at load time with an error that names
-// the field and wraps [ErrUnsupported], rather than encoding differently.
+// expression regexp2 cannot compile) is refused at load time with an error
+// that names the field and wraps [ErrUnsupported], rather than encoding
+// differently.
 //
 // Tokenizers are immutable after loading and safe for concurrent use.
 package tokenizer

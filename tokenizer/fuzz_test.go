@@ -102,10 +102,22 @@ func FuzzRoundTrip(f *testing.F) {
 }
 
 // FuzzPreTokenize checks that the hand-written split expressions cut any
-// text into non-empty pieces that put together give the text back.
+// text into non-empty pieces that put together give the text back, and
+// that they cut it exactly where regexp2 running the same expression does
+// (regexp2 itself is checked against the reference on the o200k and
+// DeepSeek expressions).
 func FuzzPreTokenize(f *testing.F) {
 	for _, s := range []string{"Hello world", "a  \n\n  b", "I'M 1234567", "\t.x()\r\n", "\u00a0\u3000 x"} {
 		f.Add(s)
+	}
+	exprs := map[knownPattern]string{patternGPT2: gpt2Pattern, patternLlama3: llama3Pattern, patternQwen2: qwen2Pattern}
+	slow := map[knownPattern]regexPattern{}
+	for p, expr := range exprs {
+		re, err := compileRegex(expr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		slow[p] = re
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		if !utf8.ValidString(s) {
@@ -113,6 +125,13 @@ func FuzzPreTokenize(f *testing.F) {
 		}
 		for _, p := range []knownPattern{patternGPT2, patternLlama3, patternQwen2} {
 			segs := findSegments(nil, s, p)
+			want, err := slow[p].segments(nil, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(segs, want) {
+				t.Fatalf("pattern %d on %q:\n hand    %v\n regexp2 %v", p, s, segs, want)
+			}
 			pieces := appendPieces(nil, s, segs, behaviorIsolated)
 			if strings.Join(pieces, "") != s {
 				t.Fatalf("pattern %d: pieces %q do not rebuild %q", p, pieces, s)

@@ -415,9 +415,13 @@ func (t *BPE) appendPreSteps(path string, raw json.RawMessage, depth int) error 
 		case okRe == okLit:
 			return fmt.Errorf("%s.pattern: %w: want exactly one of Regex and String", path, ErrInvalid)
 		case okRe:
-			p, ok := lookupPattern(expr)
-			if !ok {
-				return fmt.Errorf("%s.pattern.Regex %q: %w (known expressions: GPT-2, Llama 3, Qwen2)", path, expr, ErrUnsupported)
+			if p, ok := lookupPattern(expr); ok {
+				s.pattern = p
+				break
+			}
+			p, err := compileRegex(expr)
+			if err != nil {
+				return fmt.Errorf("%s.pattern.Regex %q: %w: %v", path, expr, ErrUnsupported, err)
 			}
 			s.pattern = p
 		default:

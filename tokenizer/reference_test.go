@@ -141,7 +141,7 @@ type referenceFile struct {
 	} `json:"decode"`
 }
 
-var referenceNames = []string{"qwen3", "gpt2", "llama3-style", "smollm-style", "gpt2-prefix-nfkc"}
+var referenceNames = []string{"qwen3", "gpt2", "llama3-style", "smollm-style", "o200k-style", "deepseek-style", "gpt2-prefix-nfkc"}
 
 func TestReferenceEncodings(t *testing.T) {
 	for _, name := range referenceNames {

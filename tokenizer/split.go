@@ -2,8 +2,11 @@ package tokenizer
 
 import (
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/dlclark/regexp2"
 )
 
 // The split expressions of the byte-level BPE families, as written in their
@@ -62,6 +65,78 @@ func (p knownPattern) matchAt(s string, i int) int {
 	default:
 		return matchLlama3(s, i, 1)
 	}
+}
+
+// splitter finds the matches of a Split pattern in s and returns them with
+// the gaps between them, as Hugging Face's Pattern::find_matches does.
+type splitter interface {
+	segments(dst []segment, s string) ([]segment, error)
+}
+
+func (p knownPattern) segments(dst []segment, s string) ([]segment, error) {
+	return findSegments(dst, s, p), nil
+}
+
+func (p literalPattern) segments(dst []segment, s string) ([]segment, error) {
+	return findSegments(dst, s, p), nil
+}
+
+// regexPattern is any other Split expression, run by regexp2, a
+// backtracking engine whose syntax and Unicode classes (\s is White_Space,
+// \d is Nd, \p{..} categories, (?i:..), lookaround) match Oniguruma's for
+// the expressions tokenizer files use. It is slower than the hand-written
+// matchers and is checked against the reference on the o200k expression
+// (GPT-4o, Llama 4) and on DeepSeek V3's sequence of splits.
+type regexPattern struct{ re *regexp2.Regexp }
+
+// regexTimeout bounds one search, so that a hostile expression with
+// catastrophic backtracking fails Encode instead of hanging it.
+const regexTimeout = 5 * time.Second
+
+func compileRegex(expr string) (regexPattern, error) {
+	re, err := regexp2.Compile(expr, regexp2.None)
+	if err != nil {
+		return regexPattern{}, err
+	}
+	re.MatchTimeout = regexTimeout
+	return regexPattern{re}, nil
+}
+
+func (p regexPattern) segments(dst []segment, s string) ([]segment, error) {
+	m, err := p.re.FindStringMatch(s)
+	if err != nil {
+		return dst, err
+	}
+	// regexp2 counts in runes; convert to byte offsets as we go (matches
+	// come in increasing order).
+	runeIdx, byteIdx := 0, 0
+	toByte := func(r int) int {
+		for runeIdx < r {
+			_, n := utf8.DecodeRuneInString(s[byteIdx:])
+			byteIdx += n
+			runeIdx++
+		}
+		return byteIdx
+	}
+	prev := 0
+	for m != nil {
+		start := toByte(m.Index)
+		end := toByte(m.Index + m.Length)
+		if end > start {
+			if prev < start {
+				dst = append(dst, segment{prev, start, false})
+			}
+			dst = append(dst, segment{start, end, true})
+			prev = end
+		}
+		if m, err = p.re.FindNextMatch(m); err != nil {
+			return dst, err
+		}
+	}
+	if prev < len(s) {
+		dst = append(dst, segment{prev, len(s), false})
+	}
+	return dst, nil
 }
 
 // literalPattern is a Split pattern given as {"String": "..."}.

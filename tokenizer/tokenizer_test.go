@@ -248,11 +248,11 @@ func TestParseErrors(t *testing.T) {
 		{"no ByteLevel", func(m map[string]any) {
 			m["pre_tokenizer"] = map[string]any{"type": "Digits", "individual_digits": true}
 		}, ErrUnsupported, "no ByteLevel"},
-		{"unknown regex", func(m map[string]any) {
+		{"bad regex", func(m map[string]any) {
 			m["pre_tokenizer"] = map[string]any{"type": "Sequence", "pretokenizers": []any{
-				map[string]any{"type": "Split", "pattern": map[string]any{"Regex": `\d+`}, "behavior": "Isolated", "invert": false},
+				map[string]any{"type": "Split", "pattern": map[string]any{"Regex": `(\d+`}, "behavior": "Isolated", "invert": false},
 				map[string]any{"type": "ByteLevel", "use_regex": false}}}
-		}, ErrUnsupported, `pre_tokenizer.pretokenizers[0].pattern.Regex "\\d+"`},
+		}, ErrUnsupported, `pre_tokenizer.pretokenizers[0].pattern.Regex "(\\d+"`},
 		{"unknown behavior", func(m map[string]any) {
 			m["pre_tokenizer"] = map[string]any{"type": "Sequence", "pretokenizers": []any{
 				map[string]any{"type": "Split", "pattern": map[string]any{"String": "x"}, "behavior": "Sideways"},
@@ -357,7 +357,10 @@ func TestLoadDir(t *testing.T) {
 		t.Errorf("Load EOS = %v", one.EOS())
 	}
 
-	// A bad config is an error that names the file and the field.
+	// A bad config is an error that names the file and the field (on a
+	// small tokenizer: Qwen3's takes a while to parse).
+	write("tokenizer.json", mustJSON(t, minimal()))
+	write("tokenizer_config.json", []byte(`{}`))
 	write("generation_config.json", []byte(`{"eos_token_id": 99999999}`))
 	if _, err := LoadDir(dir); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "generation_config.json: eos_token_id 99999999") {
 		t.Errorf("bad generation config: %v", err)
@@ -366,6 +369,21 @@ func TestLoadDir(t *testing.T) {
 	write("tokenizer_config.json", []byte(`{"eos_token": {"content": "<nope>"}}`))
 	if _, err := LoadDir(dir); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `eos_token "<nope>"`) {
 		t.Errorf("bad tokenizer config: %v", err)
+	}
+	write("tokenizer_config.json", []byte(`{"bos_token": "<s>", "eos_token": {"content": "<s>"}, "pad_token": null}`))
+	write("generation_config.json", []byte(`{"eos_token_id": 256, "pad_token_id": 256}`))
+	tok, err = LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := tok.BOS(); !ok || id != 257 {
+		t.Errorf("BOS = %d, %v", id, ok)
+	}
+	if got := tok.EOS(); !slices.Equal(got, []int{256, 257}) {
+		t.Errorf("EOS = %v, want generation config's then tokenizer config's", got)
+	}
+	if id, ok := tok.PAD(); !ok || id != 256 {
+		t.Errorf("PAD = %d, %v", id, ok)
 	}
 }
 

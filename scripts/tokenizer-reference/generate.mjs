@@ -77,6 +77,9 @@ writeGz(path.join(out, "gpt2/tokenizer.json.gz"), gpt2);
 // build the same files from variants.json.
 const special = (id, content, extra) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true, ...extra });
 const llama3Regex = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// The expressions of GPT-4o's and DeepSeek V3's tokenizer.json files.
+const o200kRegex = "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const deepseekRegex = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
 const variants = [
   {
     name: "llama3-style",
@@ -108,6 +111,32 @@ const variants = [
     set: { pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "Digits", individual_digits: true }, byteLevel()] } },
   },
   {
+    name: "o200k-style",
+    about: "GPT-4o's pre-tokenizer (the o200k expression as a Split with behavior Removed and invert), run through regexp2 on the Go side",
+    base: "gpt2",
+    set: {
+      pre_tokenizer: { type: "Sequence", pretokenizers: [
+        { type: "Split", pattern: { Regex: o200kRegex }, behavior: "Removed", invert: true },
+        byteLevel({ use_regex: false }),
+      ] },
+    },
+  },
+  {
+    name: "deepseek-style",
+    about: "DeepSeek V3's pre-tokenizer (three Splits: digits, CJK runs, then its expression), an empty normalizer Sequence and null subword affixes",
+    base: "gpt2",
+    set: {
+      normalizer: { type: "Sequence", normalizers: [] },
+      pre_tokenizer: { type: "Sequence", pretokenizers: [
+        { type: "Split", pattern: { Regex: "\\p{N}{1,3}" }, behavior: "Isolated", invert: false },
+        { type: "Split", pattern: { Regex: "[一-龥぀-ゟ゠-ヿ]+" }, behavior: "Isolated", invert: false },
+        { type: "Split", pattern: { Regex: deepseekRegex }, behavior: "Isolated", invert: false },
+        byteLevel({ use_regex: false }),
+      ] },
+    },
+    model: { continuing_subword_prefix: null, end_of_word_suffix: null },
+  },
+  {
     name: "gpt2-prefix-nfkc",
     about: "ByteLevel with add_prefix_space, an NFKC normalizer, and added tokens with lstrip, rstrip and normalized set",
     base: "gpt2",
@@ -123,7 +152,7 @@ writeJSON(path.join(out, "variants.json"), variants);
 
 function build(v) {
   const base = structuredClone(gpt2);
-  base.added_tokens.push(...v.add_tokens);
+  base.added_tokens.push(...(v.add_tokens ?? []));
   Object.assign(base, v.set ?? {});
   Object.assign(base.model, v.model ?? {});
   return base;
@@ -186,18 +215,23 @@ const inputs = [...fixed, ...random];
 
 const byteLevelRegexDiffers = (s) => /[\u0085\ufeff]/.test(s);
 const digitsDiffer = (s) => [...s].some((c) => /\p{N}/u.test(c) && !/[0-9]/.test(c));
+// steps lists the pre-tokenizer steps of a tokenizer.json, Sequences flattened.
+const steps = (p) => (p == null ? [] : p.type === "Sequence" ? p.pretokenizers.flatMap(steps) : [p]);
+const skipper = (json) => {
+  const s = steps(json.pre_tokenizer);
+  const byteLevelRegex = s.some((p) => p.type === "ByteLevel" && p.use_regex !== false);
+  const digits = s.some((p) => p.type === "Digits");
+  return (text) => {
+    if (byteLevelRegex && byteLevelRegexDiffers(text)) return "U+0085/U+FEFF: JS \\s in the built-in ByteLevel expression";
+    if (digits && digitsDiffer(text)) return "non-ASCII \\p{N}: JS \\d in the Digits pre-tokenizer";
+    return null;
+  };
+};
 const tokenizers = [
-  { name: "qwen3", json: qwen3, config: qwen3Config, skip: () => null },
-  { name: "gpt2", json: gpt2, skip: (s) => (byteLevelRegexDiffers(s) ? "U+0085/U+FEFF: JS \\s in the built-in ByteLevel expression" : null) },
-  ...variants.map((v) => ({
-    name: v.name, json: build(v),
-    skip: (s) => {
-      if (v.name !== "llama3-style" && byteLevelRegexDiffers(s)) return "U+0085/U+FEFF: JS \\s in the built-in ByteLevel expression";
-      if (v.name === "smollm-style" && digitsDiffer(s)) return "non-ASCII \\p{N}: JS \\d in the Digits pre-tokenizer";
-      return null;
-    },
-  })),
-];
+  { name: "qwen3", json: qwen3, config: qwen3Config },
+  { name: "gpt2", json: gpt2 },
+  ...variants.map((v) => ({ name: v.name, json: build(v) })),
+].map((t) => ({ ...t, skip: skipper(t.json) }));
 
 for (const t of tokenizers) {
   const tok = new Tokenizer(structuredClone(t.json), t.config ?? {});
