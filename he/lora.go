@@ -456,10 +456,11 @@ func (e *Evaluator) deltaFeatureMajor(ctx context.Context, ad *loraAdapter, next
 	buf := make([]*rlwe.Ciphertext, 0, chunk)
 	flush := func(base int) error {
 		return parallelFor(ctx, s.Rank, workers, func() any { return nil }, func(_ any, j int) error {
-			for k, ct := range buf {
-				w := ad.aRes[j*s.DIn+base+k]
-				acc[j].mulAdd(ct, w, L+1)
+			ws := make([][]uint64, len(buf))
+			for k := range buf {
+				ws[k] = ad.aRes[j*s.DIn+base+k]
 			}
+			acc[j].mulAddMany(buf, ws, L+1)
 			return nil
 		})
 	}
@@ -520,9 +521,7 @@ func (e *Evaluator) deltaFeatureMajor(ctx context.Context, ad *loraAdapter, next
 			})
 			c := base + k
 			t.acc.reset()
-			for j, y := range ys {
-				t.acc.mulAdd(y, ad.bRes[c*s.Rank+j], L)
-			}
+			t.acc.mulAddMany(ys, ad.bRes[c*s.Rank:(c+1)*s.Rank], L)
 			ct := rlwe.NewCiphertext(p.p, 1, L-1)
 			*ct.MetaData = *ys[0].MetaData
 			ct.Scale = ys[0].Scale.Mul(rlwe.NewScale(q[L-1]))
@@ -588,22 +587,36 @@ func (a *wideAcc) reset() {
 	}
 }
 
-// mulAdd adds ct·w (w[m] the scalar's residue mod q_m) over the first moduli.
-// With moduli below 2^b each product is below 2^(2b), so 2^(128-2b) products
-// fit in 128 bits: 2^62 for the default preset's 33-bit moduli, 2^18 for the
-// 55-bit first modulus of CKKS-N14-QP435. RegisterAdapter enforces the bound.
-func (a *wideAcc) mulAdd(ct *rlwe.Ciphertext, w []uint64, moduli int) {
+// accBlock is the coefficient block kept in L1 while several ciphertexts
+// are accumulated into it (16 KiB of accumulator per block).
+const accBlock = 1024
+
+// mulAddMany adds Σ_i cts[i]·ws[i] (ws[i][m] the scalar's residue mod q_m)
+// over the first moduli, blocked so an accumulator block stays in cache
+// across the ciphertexts. With moduli below 2^b each product is below
+// 2^(2b), so 2^(128-2b) products fit: 2^62 for the default preset's 33-bit
+// moduli, 2^18 for the 55-bit first modulus of CKKS-N14-QP435.
+// RegisterAdapter enforces the bound.
+func (a *wideAcc) mulAddMany(cts []*rlwe.Ciphertext, ws [][]uint64, moduli int) {
 	for p := range a.lo {
 		for m := range moduli {
-			s := w[m]
-			src := ct.Value[p].Coeffs[m]
-			lo := a.lo[p][m][:len(src)]
-			hi := a.hi[p][m][:len(src)]
-			for k, c := range src {
-				h, l := bits.Mul64(c, s)
-				var carry uint64
-				lo[k], carry = bits.Add64(lo[k], l, 0)
-				hi[k] += h + carry
+			lo, hi := a.lo[p][m], a.hi[p][m]
+			n := len(lo)
+			for b0 := 0; b0 < n; b0 += accBlock {
+				b1 := min(b0+accBlock, n)
+				lob, hib := lo[b0:b1], hi[b0:b1]
+				for i, ct := range cts {
+					s := ws[i][m]
+					src := ct.Value[p].Coeffs[m][b0:b1]
+					src = src[:len(lob)]
+					hib := hib[:len(lob)]
+					for k, c := range src {
+						h, l := bits.Mul64(c, s)
+						var carry uint64
+						lob[k], carry = bits.Add64(lob[k], l, 0)
+						hib[k] += h + carry
+					}
+				}
 			}
 		}
 	}
