@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		newQuickstartCmd(),
 		newTokenizeCmd(),
 		newKeysCmd(),
+		newHECmd(),
 	)
 	return root
 }
