@@ -203,13 +203,13 @@ func (s *FileStore) AppendCheckpoint(ctx context.Context, note []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("audit: append checkpoint: %w", err)
 	}
-	b, err := json.Marshal(checkpointLine{Note: string(note)})
+	b, err := jsonMarshalLine(checkpointLine{Note: string(note)})
 	if err != nil {
 		return fmt.Errorf("audit: append checkpoint: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.appendLocked(s.cps, &s.cpsSize, append(b, '\n'))
+	return s.appendLocked(s.cps, &s.cpsSize, b)
 }
 
 // checkpointLine is one line of checkpoints.jsonl.
@@ -419,4 +419,13 @@ func moveTail(path string, tt *TornTailError) (Hash, error) {
 		return Hash{}, err
 	}
 	return sha256.Sum256(tail), f.Sync()
+}
+
+// jsonMarshalLine returns v as one JSON line, newline included.
+func jsonMarshalLine(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }

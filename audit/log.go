@@ -57,6 +57,7 @@ type Log struct {
 	opts  Options
 
 	reqs    chan *appendReq // unbuffered: a send succeeds only when the writer takes it
+	cpReqs  chan chan appendRes
 	closing chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -110,6 +111,7 @@ func Open(ctx context.Context, store Store, opts Options) (*Log, error) {
 		store:   store,
 		opts:    opts,
 		reqs:    make(chan *appendReq),
+		cpReqs:  make(chan chan appendRes),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -217,6 +219,14 @@ func (l *Log) writer() {
 		select {
 		case r := <-l.reqs:
 			batch = append(batch, r)
+		case res := <-l.cpReqs:
+			err := l.err()
+			if err == nil && l.opts.Signer != nil && l.tracker.size() > l.cpSize {
+				err = l.checkpoint()
+				l.fail(err)
+			}
+			res <- appendRes{err: err}
+			continue
 		case <-tick:
 			if l.tracker.size() > l.cpSize && l.opts.now().Sub(l.cpTime) >= l.opts.CheckpointInterval {
 				l.fail(l.checkpoint())
@@ -329,6 +339,31 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// Checkpoint signs and stores a checkpoint of the current tree, unless the
+// latest one already covers it, and returns the latest checkpoint note.
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
+	if l.opts.Signer == nil {
+		return nil, errors.New("audit: checkpoint: the log has no signer")
+	}
+	res := make(chan appendRes, 1)
+	select {
+	case l.cpReqs <- res:
+	case <-l.closing:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, fmt.Errorf("audit: checkpoint: %w", ctx.Err())
+	}
+	select {
+	case r := <-res:
+		if r.err != nil {
+			return nil, fmt.Errorf("audit: checkpoint: %w", r.err)
+		}
+		return l.LatestCheckpoint(), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("audit: checkpoint: %w", ctx.Err())
+	}
 }
 
 // Size returns the number of entries, genesis included.

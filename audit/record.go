@@ -90,8 +90,8 @@ func (r *Record) checkStructure() error {
 		if err := checkName("details key", k, MaxDetailKeyLen); err != nil {
 			return err
 		}
-		if err := checkText(fmt.Sprintf("details[%q]", k), v, MaxDetailValueLen, false); err != nil {
-			return err
+		if err := checkText("details value", v, MaxDetailValueLen, false); err != nil {
+			return fmt.Errorf("details[%q]: %w", k, err)
 		}
 	}
 	return nil
@@ -103,6 +103,16 @@ func checkText(field, s string, max int, required bool) error {
 	}
 	if len(s) > max {
 		return fmt.Errorf("field %s: %d bytes, at most %d allowed", field, len(s), max)
+	}
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return nil // printable ASCII: the common case, and fine
 	}
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("field %s: not valid UTF-8", field)

@@ -257,11 +257,6 @@ func scan(ctx context.Context, store Store, opts VerifyOptions) (*scanState, err
 				return &VerifyError{Seq: 0, Fault: FaultGenesis, Err: errors.New("entry 0 must be an audit.genesis entry with a zero prev_hash and a valid origin")}
 			}
 			origin = e.Origin()
-			// Signatures and origins of checkpoints are checked once the
-			// origin is known.
-			if err := checkSignatures(cps, trusted, origin, opts.Key); err != nil {
-				return err
-			}
 		}
 		if full {
 			if e.ComputeHash() != e.EntryHash {
@@ -272,6 +267,13 @@ func scan(ctx context.Context, store Store, opts VerifyOptions) (*scanState, err
 			}
 			if pos > 0 && e.Time.Before(prev.Time) {
 				return &VerifyError{Seq: pos, Fault: FaultTime, Err: fmt.Errorf("time %s is before entry %d's %s", formatTime(e.Time), pos-1, formatTime(prev.Time))}
+			}
+		}
+		if pos == 0 {
+			// Signatures and origins of checkpoints are checked once the
+			// genesis entry, and with it the origin, is known.
+			if err := checkSignatures(cps, trusted, origin, opts.Key); err != nil {
+				return err
 			}
 		}
 		st.tracker.append(e.EntryHash)

@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		newQuickstartCmd(),
 		newTokenizeCmd(),
 		newKeysCmd(),
+		newAuditCmd(),
 		newHECmd(),
 	)
 	return root
