@@ -23,9 +23,17 @@ type backend struct {
 	name string
 	// tryOpen opens the database (again, after a close).
 	tryOpen func() (Store, error)
-	// exec runs SQL on the database directly (tests that tamper or that
-	// plant a future schema version).
-	exec func(t *testing.T, query string, args ...any)
+	// tryExec runs SQL on the database directly, behind the store's back
+	// (tests that tamper or that plant a future schema version).
+	tryExec func(query string, args ...any) error
+}
+
+// exec is tryExec that must succeed.
+func (b *backend) exec(t *testing.T, query string, args ...any) {
+	t.Helper()
+	if err := b.tryExec(query, args...); err != nil {
+		t.Fatalf("exec %q: %v", query, err)
+	}
 }
 
 // forEachBackend runs fn against a fresh SQLite database and, when
@@ -44,16 +52,14 @@ func sqliteBackend(t *testing.T) *backend {
 	path := filepath.Join(t.TempDir(), "tensafe.db")
 	b := &backend{name: "sqlite"}
 	b.tryOpen = func() (Store, error) { return Open(context.Background(), path) }
-	b.exec = func(t *testing.T, query string, args ...any) {
-		t.Helper()
+	b.tryExec = func(query string, args ...any) error {
 		d, err := sql.Open("sqlite", path+"?_busy_timeout=10000")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		defer d.Close()
-		if _, err := d.Exec(query, args...); err != nil {
-			t.Fatalf("exec %q: %v", query, err)
-		}
+		_, err = d.Exec(query, args...)
+		return err
 	}
 	return b
 }
@@ -84,16 +90,14 @@ func postgresBackend(t *testing.T) *backend {
 	url := withSearchPath(base, schema)
 	b := &backend{name: "postgres"}
 	b.tryOpen = func() (Store, error) { return OpenPostgres(context.Background(), url) }
-	b.exec = func(t *testing.T, query string, args ...any) {
-		t.Helper()
+	b.tryExec = func(query string, args ...any) error {
 		d, err := sql.Open("pgx", url)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		defer d.Close()
-		if _, err := d.Exec(rebindForTest(query), args...); err != nil {
-			t.Fatalf("exec %q: %v", query, err)
-		}
+		_, err = d.Exec(rebindForTest(query), args...)
+		return err
 	}
 	return b
 }
