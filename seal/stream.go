@@ -96,7 +96,7 @@ func newWriter(dst io.Writer, dek []byte, h *Header, b Binding) (*Writer, error)
 		return nil, fmt.Errorf("seal: write envelope header: %w", err)
 	}
 	w := &Writer{dst: dst, aead: aead, prefix: h.noncePrefix, hash: sha256.New()}
-	w.buf = make([]byte, 0, SegmentSize)
+	w.buf = make([]byte, 0, SegmentSize+1) // +1: ReadFrom's lookahead byte
 	w.out = make([]byte, 0, SegmentSize+tagSize)
 	return w, nil
 }
@@ -135,6 +135,39 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.n += int64(n)
 	}
 	return written, nil
+}
+
+// ReadFrom encrypts everything r yields until io.EOF, reading straight
+// into the segment buffer; io.Copy uses it when r has no WriteTo.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, errors.New("seal: write to closed envelope writer")
+	}
+	var total int64
+	for {
+		// Read up to one byte past a full segment: that byte proves the
+		// segment is not the final one.
+		n, err := r.Read(w.buf[len(w.buf) : SegmentSize+1])
+		w.buf = w.buf[:len(w.buf)+n]
+		total += int64(n)
+		w.n += int64(n)
+		if len(w.buf) == SegmentSize+1 {
+			if serr := w.seal(w.buf[:SegmentSize], false); serr != nil {
+				return total, serr
+			}
+			w.buf[0] = w.buf[SegmentSize]
+			w.buf = w.buf[:1]
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // flush seals and writes the buffered segment.
