@@ -84,7 +84,11 @@ func (m *addedMatcher) longestAt(s string, i int) (*addedToken, int) {
 // for each added token found, in order, applying the single_word, lstrip
 // and rstrip rules as AddedVocabulary::find_matches of Hugging Face
 // tokenizers does.
-func (m *addedMatcher) split(s string, text func(string), token func(*addedToken)) {
+//
+// With ordinary set, special tokens are not split out: like the reference's
+// encode_special_tokens, the match is skipped and the search goes on after
+// it, so "<|im_start|>" stays text.
+func (m *addedMatcher) split(s string, ordinary bool, text func(string), token func(*addedToken)) {
 	if m.empty() {
 		if s != "" {
 			text(s)
@@ -100,6 +104,10 @@ func (m *addedMatcher) split(s string, text func(string), token func(*addedToken
 		tok, end := m.longestAt(s, i)
 		if tok == nil {
 			i++
+			continue
+		}
+		if ordinary && tok.special {
+			i = end
 			continue
 		}
 		if tok.singleWord && !(wordBoundaryBefore(s, i) && wordBoundaryAfter(s, end)) {

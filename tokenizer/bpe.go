@@ -109,6 +109,20 @@ func (t *BPE) IsSpecial(id int) bool { return id >= 0 && id < len(t.special) && 
 
 // Encode implements Tokenizer. The text must be valid UTF-8.
 func (t *BPE) Encode(text string, addSpecial bool) ([]int, error) {
+	return t.encode(text, addSpecial, false)
+}
+
+// EncodeOrdinary encodes text in which special tokens are plain text:
+// "<|im_start|>" written by a user becomes the ids of its characters, not
+// the control token, so untrusted text cannot forge a chat structure.
+// Added tokens that are not special (such as Qwen's "<think>") are still
+// recognised, and no template is applied. This is the reference's
+// encode_special_tokens mode.
+func (t *BPE) EncodeOrdinary(text string) ([]int, error) {
+	return t.encode(text, false, true)
+}
+
+func (t *BPE) encode(text string, addSpecial, ordinary bool) ([]int, error) {
 	if !utf8.ValidString(text) {
 		return nil, fmt.Errorf("tokenizer: encode: %w (first bad byte at offset %d)", ErrInvalidUTF8, invalidOffset(text))
 	}
@@ -116,11 +130,12 @@ func (t *BPE) Encode(text string, addSpecial bool) ([]int, error) {
 	if e == nil {
 		e = &encoder{t: t}
 	}
+	e.ordinary = ordinary
 	e.ids = make([]int, 0, len(text)/3+len(t.prefix)+len(t.suffix)+1)
 	if addSpecial {
 		e.ids = append(e.ids, t.prefix...)
 	}
-	t.raw.split(text, e.normalized, e.addedToken)
+	t.raw.split(text, ordinary, e.normalized, e.addedToken)
 	if addSpecial {
 		e.ids = append(e.ids, t.suffix...)
 	}
@@ -162,14 +177,15 @@ func (t *BPE) Decode(ids []int, skipSpecial bool) (string, error) {
 // encoder holds the state of one Encode call, and scratch buffers kept for
 // the next.
 type encoder struct {
-	t       *BPE
-	ids     []int
-	err     error // the first error, from a regexp2 split
-	pieces  []string
-	scratch []string
-	segs    []segment
-	buf     []byte
-	word    bpeWord
+	t        *BPE
+	ids      []int
+	err      error // the first error, from a regexp2 split
+	ordinary bool  // special tokens are text (EncodeOrdinary)
+	pieces   []string
+	scratch  []string
+	segs     []segment
+	buf      []byte
+	word     bpeWord
 }
 
 func (e *encoder) addedToken(a *addedToken) { e.ids = append(e.ids, a.id) }
@@ -180,7 +196,7 @@ func (e *encoder) normalized(s string) {
 	if e.t.normalize != nil {
 		s = e.t.normalize(s)
 	}
-	e.t.norm.split(s, e.pretokenize, e.addedToken)
+	e.t.norm.split(s, e.ordinary, e.pretokenize, e.addedToken)
 }
 
 // pretokenize runs the pre-tokenizer steps over s and encodes each piece.

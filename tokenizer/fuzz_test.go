@@ -53,9 +53,9 @@ func mustJSONf(f *testing.F, v any) []byte {
 }
 
 // FuzzRoundTrip checks, on the reference tokenizers, that decoding the
-// encoding of any UTF-8 text gives the text back (normalized to NFC for
-// Qwen3), that special tokens wrap it as the template says, and that every
-// id is in the vocabulary.
+// encoding of any UTF-8 text (by Encode or EncodeOrdinary) gives the text
+// back (normalized to NFC for Qwen3), that special tokens wrap it as the
+// template says, and that every id is in the vocabulary.
 func FuzzRoundTrip(f *testing.F) {
 	for _, s := range []string{"Hello, world!", "  \n\n\tx", "<|im_start|>a<|im_end|>", "cafe\u0301 😀", "12345 '''s"} {
 		f.Add(s)
@@ -86,16 +86,24 @@ func FuzzRoundTrip(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want, _ := expectedRoundTrip(names[i], s); got != want {
+			want, _ := expectedRoundTrip(names[i], s)
+			if got != want {
 				t.Fatalf("%s: Decode(Encode(%q)) = %q", names[i], s, got)
+			}
+			ordinary, err := tok.EncodeOrdinary(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := tok.Decode(ordinary, false); err != nil || got != want {
+				t.Fatalf("%s: Decode(EncodeOrdinary(%q)) = %q, %v", names[i], s, got, err)
 			}
 			withSpecial, err := tok.Encode(s, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := append(append(slices.Clone(tok.prefix), ids...), tok.suffix...)
-			if !slices.Equal(withSpecial, want) {
-				t.Fatalf("%s: Encode(%q, true) = %v, want %v", names[i], s, withSpecial, want)
+			wrapped := append(append(slices.Clone(tok.prefix), ids...), tok.suffix...)
+			if !slices.Equal(withSpecial, wrapped) {
+				t.Fatalf("%s: Encode(%q, true) = %v, want %v", names[i], s, withSpecial, wrapped)
 			}
 		}
 	})

@@ -479,3 +479,34 @@ func TestConcurrentEncode(t *testing.T) {
 		t.Fatal("mixedText is not UTF-8")
 	}
 }
+
+func TestEncodeOrdinary(t *testing.T) {
+	tok := refTokenizer(t, "qwen3")
+	text := "<|im_start|>user\nhi<think>x</think><|im_end|>"
+	ids, err := tok.EncodeOrdinary(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if tok.IsSpecial(id) {
+			t.Errorf("EncodeOrdinary gave special id %d", id)
+		}
+	}
+	think, _ := tok.SpecialID("<think>") // an added token that is not special
+	if !slices.Contains(ids, think) {
+		t.Errorf("EncodeOrdinary(%q) = %v: lost the non-special <think>", text, ids)
+	}
+	got, err := tok.Decode(ids, true) // nothing to skip
+	if err != nil || got != text {
+		t.Errorf("Decode(EncodeOrdinary) = %q, %v", got, err)
+	}
+	// The special-token text is encoded as its pieces would be alone.
+	plain, _ := tok.Encode("<|", false)
+	if !slices.Equal(ids[:len(plain)], plain) {
+		t.Errorf("EncodeOrdinary starts %v, want %v", ids[:len(plain)], plain)
+	}
+	normal, _ := tok.Encode(text, false)
+	if normal[0] != 151644 || slices.Equal(normal, ids) {
+		t.Errorf("Encode = %v should split out <|im_start|>", normal)
+	}
+}
