@@ -505,7 +505,7 @@ func (e *Evaluator) deltaFeatureMajor(ctx context.Context, ad *loraAdapter, next
 	}
 
 	// Phase 2: d_out outputs, each over rank intermediates, emitted in order.
-	outBlock := workers * 4
+	outBlock := max(256, workers*32) // few blocks: each allocates per-worker evaluator state
 	outs := make([]*rlwe.Ciphertext, outBlock)
 	for base := 0; base < s.DOut; base += outBlock {
 		n := min(outBlock, s.DOut-base)
@@ -605,9 +605,36 @@ func (a *wideAcc) mulAddMany(cts []*rlwe.Ciphertext, ws [][]uint64, moduli int) 
 			for b0 := 0; b0 < n; b0 += accBlock {
 				b1 := min(b0+accBlock, n)
 				lob, hib := lo[b0:b1], hi[b0:b1]
-				for i, ct := range cts {
+				i := 0
+				for ; i+4 <= len(cts); i += 4 {
+					s0, s1, s2, s3 := ws[i][m], ws[i+1][m], ws[i+2][m], ws[i+3][m]
+					x0 := cts[i].Value[p].Coeffs[m][b0:b1]
+					x1 := cts[i+1].Value[p].Coeffs[m][b0:b1]
+					x2 := cts[i+2].Value[p].Coeffs[m][b0:b1]
+					x3 := cts[i+3].Value[p].Coeffs[m][b0:b1]
+					x0, x1, x2, x3 = x0[:len(lob)], x1[:len(lob)], x2[:len(lob)], x3[:len(lob)]
+					hib := hib[:len(lob)]
+					for k := range lob {
+						l, h := lob[k], hib[k]
+						var c uint64
+						ph, pl := bits.Mul64(x0[k], s0)
+						l, c = bits.Add64(l, pl, 0)
+						h += ph + c
+						ph, pl = bits.Mul64(x1[k], s1)
+						l, c = bits.Add64(l, pl, 0)
+						h += ph + c
+						ph, pl = bits.Mul64(x2[k], s2)
+						l, c = bits.Add64(l, pl, 0)
+						h += ph + c
+						ph, pl = bits.Mul64(x3[k], s3)
+						l, c = bits.Add64(l, pl, 0)
+						h += ph + c
+						lob[k], hib[k] = l, h
+					}
+				}
+				for ; i < len(cts); i++ {
 					s := ws[i][m]
-					src := ct.Value[p].Coeffs[m][b0:b1]
+					src := cts[i].Value[p].Coeffs[m][b0:b1]
 					src = src[:len(lob)]
 					hib := hib[:len(lob)]
 					for k, c := range src {
