@@ -180,6 +180,9 @@ func (l *Log) Append(ctx context.Context, r Record) (Entry, error) {
 
 // append hands r, validated, to the writer.
 func (l *Log) append(ctx context.Context, r Record) (Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return Entry{}, fmt.Errorf("audit: append: %w", err)
+	}
 	req := &appendReq{rec: r, res: make(chan appendRes, 1)}
 	select {
 	case l.reqs <- req:
@@ -228,7 +231,7 @@ func (l *Log) writer() {
 			res <- appendRes{err: err}
 			continue
 		case <-tick:
-			if l.tracker.size() > l.cpSize && l.opts.now().Sub(l.cpTime) >= l.opts.CheckpointInterval {
+			if l.err() == nil && l.tracker.size() > l.cpSize && l.opts.now().Sub(l.cpTime) >= l.opts.CheckpointInterval {
 				l.fail(l.checkpoint())
 			}
 			continue

@@ -304,3 +304,17 @@ func TestFileStoreCreatesPrivateFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestLogAppendCanceled(t *testing.T) {
+	l, _ := newTestLog(t, nil, 1, 100)
+	defer l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	size := l.Size()
+	if _, err := l.Append(ctx, testRecord(2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append with a canceled context = %v", err)
+	}
+	if l.Size() != size {
+		t.Fatal("a canceled Append was appended")
+	}
+}
