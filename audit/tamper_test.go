@@ -74,6 +74,14 @@ func TestTamperedEntries(t *testing.T) {
 			l[7] = encodeLine(t, e)
 			return l
 		}, 7, FaultHash},
+		{"date before the previous entry", func(t *testing.T, l [][]byte) [][]byte {
+			e := decodeLine(t, l[7])
+			e.Time = decodeLine(t, l[6]).Time.Add(-1)
+			e.EntryHash = e.ComputeHash()
+			l[7] = encodeLine(t, e)
+			rechain(t, l, 8)
+			return l
+		}, 7, FaultTime},
 		{"delete", func(t *testing.T, l [][]byte) [][]byte {
 			return append(l[:7:7], l[8:]...)
 		}, 7, FaultSeq},
