@@ -13,7 +13,7 @@ import (
 
 const testOrigin = "tensafe.test/audit"
 
-func auditKey(t *testing.T) *seal.SigningKey {
+func auditKey(t testing.TB) *seal.SigningKey {
 	t.Helper()
 	k, err := seal.GenerateSigningKey(nil)
 	if err != nil {
@@ -33,7 +33,7 @@ func auditRecord(i int) audit.Record {
 	}
 }
 
-func openLog(t *testing.T, s Store, name string, key *seal.SigningKey) *audit.Log {
+func openLog(t testing.TB, s Store, name string, key *seal.SigningKey) *audit.Log {
 	t.Helper()
 	as, err := s.AuditStore(ctx, name)
 	if err != nil {

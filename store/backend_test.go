@@ -66,7 +66,7 @@ func sqliteBackend(t *testing.T) *backend {
 
 // postgresBackend creates a schema of its own on the test server, dropped
 // at the end of the test, and points the store at it with search_path.
-func postgresBackend(t *testing.T) *backend {
+func postgresBackend(t testing.TB) *backend {
 	base := os.Getenv(postgresURLEnv)
 	if base == "" {
 		t.Skip(postgresURLEnv + " is unset: PostgreSQL store tests skipped (run scripts/ci-postgres.sh and export the URL it prints)")

@@ -59,7 +59,8 @@ func checkOptionalID(field, s string) error {
 }
 
 // checkText checks human-readable text: valid UTF-8 without control
-// characters, at most max bytes.
+// characters or bidirectional formatting characters (which can make a name
+// display as something else), at most max bytes.
 func checkText(field, s string, max int, required bool) error {
 	if s == "" {
 		if required {
@@ -76,6 +77,9 @@ func checkText(field, s string, max int, required bool) error {
 	for i, r := range s {
 		if unicode.IsControl(r) {
 			return fieldErr(field, "control character %U at %d", r, i)
+		}
+		if unicode.Is(unicode.Bidi_Control, r) {
+			return fieldErr(field, "bidirectional formatting character %U at %d", r, i)
 		}
 	}
 	return nil
