@@ -594,7 +594,7 @@ func (s *db) UpdateOperation(ctx context.Context, op Operation) (Operation, erro
 	if op.State.Final() && op.FinishedAt == nil {
 		op.FinishedAt = &now
 	}
-	if err := validateOperation(&op); err != nil {
+	if err := validateOpUpdate(&op); err != nil {
 		return Operation{}, s.wrap("update operation", err)
 	}
 	var out Operation

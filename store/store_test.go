@@ -575,8 +575,14 @@ func TestOperationLifecycle(t *testing.T) {
 		if err != nil || len(byState) != 2 || byState[0].ID != "o2" || byState[1].ID != "o3" {
 			t.Fatalf("ListOperationsByState(running, failed) = %+v, %v", byState, err)
 		}
-		_, err = s.UpdateOperation(ctx, Operation{ID: "missing", TenantID: "t1", Kind: KindSample, State: OpFailed})
+		_, err = s.UpdateOperation(ctx, Operation{ID: "missing", TenantID: "t1", State: OpFailed})
 		wantErr(t, "update missing", err, ErrNotFound)
+		// An update carries only what it writes.
+		op4, _ := s.CreateOperation(ctx, Operation{ID: "o4", TenantID: "t1", ClientID: "c1", Kind: KindSaveState})
+		upd, err := s.UpdateOperation(ctx, Operation{ID: "o4", TenantID: "t1", State: OpRunning})
+		if err != nil || upd.Kind != KindSaveState || upd.ClientID != "c1" || !upd.CreatedAt.Equal(op4.CreatedAt) || upd.StartedAt == nil {
+			t.Fatalf("partial update: %+v, %v", upd, err)
+		}
 	})
 }
 

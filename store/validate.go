@@ -226,16 +226,27 @@ func validateClientUpdate(c *TrainingClient) error {
 }
 
 func validateOperation(op *Operation) error {
-	if err := checkID("id", op.ID); err != nil {
-		return err
-	}
-	if err := checkID("tenant_id", op.TenantID); err != nil {
-		return err
-	}
 	if err := checkOptionalID("client_id", op.ClientID); err != nil {
 		return err
 	}
 	if err := checkName("kind", op.Kind, MaxKindLen, true); err != nil {
+		return err
+	}
+	if err := checkText("idempotency_key", op.IdempotencyKey, MaxIdempotencyKeyLen, false); err != nil {
+		return err
+	}
+	if err := checkTime("created_at", op.CreatedAt); err != nil {
+		return err
+	}
+	return validateOpUpdate(op)
+}
+
+// validateOpUpdate checks the fields UpdateOperation writes or matches.
+func validateOpUpdate(op *Operation) error {
+	if err := checkID("id", op.ID); err != nil {
+		return err
+	}
+	if err := checkID("tenant_id", op.TenantID); err != nil {
 		return err
 	}
 	if !op.State.Valid() {
@@ -248,12 +259,6 @@ func validateOperation(op *Operation) error {
 		return err
 	}
 	if err := checkText("error_message", op.ErrorMessage, MaxErrorMessageLen, false); err != nil {
-		return err
-	}
-	if err := checkText("idempotency_key", op.IdempotencyKey, MaxIdempotencyKeyLen, false); err != nil {
-		return err
-	}
-	if err := checkTime("created_at", op.CreatedAt); err != nil {
 		return err
 	}
 	if err := checkOptionalTime("started_at", op.StartedAt); err != nil {
