@@ -45,7 +45,7 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
-	return fmt.Sprintf("store: field %s: %s", e.Field, e.Reason)
+	return fmt.Sprintf("field %s: %s", e.Field, e.Reason)
 }
 
 // Is makes errors.Is(err, ErrInvalid) true.
