@@ -137,3 +137,16 @@ func dotGeneralAxes(node *Node) (lc, lb, rc, rb []int) {
 	}
 	return read("lhsContractingAxes"), read("lhsBatchAxes"), read("rhsContractingAxes"), read("rhsBatchAxes")
 }
+
+// UseStockDotGeneralGradient switches between v0.26.0's own DotGeneral
+// gradient (true) and matmulVJP (false) for graphs built afterwards. It
+// exists for benchmarks that measure the fix; it must not race with graph
+// construction.
+func UseStockDotGeneralGradient(stock bool) {
+	InstallFixes()
+	if stock {
+		VJPRegistration[NodeTypeDotGeneral] = stockVJP
+	} else {
+		VJPRegistration[NodeTypeDotGeneral] = matmulVJP
+	}
+}
