@@ -82,24 +82,27 @@ func buildTrain(m *model.Model, lora *model.LoRA, lossFn loss.Func, mode gradMod
 		nodes := make(map[string]*Node, len(lora.Names))
 		wrt := make([]*Node, len(lora.Names))
 		for i, name := range lora.Names {
-			w := loraIn[i]
-			if mode != gradPlain {
-				// The broadcast trick: each example gets its own copy of
-				// the weights, so d(sum of losses)/d(copy b) is example b's
-				// gradient.
-				w = BroadcastPrefix(w, B)
-			}
+			// The broadcast trick: each example gets its own copy of the
+			// weights, so d(sum of losses)/d(copy b) is example b's
+			// gradient. The plain mode uses it too and sums: on the pure-Go
+			// backend the batched contractions are faster than the
+			// gradient of a weight shared across the batch.
+			w := BroadcastPrefix(loraIn[i], B)
 			nodes[name] = w
 			wrt[i] = w
 		}
-		hidden := m.Forward(base, lora.Adapter(nodes, mode != gradPlain), model.Inputs{
+		hidden := m.Forward(base, lora.Adapter(nodes, true), model.Inputs{
 			IDs: ids, KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)
 		perExample := lossFn(loss.Outputs{Logits: logits, Hidden: hidden}, loss.Batch{Targets: in[inTargets], Weights: in[inWeights]})
 		grads := Gradient(ReduceAllSum(perExample), wrt...)
 		if mode == gradPlain {
-			return append([]*Node{perExample}, grads...)
+			out := []*Node{perExample}
+			for _, g := range grads {
+				out = append(out, ReduceSum(g, 0))
+			}
+			return out
 		}
 		// Flat L2 norm over all trainable tensors, per example.
 		var sq *Node
