@@ -115,7 +115,8 @@ type Engine struct {
 
 	// AdamW state.
 	adamM, adamV [][]float32
-	step         int // optimizer steps taken
+	step         int    // optimizer steps taken
+	runs         uint64 // training-graph runs, for dropout seeds
 
 	graphs *graphCache
 }

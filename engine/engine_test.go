@@ -359,3 +359,37 @@ func TestNoDeadlock(t *testing.T) {
 		t.Fatal("a DP step did not finish in 2 minutes: backend deadlock?")
 	}
 }
+
+// TestLoRADropout: with dropout the training loss varies between calls
+// (fresh masks) while evaluation stays deterministic and dropout-free.
+func TestLoRADropout(t *testing.T) {
+	cfg := Config{LoRA: model.LoRAConfig{Rank: 4, Alpha: 8, Dropout: 0.5}, Optimizer: DefaultOptimizer(), Seed: 3}
+	e, err := New(model.Tiny(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make B non-zero so that the adapter (and its dropout) matters.
+	for _, n := range e.lora.Names {
+		for j := range e.lora.Values[n] {
+			e.lora.Values[n][j] = 0.05
+		}
+	}
+	b := tinyBatch()
+	r1, err := e.ForwardBackward(context.Background(), b, loss.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := e.ForwardBackward(context.Background(), b, loss.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Loss == r2.Loss {
+		t.Error("two training passes with dropout gave the same loss")
+	}
+	if meanLoss(t, e, b) != meanLoss(t, e, b) {
+		t.Error("evaluation is not deterministic")
+	}
+	if _, err := New(model.Tiny(), Config{LoRA: model.LoRAConfig{Rank: 4, Alpha: 8, Dropout: 1}, Optimizer: DefaultOptimizer()}); err == nil {
+		t.Error("dropout 1 accepted")
+	}
+}

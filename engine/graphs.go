@@ -55,6 +55,7 @@ const (
 	inWeights
 	inCos
 	inSin
+	inRNG // GoMLX RNG state for LoRA dropout
 	numFixedInputs
 )
 
@@ -91,7 +92,7 @@ func buildTrain(m *model.Model, lora *model.LoRA, lossFn loss.Func, mode gradMod
 			nodes[name] = w
 			wrt[i] = w
 		}
-		hidden := m.Forward(base, lora.Adapter(nodes, true), model.Inputs{
+		hidden := m.Forward(base, lora.Adapter(nodes, true, in[inRNG]), model.Inputs{
 			IDs: ids, KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)
@@ -148,7 +149,7 @@ func buildForward(m *model.Model, lora *model.LoRA, lossFn loss.Func) func([]*No
 	return func(in []*Node) []*Node {
 		base := m.BindBase(in[numFixedInputs : numFixedInputs+nBase])
 		nodes := bindLoRA(lora, in[numFixedInputs+nBase:])
-		hidden := m.Forward(base, lora.Adapter(nodes, false), model.Inputs{
+		hidden := m.Forward(base, lora.Adapter(nodes, false, nil), model.Inputs{
 			IDs: in[inIDs], KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)

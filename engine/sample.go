@@ -361,7 +361,7 @@ func buildDecode(m *model.Model, lora *model.LoRA) func([]*Node) []*Node {
 		rest := in[4+2*L:]
 		base := m.BindBase(rest[:nBase])
 		nodes := bindLoRA(lora, rest[nBase:])
-		hidden := m.Forward(base, lora.Adapter(nodes, false), model.Inputs{IDs: in[0], Cos: in[1], Sin: in[2], Cache: cache})
+		hidden := m.Forward(base, lora.Adapter(nodes, false, nil), model.Inputs{IDs: in[0], Cos: in[1], Sin: in[2], Cache: cache})
 		out := []*Node{m.Logits(base, hidden)}
 		for i := 0; i < L; i++ {
 			out = append(out, cache.Keys[i], cache.Values[i])
@@ -376,7 +376,7 @@ func buildFull(m *model.Model, lora *model.LoRA) func([]*Node) []*Node {
 	return func(in []*Node) []*Node {
 		base := m.BindBase(in[3 : 3+nBase])
 		nodes := bindLoRA(lora, in[3+nBase:])
-		hidden := m.Forward(base, lora.Adapter(nodes, false), model.Inputs{IDs: in[0], Cos: in[1], Sin: in[2]})
+		hidden := m.Forward(base, lora.Adapter(nodes, false, nil), model.Inputs{IDs: in[0], Cos: in[1], Sin: in[2]})
 		return []*Node{m.Logits(base, hidden)}
 	}
 }

@@ -25,7 +25,14 @@ type ForwardBackwardResult struct {
 func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor) []any {
 	ids, mask, targets, weights := p.tensors()
 	cos, sin := e.model.RotaryTables(0, p.T)
-	args := []any{ids, mask, targets, weights, cos, sin}
+	// Dropout randomness: reproducible from the client's seed and the
+	// number of graph runs so far (never used for DP noise).
+	e.runs++
+	rng, err := RNGStateFromSeed(int64(e.cfg.Seed*1_000_003 + e.runs))
+	if err != nil {
+		panic(err) // only fails on a malformed state shape
+	}
+	args := []any{ids, mask, targets, weights, cos, sin, rng}
 	for _, w := range e.model.Weights() {
 		args = append(args, w)
 	}

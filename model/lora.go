@@ -83,9 +83,6 @@ func (c LoRAConfig) Validate() error {
 	if !(c.Dropout >= 0 && c.Dropout < 1) {
 		return fmt.Errorf("lora: dropout must be in [0, 1), got %v", c.Dropout)
 	}
-	if c.Dropout != 0 {
-		return fmt.Errorf("lora: dropout %v is not supported yet (only 0)", c.Dropout)
-	}
 	for _, m := range c.TargetModules {
 		if !slices.Contains(AllModules, m) {
 			return fmt.Errorf("lora: target_modules: unknown module %q (known: %v)", m, AllModules)
@@ -194,15 +191,25 @@ func (l *LoRA) NumParams() int {
 // Adapter returns the model.Adapter for LoRA weight nodes bound by name.
 // With perExample the nodes carry a leading batch axis ([B, r, in] and
 // [B, out, r]): each example uses its own copy, so the gradient with
-// respect to those nodes is the per-example gradient.
-func (l *LoRA) Adapter(nodes map[string]*Node, perExample bool) Adapter {
+// respect to those nodes is the per-example gradient. With rng (a GoMLX
+// RNG state) and a positive Config.Dropout, the adapter's input is dropped
+// element-wise as PEFT does in training (inverted dropout: kept values
+// scaled by 1/(1-p)); pass nil for evaluation and sampling.
+func (l *LoRA) Adapter(nodes map[string]*Node, perExample bool, rng *Node) Adapter {
 	scale := l.Config.Scale()
+	p := l.Config.Dropout
 	return func(layer int, module string, x *Node) *Node {
 		a, ok := nodes[LoRAName(layer, module, "A")]
 		if !ok {
 			return nil
 		}
 		b := nodes[LoRAName(layer, module, "B")]
+		if rng != nil && p > 0 {
+			var u *Node
+			rng, u = RandomUniform(rng, x.Shape())
+			keep := ConvertDType(GreaterOrEqual(u, Scalar(x.Graph(), x.DType(), p)), x.DType())
+			x = MulScalar(Mul(x, keep), 1/(1-p))
+		}
 		var ax, bax *Node
 		if perExample {
 			ax = Einsum("bti,bri->btr", x, a)
