@@ -41,7 +41,6 @@ func Read(r io.ReaderAt, size int64) (*Package, error) {
 	p := &Package{r: r, size: size}
 	var off int64
 	hdr := make([]byte, blockSize)
-	prev := -1
 	for {
 		if size-off < blockSize {
 			return nil, fmt.Errorf("%w: archive ends at offset %d without end blocks", ErrMalformed, off)
@@ -64,20 +63,12 @@ func Read(r io.ReaderAt, size int64) (*Package, error) {
 			return nil, fmt.Errorf("%w (at offset %d)", err, off)
 		}
 		k := specIndex(name)
-		switch {
-		case k < 0:
+		if k < 0 {
 			return nil, fmt.Errorf("%w: %q at offset %d", ErrUnexpectedMember, name, off)
-		case k == prev:
-			return nil, fmt.Errorf("%w: %s repeated", ErrMemberOrder, name)
-		case k < prev:
-			return nil, fmt.Errorf("%w: %s after %s", ErrMemberOrder, name, members[prev].name)
 		}
-		for _, skipped := range members[prev+1 : k] {
-			if skipped.required {
-				return nil, fmt.Errorf("%w: %s", ErrMissingMember, skipped.name)
-			}
+		if len(p.entries) >= len(members) {
+			return nil, fmt.Errorf("%w: more than %d members", ErrMemberOrder, len(members))
 		}
-		prev = k
 		if msize > members[k].max {
 			return nil, fmt.Errorf("%w: %s is %d bytes, at most %d allowed", ErrMemberSize, name, msize, members[k].max)
 		}
@@ -92,8 +83,28 @@ func Read(r io.ReaderAt, size int64) (*Package, error) {
 		p.entries = append(p.entries, entry{name: name, off: data, size: msize})
 		off = end
 	}
-	for _, s := range members[prev+1:] {
-		if s.required {
+	// The members in the format's order, each once, the required ones
+	// present.
+	prev := -1
+	for _, e := range p.entries {
+		k := specIndex(e.name)
+		if k == prev {
+			return nil, fmt.Errorf("%w: %s repeated", ErrMemberOrder, e.name)
+		}
+		if k < prev {
+			return nil, fmt.Errorf("%w: %s after %s", ErrMemberOrder, e.name, members[prev].name)
+		}
+		prev = k
+	}
+	for _, s := range members {
+		if !s.required {
+			continue
+		}
+		found := false
+		for _, e := range p.entries {
+			found = found || e.name == s.name
+		}
+		if !found {
 			return nil, fmt.Errorf("%w: %s", ErrMissingMember, s.name)
 		}
 	}
