@@ -1,0 +1,376 @@
+package compliance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Options configure a [Scanner]. The zero value scans for both personal data
+// and secrets with the defaults below.
+type Options struct {
+	SkipPII     bool
+	SkipSecrets bool
+	// PhoneRegion is the ISO 3166-1 region assumed for phone numbers written
+	// without a +country code. Default "US".
+	PhoneRegion string
+	// MinEntropy is the Shannon entropy, in bits per byte, above which a
+	// run of 32 or more base64 characters with letters and digits is reported
+	// as a high-entropy string. Default 4.3 (above hex's maximum of 4).
+	MinEntropy float64
+	// MaxLine is the longest line held in memory; a longer line is scanned
+	// in pieces of this size (a match straddling a cut can be missed).
+	// Default 1 MiB.
+	MaxLine int
+	// Workers is how many files are scanned at once. Default GOMAXPROCS.
+	Workers int
+	// Now fixes the current time (the latest plausible year of birth).
+	Now time.Time
+}
+
+// Scanner finds personal data and secrets. It is safe for concurrent use.
+type Scanner struct {
+	pii     *piiScanner
+	sec     *secretScanner
+	maxLine int
+	workers int
+}
+
+// NewScanner checks opts and returns a scanner.
+func NewScanner(opts Options) (*Scanner, error) {
+	if opts.PhoneRegion == "" {
+		opts.PhoneRegion = "US"
+	}
+	if !phonenumbers.GetSupportedRegions()[opts.PhoneRegion] {
+		return nil, fmt.Errorf("%w: PhoneRegion %q is not a region libphonenumber knows", ErrBadOption, opts.PhoneRegion)
+	}
+	if opts.MinEntropy == 0 {
+		opts.MinEntropy = 4.3
+	}
+	if opts.MinEntropy < 0 || opts.MinEntropy > 8 {
+		return nil, fmt.Errorf("%w: MinEntropy %v is outside 0..8 bits per byte", ErrBadOption, opts.MinEntropy)
+	}
+	if opts.MaxLine == 0 {
+		opts.MaxLine = 1 << 20
+	}
+	if opts.MaxLine < 4096 {
+		return nil, fmt.Errorf("%w: MaxLine %d is below 4096 bytes", ErrBadOption, opts.MaxLine)
+	}
+	if opts.Workers == 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Workers < 0 {
+		return nil, fmt.Errorf("%w: Workers %d is negative", ErrBadOption, opts.Workers)
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	s := &Scanner{maxLine: opts.MaxLine, workers: opts.Workers}
+	if !opts.SkipPII {
+		s.pii = &piiScanner{region: opts.PhoneRegion, maxYear: opts.Now.Year()}
+	}
+	if !opts.SkipSecrets {
+		s.sec = &secretScanner{minEntropy: opts.MinEntropy}
+	}
+	return s, nil
+}
+
+// fileState is what a scan carries from one line of a file to the next.
+type fileState struct {
+	key     keyState
+	dotenv  bool
+	csv     bool
+	csvSep  byte
+	dobCols map[int]bool
+	line    int
+}
+
+func newFileState(name string) *fileState {
+	base := filepath.Base(name)
+	st := &fileState{dotenv: dotenvName(base)}
+	switch strings.ToLower(filepath.Ext(base)) {
+	case ".csv":
+		st.csv, st.csvSep = true, ','
+	case ".tsv":
+		st.csv, st.csvSep = true, '\t'
+	}
+	return st
+}
+
+// Scan reads r (the contents of the file called name, which only labels the
+// findings and selects .env and CSV handling) and returns its findings. It
+// stops with ctx's error when ctx ends.
+func (s *Scanner) Scan(ctx context.Context, name string, r io.Reader) ([]Finding, int64, error) {
+	st := newFileState(name)
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		out   []Finding
+		n     int64
+		long  []byte
+		ms    []match
+		col0  int // column offset of a piece of a long line
+		pend  bool
+		lines int
+	)
+	emit := func(line []byte) {
+		ms = s.scanLine(line, st, ms[:0])
+		for _, m := range ms {
+			out = append(out, Finding{Kind: m.kind, File: name, Line: st.line, Column: col0 + m.start + 1})
+		}
+	}
+	for {
+		chunk, err := br.ReadSlice('\n')
+		n += int64(len(chunk))
+		if len(chunk) > 0 {
+			if !pend {
+				st.line++
+				col0 = 0
+			}
+			full := err == nil
+			if !full && err == bufio.ErrBufferFull || long != nil {
+				long = append(long, chunk...)
+				if !full && err == bufio.ErrBufferFull {
+					pend = true
+					if len(long) >= s.maxLine {
+						emit(long)
+						col0 += len(long)
+						long = long[:0]
+					}
+					continue
+				}
+				chunk, long = long, nil
+			}
+			pend = false
+			emit(bytes.TrimRight(chunk, "\r\n"))
+			lines++
+			if lines&1023 == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, n, err
+				}
+			}
+		}
+		if err == io.EOF {
+			if len(long) > 0 {
+				emit(long)
+			}
+			return out, n, ctx.Err()
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return nil, n, fmt.Errorf("compliance: read %s: %w", name, err)
+		}
+	}
+}
+
+// ScanBytes scans data in memory (for example a decrypted artifact).
+func (s *Scanner) ScanBytes(ctx context.Context, name string, data []byte) ([]Finding, error) {
+	f, _, err := s.Scan(ctx, name, bytes.NewReader(data))
+	return f, err
+}
+
+func (s *Scanner) scanLine(line []byte, st *fileState, ms []match) []match {
+	if st.csv && st.line == 1 {
+		st.dobCols = csvDOBColumns(line, st.csvSep)
+	}
+	if s.sec != nil {
+		before := len(ms)
+		ms = s.sec.scanLine(line, &st.key, ms)
+		if st.dotenv && len(ms) == before {
+			ms = scanDotenvLine(line, ms)
+		}
+	}
+	if s.pii != nil && !st.key.inKey {
+		first := len(ms)
+		if len(st.dobCols) > 0 && st.line > 1 {
+			ms = s.pii.csvDOB(line, st.csvSep, st.dobCols, ms)
+		}
+		ms = scanEmails(line, ms)
+		ms = scanIPv6(line, ms)
+		ms = s.pii.scanDigits(line, ms, 0)
+		ms = dropCovered(ms, first)
+	}
+	return ms
+}
+
+// dropCovered removes e-mail and IPv6 matches (ms[first:]) that lie inside a
+// secret found earlier on the line, such as a URL with credentials.
+func dropCovered(ms []match, first int) []match {
+	if first == 0 {
+		return ms
+	}
+	out := ms[:first]
+	for _, m := range ms[first:] {
+		if !covered(ms[:first], 0, m.start) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// csvFields returns the start offset of each field of a CSV line.
+func csvFields(line []byte, sep byte) []int {
+	starts := []int{0}
+	q := false
+	for i, c := range line {
+		switch {
+		case c == '"':
+			q = !q
+		case c == sep && !q:
+			starts = append(starts, i+1)
+		}
+	}
+	return starts
+}
+
+func csvDOBColumns(header []byte, sep byte) map[int]bool {
+	var cols map[int]bool
+	starts := csvFields(header, sep)
+	for k, s := range starts {
+		e := len(header)
+		if k+1 < len(starts) {
+			e = starts[k+1] - 1
+		}
+		name := strings.ToLower(strings.Trim(string(header[s:e]), "\" \t"))
+		if strings.Contains(name, "birth") || name == "dob" || strings.HasPrefix(name, "dob_") || strings.HasSuffix(name, "_dob") || name == "born" {
+			if cols == nil {
+				cols = map[int]bool{}
+			}
+			cols[k] = true
+		}
+	}
+	return cols
+}
+
+// csvDOB reports the dates in the columns whose header names a birth date.
+func (p *piiScanner) csvDOB(line []byte, sep byte, cols map[int]bool, ms []match) []match {
+	for k, s := range csvFields(line, sep) {
+		if !cols[k] {
+			continue
+		}
+		for s < len(line) && (line[s] == '"' || line[s] == ' ') {
+			s++
+		}
+		if s < len(line) && isDigit(line[s]) {
+			if _, e, ok := matchDate(line, s, p.maxYear); ok {
+				ms = append(ms, match{KindDateOfBirth, s, e})
+			}
+		}
+	}
+	return ms
+}
+
+// ScanPaths scans files and directories (recursively; .git directories,
+// symbolic links and binary files are skipped and listed in the report).
+func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, error) {
+	var files []string
+	rep := newReport()
+	for _, p := range paths {
+		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return fmt.Errorf("compliance: walk %s: %w", path, err)
+			}
+			switch {
+			case d.IsDir():
+				if d.Name() == ".git" && path != p {
+					return filepath.SkipDir
+				}
+			case d.Type().IsRegular():
+				files = append(files, path)
+			default:
+				rep.Skipped = append(rep.Skipped, Skipped{File: path, Reason: "not a regular file"})
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	type result struct {
+		path string
+		f    []Finding
+		n    int64
+		skip string
+		err  error
+	}
+	jobs := make(chan string)
+	results := make(chan result)
+	var wg sync.WaitGroup
+	for w := 0; w < max(1, s.workers); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for path := range jobs {
+				f, n, skip, err := s.scanFile(ctx, path)
+				results <- result{path, f, n, skip, err}
+			}
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for _, f := range files {
+			select {
+			case jobs <- f:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+	var firstErr error
+	for r := range results {
+		switch {
+		case r.err != nil:
+			if firstErr == nil {
+				firstErr = r.err
+			}
+		case r.skip != "":
+			rep.Skipped = append(rep.Skipped, Skipped{File: r.path, Reason: r.skip})
+		default:
+			rep.Files++
+			rep.Bytes += r.n
+			for _, f := range r.f {
+				rep.add(f)
+			}
+		}
+	}
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	rep.sort()
+	return rep, nil
+}
+
+// errBinary marks a file that is not text.
+var errBinary = errors.New("binary")
+
+func (s *Scanner) scanFile(ctx context.Context, path string) ([]Finding, int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("compliance: %w", err)
+	}
+	defer f.Close()
+	head := make([]byte, 8192)
+	k, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, 0, "", fmt.Errorf("compliance: read %s: %w", path, err)
+	}
+	if bytes.IndexByte(head[:k], 0) >= 0 {
+		return nil, 0, errBinary.Error() + " (NUL byte in the first 8 KiB)", nil
+	}
+	fs, n, err := s.Scan(ctx, path, io.MultiReader(bytes.NewReader(head[:k]), f))
+	return fs, n, "", err
+}
