@@ -37,8 +37,8 @@ type TrainingConfig struct {
 
 // LoRAConfig configures low-rank adapters as PEFT does.
 type LoRAConfig struct {
-	Rank  int     `json:"rank"`
-	Alpha float64 `json:"alpha"`
+	Rank    int     `json:"rank"`
+	Alpha   float64 `json:"alpha"`
 	Dropout float64 `json:"dropout,omitempty"` // in [0, 1)
 	// TargetModules lists projections (q_proj … down_proj); empty means
 	// the attention projections.

@@ -62,7 +62,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[string]*session     // client id → loaded session
+	sessions map[string]*session      // client id → loaded session
 	waiters  map[string]chan struct{} // operation id → closed when final
 }
 
