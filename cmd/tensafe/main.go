@@ -56,6 +56,7 @@ func newRootCmd() *cobra.Command {
 		newKeysCmd(),
 		newAuditCmd(),
 		newHECmd(),
+		newComplianceCmd(),
 		newBenchCmd(),
 	)
 	return root
