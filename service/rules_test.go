@@ -112,22 +112,37 @@ func TestTenantIsolation(t *testing.T) {
 
 	b := f.tenB
 	calls := map[string]func() error{
-		"get client":       func() error { _, err := s.GetTrainingClient(ctx, b, tc.ID); return err },
-		"forward_backward": func() error { _, err := s.ForwardBackward(ctx, b, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("x")}); return err },
-		"forward":          func() error { _, err := s.Forward(ctx, b, tc.ID, api.ForwardRequest{Batch: textBatch("x")}); return err },
-		"optim_step":       func() error { _, err := s.OptimStep(ctx, b, tc.ID); return err },
-		"sample":           func() error { _, err := s.Sample(ctx, b, tc.ID, api.SampleRequest{Prompt: "x", MaxTokens: 1}); return err },
-		"save_state":       func() error { _, err := s.SaveState(ctx, b, tc.ID, api.SaveStateRequest{}); return err },
-		"load_state":       func() error { _, err := s.LoadState(ctx, b, tc.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID}); return err },
-		"load_state other": func() error { _, err := s.LoadState(ctx, b, mine.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID}); return err },
-		"dp_metrics":       func() error { _, err := s.DPMetrics(ctx, b, tc.ID); return err },
-		"delete":           func() error { return s.DeleteTrainingClient(ctx, b, tc.ID) },
-		"future":           func() error { _, err := s.GetOperation(ctx, b, fu.ID); return err },
-		"await":            func() error { _, err := s.AwaitOperation(ctx, b, fu.ID); return err },
-		"artifact":         func() error { _, err := s.GetArtifact(ctx, b, sv.ArtifactID); return err },
-		"download":         func() error { _, _, err := s.OpenArtifact(ctx, b, sv.ArtifactID); return err },
-		"missing client":   func() error { _, err := s.DPMetrics(ctx, b, "tc_doesnotexist"); return err },
-		"garbage id":       func() error { _, err := s.GetTrainingClient(ctx, b, "../../etc/passwd"); return err },
+		"get client": func() error { _, err := s.GetTrainingClient(ctx, b, tc.ID); return err },
+		"forward_backward": func() error {
+			_, err := s.ForwardBackward(ctx, b, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("x")})
+			return err
+		},
+		"forward": func() error {
+			_, err := s.Forward(ctx, b, tc.ID, api.ForwardRequest{Batch: textBatch("x")})
+			return err
+		},
+		"optim_step": func() error { _, err := s.OptimStep(ctx, b, tc.ID); return err },
+		"sample": func() error {
+			_, err := s.Sample(ctx, b, tc.ID, api.SampleRequest{Prompt: "x", MaxTokens: 1})
+			return err
+		},
+		"save_state": func() error { _, err := s.SaveState(ctx, b, tc.ID, api.SaveStateRequest{}); return err },
+		"load_state": func() error {
+			_, err := s.LoadState(ctx, b, tc.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID})
+			return err
+		},
+		"load_state other": func() error {
+			_, err := s.LoadState(ctx, b, mine.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID})
+			return err
+		},
+		"dp_metrics":     func() error { _, err := s.DPMetrics(ctx, b, tc.ID); return err },
+		"delete":         func() error { return s.DeleteTrainingClient(ctx, b, tc.ID) },
+		"future":         func() error { _, err := s.GetOperation(ctx, b, fu.ID); return err },
+		"await":          func() error { _, err := s.AwaitOperation(ctx, b, fu.ID); return err },
+		"artifact":       func() error { _, err := s.GetArtifact(ctx, b, sv.ArtifactID); return err },
+		"download":       func() error { _, _, err := s.OpenArtifact(ctx, b, sv.ArtifactID); return err },
+		"missing client": func() error { _, err := s.DPMetrics(ctx, b, "tc_doesnotexist"); return err },
+		"garbage id":     func() error { _, err := s.GetTrainingClient(ctx, b, "../../etc/passwd"); return err },
 	}
 	for name, call := range calls {
 		err := call()
@@ -228,7 +243,9 @@ func TestRequestValidation(t *testing.T) {
 		{"batch.attention_mask[0][0]", func() error {
 			return fb(api.Batch{InputIDs: [][]int{{1, 2}}, Labels: [][]int{{1, 2}}, AttentionMask: [][]int{{2, 1}}})
 		}},
-		{"batch.input_ids[0]", func() error { return fb(api.Batch{InputIDs: [][]int{make([]int, 513)}, Labels: [][]int{make([]int, 513)}}) }},
+		{"batch.input_ids[0]", func() error {
+			return fb(api.Batch{InputIDs: [][]int{make([]int, 513)}, Labels: [][]int{make([]int, 513)}})
+		}},
 		{"batch.weights[0][0]", func() error {
 			return fb(api.Batch{InputIDs: [][]int{{1}}, Labels: [][]int{{1}}, Weights: [][]float64{{math.NaN()}}})
 		}},
@@ -236,7 +253,10 @@ func TestRequestValidation(t *testing.T) {
 			_, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("a"), Loss: &api.LossSpec{Type: "token_ce", Kwargs: map[string]any{"bogus": 1}}})
 			return err
 		}},
-		{"max_tokens", func() error { _, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "a", MaxTokens: 0}); return err }},
+		{"max_tokens", func() error {
+			_, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "a", MaxTokens: 0})
+			return err
+		}},
 		{"prompt_tokens", func() error { _, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{MaxTokens: 2}); return err }},
 		{"prompt_tokens[1]", func() error {
 			_, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{PromptTokens: []int{1, 999}, MaxTokens: 2})
@@ -246,7 +266,10 @@ func TestRequestValidation(t *testing.T) {
 			_, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "a", MaxTokens: 2, Temperature: -1})
 			return err
 		}},
-		{"n", func() error { _, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "a", MaxTokens: 2, N: 65}); return err }},
+		{"n", func() error {
+			_, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "a", MaxTokens: 2, N: 65})
+			return err
+		}},
 		{"name", func() error { _, err := s.SaveState(ctx, ten, tc.ID, api.SaveStateRequest{Name: "a\x00b"}); return err }},
 		{"artifact_id", func() error { _, err := s.LoadState(ctx, ten, tc.ID, api.LoadStateRequest{}); return err }},
 	}
