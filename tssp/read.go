@@ -308,3 +308,19 @@ func (p *Package) Decrypt(ctx context.Context, identity *seal.RecipientKey, w io
 	}
 	return nil
 }
+
+// UnverifiedMember returns a small member as stored, before or without
+// verification: for display (tensafe package inspect) only, never to act
+// on. It returns nil when the package has no such member.
+func (p *Package) UnverifiedMember(name string) ([]byte, error) {
+	k := specIndex(name)
+	if k < 0 || name == NameWeights {
+		return nil, fmt.Errorf("tssp: %q is not a small member", name)
+	}
+	for _, e := range p.entries {
+		if e.name == name {
+			return p.readSmall(e)
+		}
+	}
+	return nil, nil
+}

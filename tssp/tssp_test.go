@@ -291,3 +291,22 @@ func TestCreateRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestBaseModelHash(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "model.safetensors"), []byte("weights"), 0o644)
+	os.WriteFile(filepath.Join(dir, "README.md"), []byte("ignored"), 0o644)
+	got, err := BaseModelHash(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From coreutils: cd dir && sha256sum config.json *.safetensors | sha256sum
+	want := "sha256:e8b205fa5057610d398af4516b56913f18eec0fcf49692ba55cbc00fd69ae326"
+	if got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+	if _, err := BaseModelHash(t.TempDir()); err == nil {
+		t.Fatal("a folder without config.json has a hash")
+	}
+}
