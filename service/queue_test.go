@@ -1,0 +1,138 @@
+package service
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/store"
+)
+
+// TestOrderedQueue submits interleaved operations on two clients without
+// waiting: each client's run in submission order (a forward_backward after
+// an optim_step sees one pending example, never two).
+func TestOrderedQueue(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	var clients []string
+	for range 2 {
+		tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 1, 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, tc.ID)
+	}
+	type sub struct {
+		f  api.Future
+		fb bool
+	}
+	subs := map[string][]sub{}
+	for range 3 {
+		for _, c := range clients {
+			fu, err := s.ForwardBackward(ctx, ten, c, api.ForwardBackwardRequest{Batch: textBatch("ab")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			subs[c] = append(subs[c], sub{fu, true})
+			ou, err := s.OptimStep(ctx, ten, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			subs[c] = append(subs[c], sub{ou, false})
+		}
+	}
+	for _, c := range clients {
+		var prev api.Future
+		for i, sb := range subs[c] {
+			var fb api.ForwardBackwardResult
+			var os api.OptimStepResult
+			var out any = &os
+			if sb.fb {
+				out = &fb
+			}
+			got := await(t, s, ten, sb.f, nil, out)
+			if sb.fb && fb.PendingExamples != 1 {
+				t.Fatalf("client %s op %d: %d pending examples: operations ran out of order", c, i, fb.PendingExamples)
+			}
+			if !sb.fb && os.Step != int64(i/2+1) {
+				t.Fatalf("client %s op %d: step %d", c, i, os.Step)
+			}
+			if i > 0 && got.StartedAt.Before(*prev.FinishedAt) {
+				t.Fatalf("client %s op %d started before op %d finished", c, i, i-1)
+			}
+			prev = got
+		}
+	}
+}
+
+// TestRestart: a new service over the same store remembers the budget,
+// reports cut-off operations failed, and continues from a checkpoint.
+func TestRestart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 2, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("ab", "cd")})
+		await(t, s, ten, fu, err, nil)
+		ou, err := s.OptimStep(ctx, ten, tc.ID)
+		await(t, s, ten, ou, err, nil)
+	}
+	var sv api.SaveStateResult
+	vf, err := s.SaveState(ctx, ten, tc.ID, api.SaveStateRequest{})
+	await(t, s, ten, vf, err, &sv)
+	// One more step after the checkpoint: its ε must not be forgotten.
+	ou, err := s.OptimStep(ctx, ten, tc.ID)
+	await(t, s, ten, ou, err, nil)
+	before, err := s.DPMetrics(ctx, ten, tc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OptimStep(ctx, ten, tc.ID); err == nil {
+		t.Fatal("a closed service accepted work")
+	}
+	// An operation the old process left queued.
+	cut, err := f.st.CreateOperation(ctx, store.Operation{ID: "op_cut", TenantID: ten, ClientID: tc.ID, Kind: store.KindOptimStep})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s2, err := New(Config{Store: f.st, Audit: f.log, Keys: s.keys, ArtifactDir: s.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	if n, err := s2.Recover(ctx); err != nil || n != 1 {
+		t.Fatalf("recover: %d, %v", n, err)
+	}
+	got, err := s2.AwaitOperation(ctx, ten, cut.ID)
+	if err != nil || got.State != api.FutureFailed || got.Error.Code != api.CodeServerRestarted {
+		t.Fatalf("cut-off operation: %+v, %v", got, err)
+	}
+	after, err := s2.DPMetrics(ctx, ten, tc.ID)
+	if err != nil || after != before {
+		t.Fatalf("dp_metrics after restart %+v (%v), before %+v", after, err, before)
+	}
+	lf, err := s2.LoadState(ctx, ten, tc.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID})
+	var ls api.LoadStateResult
+	await(t, s2, ten, lf, err, &ls)
+	if ls.Step != 2 {
+		t.Fatalf("load_state: %+v", ls)
+	}
+	ou, err = s2.OptimStep(ctx, ten, tc.ID)
+	var os api.OptimStepResult
+	await(t, s2, ten, ou, err, &os)
+	if os.Step != 3 {
+		t.Fatalf("step after restart and load: %+v", os)
+	}
+	if _, err := f.log.Verify(ctx, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+}
