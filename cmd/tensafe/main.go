@@ -58,6 +58,7 @@ func newRootCmd() *cobra.Command {
 		newHECmd(),
 		newComplianceCmd(),
 		newBenchCmd(),
+		newPackageCmd(),
 	)
 	return root
 }

@@ -16,14 +16,19 @@ func newSampleCmd() *cobra.Command {
 		temperature, topP            float64
 		seed                         uint64
 		asJSON                       bool
+		packagePath, identityFile    string
+		trustedFiles                 []string
 	)
 	cmd := &cobra.Command{
-		Use:   "sample --model DIR --prompt TEXT [--adapter DIR]",
+		Use:   "sample --model DIR --prompt TEXT [--adapter DIR | --package FILE --identity KEY --trusted-key KEY]",
 		Short: "Generate text from a base model, optionally with a PEFT LoRA adapter",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if prompt == "" {
 				return fmt.Errorf("--prompt is required")
+			}
+			if packagePath != "" && adapterDir != "" {
+				return usageError("--package and --adapter: give one, not both")
 			}
 			m, err := loadModel(modelDir)
 			if err != nil {
@@ -35,7 +40,16 @@ func newSampleCmd() *cobra.Command {
 			}
 			cfg := engine.Config{LoRA: model.LoRAConfig{Rank: 1, Alpha: 1}, Optimizer: engine.DefaultOptimizer(), Seed: seed}
 			var e *engine.Engine
-			if adapterDir != "" {
+			if packagePath != "" {
+				// Edge loader: verify and decrypt a TSSP package in memory.
+				lora, err := loadPackageAdapter(cmd, packagePath, identityFile, trustedFiles, modelDir, m)
+				if err != nil {
+					return err
+				}
+				if e, err = engine.NewWithAdapter(m, cfg, lora); err != nil {
+					return err
+				}
+			} else if adapterDir != "" {
 				lora, err := model.LoadPEFT(adapterDir, m.Config)
 				if err != nil {
 					return err
@@ -75,6 +89,9 @@ func newSampleCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "Hugging Face model folder, or tensafe-tiny")
 	f.StringVar(&adapterDir, "adapter", "", "PEFT LoRA adapter folder")
+	f.StringVar(&packagePath, "package", "", "TSSP package (.tssp) holding the adapter; needs --identity and --trusted-key")
+	f.StringVar(&identityFile, "identity", "", "recipient secret key file that opens --package")
+	f.StringArrayVar(&trustedFiles, "trusted-key", nil, "trusted signer public key file for --package (repeatable)")
 	f.StringVar(&prompt, "prompt", "", "prompt text")
 	f.IntVar(&maxTokens, "max-tokens", 64, "tokens to generate")
 	f.Float64Var(&temperature, "temperature", 0, "sampling temperature (0: greedy)")

@@ -1,0 +1,388 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tensafe/tensafe/model"
+	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/safetensors"
+	"github.com/tensafe/tensafe/seal"
+	"github.com/tensafe/tensafe/tssp"
+)
+
+// newPackageCmd is `tensafe package`: TenSafe Secure Packages (docs/TSSP_SPEC.md).
+func newPackageCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "package",
+		Short: "Create, inspect, verify and open signed, encrypted adapter packages (TSSP)",
+		Long: `A TenSafe Secure Package (.tssp) carries a LoRA adapter out of TenSafe: the
+weights encrypted to each recipient's hybrid X25519 + ML-KEM-768 key, the DP
+certificate and training evidence, and a manifest that commits to all of it,
+signed with a hybrid Ed25519 + ML-DSA-65 key. Keys come from
+'tensafe keys signer new' and 'tensafe keys recipient new'. See docs/TSSP_SPEC.md.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newPackageCreateCmd(), newPackageInspectCmd(), newPackageVerifyCmd(), newPackageOpenCmd())
+	return cmd
+}
+
+func newPackageCreateCmd() *cobra.Command {
+	var (
+		adapterDir, artifact, baseModel, baseHash, certFile, evidenceFile, signerFile, out string
+		recipientFiles                                                                  []string
+		asJSON                                                                          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create --adapter DIR --base-model NAME --signer KEYFILE --recipient PUBKEYFILE... --out FILE",
+		Short: "Package a PEFT adapter folder: encrypt to recipients, sign",
+		Long: `Package a PEFT LoRA adapter folder (adapter_config.json and
+adapter_model.safetensors). The weights are encrypted under a fresh data key,
+which is sealed to every --recipient; the manifest is signed with --signer.
+When --base-model is a model folder its hash is recorded too. --dp-certificate
+must certify exactly these weights (its adapter_hash is their SHA-256).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if artifact != "" {
+				return usageError("--artifact: packaging a saved checkpoint needs the TenSafe server, which this build does not have; save the adapter as a PEFT folder and give --adapter DIR")
+			}
+			for _, f := range []struct{ name, v string }{{"--adapter", adapterDir}, {"--base-model", baseModel}, {"--signer", signerFile}, {"--out", out}} {
+				if f.v == "" {
+					return usageError("%s is required", f.name)
+				}
+			}
+			if len(recipientFiles) == 0 {
+				return usageError("--recipient is required (a recipient public key file; give it once per recipient)")
+			}
+			config, err := os.ReadFile(filepath.Join(adapterDir, tssp.FileAdapterConfig))
+			if err != nil {
+				return fmt.Errorf("--adapter: %w", err)
+			}
+			weights, err := os.Open(filepath.Join(adapterDir, tssp.FileAdapterWeights))
+			if err != nil {
+				return fmt.Errorf("--adapter: %w", err)
+			}
+			defer weights.Close()
+			signer, err := readSigningKeyFile(signerFile)
+			if err != nil {
+				return err
+			}
+			var recipients []*seal.RecipientPublicKey
+			for _, path := range recipientFiles {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return fmt.Errorf("--recipient: %w", err)
+				}
+				p, err := seal.ParseRecipientPublicKeyText(strings.TrimSpace(string(b)))
+				if err != nil {
+					return fmt.Errorf("--recipient %s: %w", path, err)
+				}
+				recipients = append(recipients, p)
+			}
+			bm := tssp.BaseModel{Name: baseModel, Hash: baseHash}
+			if st, err := os.Stat(baseModel); err == nil && st.IsDir() {
+				h, err := tssp.BaseModelHash(baseModel)
+				if err != nil {
+					return fmt.Errorf("--base-model: %w", err)
+				}
+				if baseHash != "" && baseHash != h {
+					return usageError("--base-model-hash %s differs from the hash of %s (%s)", baseHash, baseModel, h)
+				}
+				bm.Hash = h
+			}
+			opts := tssp.CreateOptions{
+				AdapterConfig: config, Weights: weights, BaseModel: bm,
+				Signer: signer, Recipients: recipients, Producer: "tensafe " + version,
+				TempDir: filepath.Dir(out),
+			}
+			if certFile != "" {
+				if opts.Certificate, err = os.ReadFile(certFile); err != nil {
+					return fmt.Errorf("--dp-certificate: %w", err)
+				}
+			}
+			if evidenceFile != "" {
+				if opts.Evidence, err = os.ReadFile(evidenceFile); err != nil {
+					return fmt.Errorf("--evidence: %w", err)
+				}
+			}
+			m, err := createPackageFile(cmd, out, opts)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), m)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: package %s, signer %s, %d recipient(s)\n", out, m.PackageID, m.Signer, len(m.Recipients))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder (adapter_config.json, adapter_model.safetensors)")
+	f.StringVar(&artifact, "artifact", "", "saved checkpoint id (needs the TenSafe server; not available yet)")
+	f.StringVar(&baseModel, "base-model", "", "base model name or Hugging Face folder (a folder's hash is recorded)")
+	f.StringVar(&baseHash, "base-model-hash", "", `base model hash ("sha256:..."), when --base-model is a name`)
+	f.StringVar(&certFile, "dp-certificate", "", "DP certificate (canonical JSON) of the training run")
+	f.StringVar(&evidenceFile, "evidence", "", "training evidence, a JSON object")
+	f.StringVar(&signerFile, "signer", "", "signing key file (tensafe keys signer new)")
+	f.StringArrayVar(&recipientFiles, "recipient", nil, "recipient public key file (repeatable)")
+	f.StringVar(&out, "out", "", "package file to write (must not exist)")
+	f.BoolVar(&asJSON, "json", false, "print the manifest as JSON")
+	return cmd
+}
+
+// createPackageFile writes the package to a temporary file beside out and
+// links it into place only once it is complete, never over an existing file.
+func createPackageFile(cmd *cobra.Command, out string, opts tssp.CreateOptions) (*tssp.Manifest, error) {
+	if _, err := os.Lstat(out); err == nil {
+		return nil, fmt.Errorf("--out %s: %w", out, fs.ErrExist)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".tssp-create-*")
+	if err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	m, err := tssp.Create(cmd.Context(), tmp, opts)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		// Link, not rename: it fails when out appeared meanwhile.
+		err = os.Link(tmp.Name(), out)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func readSigningKeyFile(path string) (*seal.SigningKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--signer: %w", err)
+	}
+	defer clear(b)
+	k, err := seal.ParseSigningKeyText(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("--signer %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func readTrustedKeys(paths []string) ([]*seal.VerifyingKey, error) {
+	if len(paths) == 0 {
+		return nil, usageError("--trusted-key is required (the signer's public key file; repeatable)")
+	}
+	var keys []*seal.VerifyingKey
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-key: %w", err)
+		}
+		k, err := seal.ParseVerifyingKeyText(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-key %s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func readIdentity(path string) (*seal.RecipientKey, error) {
+	if path == "" {
+		return nil, usageError("--identity is required (a recipient secret key file)")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--identity: %w", err)
+	}
+	defer clear(b)
+	k, err := seal.ParseRecipientKeyText(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("--identity %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// verifyFailed is a package that did not verify or open: exit status 3.
+func verifyFailed(err error) error { return &exitError{code: 3, err: err} }
+
+func newPackageInspectCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Print a package's manifest, DP certificate and signer key id (nothing verified or decrypted)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, closeFile, err := tssp.ReadFile(args[0])
+			if err != nil {
+				return verifyFailed(err)
+			}
+			defer closeFile()
+			m := p.Manifest()
+			certJSON, err := p.UnverifiedMember(tssp.NameCertificate)
+			if err != nil {
+				return verifyFailed(err)
+			}
+			var cert *privacy.Certificate
+			if certJSON != nil {
+				if cert, err = privacy.ParseCertificate(certJSON); err != nil {
+					return verifyFailed(fmt.Errorf("%s: %w", tssp.NameCertificate, err))
+				}
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(w, map[string]any{"manifest": m, "dp_certificate": cert, "verified": false})
+			}
+			fmt.Fprintf(w, "NOT VERIFIED (use tensafe package verify --trusted-key)\n")
+			fmt.Fprintf(w, "format:      %s\npackage id:  %s\ncreated:     %s\nproducer:    %s\nsigner:      %s\n",
+				m.Format, m.PackageID, m.Created, m.Producer, m.Signer)
+			fmt.Fprintf(w, "base model:  %s", m.BaseModel.Name)
+			if m.BaseModel.Hash != "" {
+				fmt.Fprintf(w, " (%s)", m.BaseModel.Hash)
+			}
+			fmt.Fprintf(w, "\nadapter:     %s rank %d alpha %v modules %v\n", m.Adapter.PEFTType, m.Adapter.Rank, m.Adapter.LoRAAlpha, m.Adapter.TargetModules)
+			fmt.Fprintf(w, "weights:     %d bytes, %s\n", m.Weights.PlaintextSize, m.Weights.PlaintextSHA256)
+			for _, mem := range m.Members {
+				fmt.Fprintf(w, "member:      %-20s %10d %s\n", mem.Name, mem.Size, mem.SHA256)
+			}
+			for _, r := range m.Recipients {
+				fmt.Fprintf(w, "recipient:   %s\n", r.KeyID)
+			}
+			if cert != nil {
+				fmt.Fprintf(w, "DP:          (ε = %.4g, δ = %g), %s accountant, %d steps, q %g, σ %g, sampling %s\n",
+					cert.Epsilon, cert.Delta, cert.Accountant, cert.Steps, cert.Q, cert.Sigma, cert.Sampling)
+			} else {
+				fmt.Fprintf(w, "DP:          no certificate\n")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newPackageVerifyCmd() *cobra.Command {
+	var trustedFiles []string
+	cmd := &cobra.Command{
+		Use:   "verify FILE --trusted-key KEY...",
+		Short: "Verify signer, signature, every member hash and the DP certificate; exit 0 only when all hold",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			trusted, err := readTrustedKeys(trustedFiles)
+			if err != nil {
+				return err
+			}
+			p, closeFile, err := tssp.ReadFile(args[0])
+			if err != nil {
+				return verifyFailed(err)
+			}
+			defer closeFile()
+			if err := p.Verify(cmd.Context(), trusted); err != nil {
+				return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
+			}
+			m := p.Manifest()
+			fmt.Fprintf(cmd.OutOrStdout(), "OK %s: package %s signed by %s, %d members, %d recipient(s)\n",
+				args[0], m.PackageID, m.Signer, len(m.Members), len(m.Recipients))
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&trustedFiles, "trusted-key", nil, "trusted signer public key file (repeatable)")
+	return cmd
+}
+
+func newPackageOpenCmd() *cobra.Command {
+	var trustedFiles []string
+	var identityFile, out string
+	cmd := &cobra.Command{
+		Use:   "open FILE --identity KEY --trusted-key KEY --out DIR",
+		Short: "Verify, then decrypt to a PEFT adapter folder (written whole or not at all)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usageError("--out is required (a folder that does not exist yet)")
+			}
+			trusted, err := readTrustedKeys(trustedFiles)
+			if err != nil {
+				return err
+			}
+			id, err := readIdentity(identityFile)
+			if err != nil {
+				return err
+			}
+			p, closeFile, err := tssp.ReadFile(args[0])
+			if err != nil {
+				return verifyFailed(err)
+			}
+			defer closeFile()
+			if err := tssp.OpenDir(cmd.Context(), p, trusted, id, out); err != nil {
+				if errors.Is(err, fs.ErrExist) {
+					return usageError("--out: %v", err)
+				}
+				return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "opened %s into %s (package %s, signed by %s)\n", args[0], out, p.Manifest().PackageID, p.Manifest().Signer)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&trustedFiles, "trusted-key", nil, "trusted signer public key file (repeatable)")
+	f.StringVar(&identityFile, "identity", "", "recipient secret key file (tensafe keys recipient new)")
+	f.StringVar(&out, "out", "", "adapter folder to create")
+	return cmd
+}
+
+// loadPackageAdapter is the edge loader: it verifies the package against
+// the trusted keys, decrypts it in memory for the identity, checks it was
+// made for this base model, and parses the adapter. Nothing touches disk.
+func loadPackageAdapter(cmd *cobra.Command, path, identityFile string, trustedFiles []string, modelDir string, m *model.Model) (*model.LoRA, error) {
+	trusted, err := readTrustedKeys(trustedFiles)
+	if err != nil {
+		return nil, err
+	}
+	id, err := readIdentity(identityFile)
+	if err != nil {
+		return nil, err
+	}
+	p, closeFile, err := tssp.ReadFile(path)
+	if err != nil {
+		return nil, verifyFailed(err)
+	}
+	defer closeFile()
+	a, err := tssp.Load(cmd.Context(), p, trusted, id)
+	if err != nil {
+		return nil, verifyFailed(fmt.Errorf("--package %s: %w", path, err))
+	}
+	defer clear(a.Weights)
+	if h := a.Manifest.BaseModel.Hash; h != "" {
+		if st, err := os.Stat(modelDir); err == nil && st.IsDir() {
+			got, err := tssp.BaseModelHash(modelDir)
+			if err != nil {
+				return nil, err
+			}
+			if got != h {
+				return nil, verifyFailed(fmt.Errorf("--package %s was made for base model %s (%s); --model %s hashes to %s", path, a.Manifest.BaseModel.Name, h, modelDir, got))
+			}
+		}
+	}
+	st, err := safetensors.Parse(a.Weights)
+	if err != nil {
+		return nil, fmt.Errorf("--package %s: adapter weights: %w", path, err)
+	}
+	lora, err := model.ParsePEFT(a.Config, st, m.Config)
+	if err != nil {
+		return nil, fmt.Errorf("--package %s: %w", path, err)
+	}
+	return lora, nil
+}

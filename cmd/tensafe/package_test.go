@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tensafe/tensafe/model"
+	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/tssp"
+)
+
+func runPackageCLI(t *testing.T, args ...string) (string, int, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	code := 0
+	if err != nil {
+		code = exitCode(err)
+	}
+	return out.String(), code, err
+}
+
+// trainedAdapter writes a tensafe-tiny PEFT adapter whose B matrices are
+// nonzero, so that it changes what the model says, and a DP certificate
+// for it.
+func trainedAdapter(t *testing.T, dir string) (adapterDir, certFile string) {
+	t.Helper()
+	l, err := model.NewLoRA(model.TinyConfig(), model.LoRAConfig{Rank: 4, Alpha: 8}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, name := range l.Names {
+		if strings.Contains(name, "lora_B") {
+			for i := range l.Values[name] {
+				l.Values[name][i] = float32(r.NormFloat64())
+			}
+		}
+	}
+	adapterDir = filepath.Join(dir, "adapter")
+	if err := l.SavePEFT(adapterDir, model.TinyName); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.ReadFile(filepath.Join(adapterDir, "adapter_model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(w)
+	b, err := privacy.NewBudget(privacy.BudgetConfig{TargetEpsilon: 8, Delta: 1e-5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if err := b.RecordStep(0.01, 1.2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
+	c, err := privacy.NewCertificate(b, privacy.CertificateInput{
+		Sampling: privacy.SamplingServerPoisson, DatasetSize: 1000, ClippingNorm: 1, TenSafeVersion: version,
+		AdapterHash: "sha256:" + hex.EncodeToString(h[:]), DatasetFingerprint: "sha256:" + strings.Repeat("ab", 32),
+		StartedAt: start, FinishedAt: start.Add(time.Minute), IssuedAt: start.Add(2 * time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cj, err := c.CanonicalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = filepath.Join(dir, "dp_certificate.json")
+	if err := os.WriteFile(certFile, cj, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return adapterDir, certFile
+}
+
+func sampleTokens(t *testing.T, args ...string) []any {
+	t.Helper()
+	out, _, err := runPackageCLI(t, append([]string{"sample", "--model", model.TinyName, "--prompt", "hello", "--max-tokens", "12", "--json"}, args...)...)
+	if err != nil {
+		t.Fatalf("sample %v: %v\n%s", args, err, out)
+	}
+	var res struct {
+		Sequences []map[string]any `json:"sequences"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Sequences) != 1 {
+		t.Fatalf("sample output %q: %v", out, err)
+	}
+	toks, _ := res.Sequences[0]["tokens"].([]any)
+	if len(toks) == 0 {
+		t.Fatalf("no tokens in %q", out)
+	}
+	return toks
+}
+
+// TestPackageRoundTripCLI: create → verify → open → sample gives the same
+// greedy tokens as sampling with the original adapter, and the edge loader
+// refuses untrusted and tampered packages.
+func TestPackageRoundTripCLI(t *testing.T) {
+	dir := t.TempDir()
+	adapterDir, certFile := trainedAdapter(t, dir)
+	evidence := filepath.Join(dir, "evidence.json")
+	os.WriteFile(evidence, []byte(`{"steps":20,"loss":{"first":5.6,"last":5.1}}`), 0o644)
+	for _, k := range []string{"signer", "other"} {
+		if out, _, err := runPackageCLI(t, "keys", "signer", "new", "--out", filepath.Join(dir, k)); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	for _, k := range []string{"alice", "bob", "eve"} {
+		if out, _, err := runPackageCLI(t, "keys", "recipient", "new", "--out", filepath.Join(dir, k)); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	pkg := filepath.Join(dir, "model.tssp")
+	out, _, err := runPackageCLI(t, "package", "create", "--adapter", adapterDir, "--base-model", model.TinyName,
+		"--dp-certificate", certFile, "--evidence", evidence, "--signer", filepath.Join(dir, "signer.sec"),
+		"--recipient", filepath.Join(dir, "alice.pub"), "--recipient", filepath.Join(dir, "bob.pub"), "--out", pkg)
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	// --out never overwrites.
+	if _, code, err := runPackageCLI(t, "package", "create", "--adapter", adapterDir, "--base-model", model.TinyName,
+		"--signer", filepath.Join(dir, "signer.sec"), "--recipient", filepath.Join(dir, "alice.pub"), "--out", pkg); err == nil || code == 0 {
+		t.Fatal("create over an existing package succeeded")
+	}
+	if _, code, err := runPackageCLI(t, "package", "create", "--artifact", "ckpt-1", "--out", filepath.Join(dir, "x.tssp")); err == nil || code != 2 ||
+		!strings.Contains(err.Error(), "server") {
+		t.Fatalf("--artifact: code %d, err %v", code, err)
+	}
+
+	out, _, err = runPackageCLI(t, "package", "inspect", pkg)
+	if err != nil || !strings.Contains(out, "NOT VERIFIED") || !strings.Contains(out, "ε =") || !strings.Contains(out, "ts1-") {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	trusted := []string{"--trusted-key", filepath.Join(dir, "signer.pub")}
+	if out, code, err := runPackageCLI(t, append([]string{"package", "verify", pkg}, trusted...)...); err != nil || code != 0 || !strings.HasPrefix(out, "OK ") {
+		t.Fatalf("verify: code %d, %v\n%s", code, err, out)
+	}
+	if _, code, err := runPackageCLI(t, "package", "verify", pkg, "--trusted-key", filepath.Join(dir, "other.pub")); !errors.Is(err, tssp.ErrUntrustedSigner) || code != 3 {
+		t.Fatalf("verify with an untrusted key: code %d, %v", code, err)
+	}
+	if _, code, err := runPackageCLI(t, "package", "verify", pkg); err == nil || code != 2 {
+		t.Fatalf("verify without --trusted-key: code %d, %v", code, err)
+	}
+
+	// open → the same adapter files.
+	opened := filepath.Join(dir, "opened")
+	if out, _, err := runPackageCLI(t, append([]string{"package", "open", pkg, "--identity", filepath.Join(dir, "bob.sec"), "--out", opened}, trusted...)...); err != nil {
+		t.Fatal(err, out)
+	}
+	for _, f := range []string{"adapter_config.json", "adapter_model.safetensors"} {
+		a, _ := os.ReadFile(filepath.Join(adapterDir, f))
+		b, err := os.ReadFile(filepath.Join(opened, f))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Fatalf("%s differs after open (%v)", f, err)
+		}
+	}
+	noOpen := filepath.Join(dir, "eve-out")
+	if _, code, err := runPackageCLI(t, append([]string{"package", "open", pkg, "--identity", filepath.Join(dir, "eve.sec"), "--out", noOpen}, trusted...)...); !errors.Is(err, tssp.ErrNotRecipient) || code != 3 {
+		t.Fatalf("open by a non-recipient: code %d, %v", code, err)
+	}
+	if _, err := os.Stat(noOpen); !os.IsNotExist(err) {
+		t.Fatalf("failed open left %s behind", noOpen)
+	}
+
+	// The edge loader: same greedy tokens as the original adapter.
+	base := sampleTokens(t)
+	want := sampleTokens(t, "--adapter", adapterDir)
+	got := sampleTokens(t, "--package", pkg, "--identity", filepath.Join(dir, "alice.sec"), "--trusted-key", filepath.Join(dir, "signer.pub"))
+	if !jsonEqual(got, want) {
+		t.Fatalf("package tokens %v, adapter tokens %v", got, want)
+	}
+	if jsonEqual(base, want) {
+		t.Fatalf("the adapter does not change the output (%v): the comparison proves nothing", base)
+	}
+
+	// Refusals: untrusted signer, tampered package, no identity.
+	tampered := filepath.Join(dir, "tampered.tssp")
+	b, _ := os.ReadFile(pkg)
+	b[len(b)-2*512-600] ^= 1 // inside weights.bin.enc
+	os.WriteFile(tampered, b, 0o644)
+	for _, c := range []struct {
+		name string
+		args []string
+		want error
+	}{
+		{"untrusted", []string{"--package", pkg, "--identity", filepath.Join(dir, "alice.sec"), "--trusted-key", filepath.Join(dir, "other.pub")}, tssp.ErrUntrustedSigner},
+		{"tampered", []string{"--package", tampered, "--identity", filepath.Join(dir, "alice.sec"), "--trusted-key", filepath.Join(dir, "signer.pub")}, tssp.ErrMemberHash},
+		{"not a recipient", []string{"--package", pkg, "--identity", filepath.Join(dir, "eve.sec"), "--trusted-key", filepath.Join(dir, "signer.pub")}, tssp.ErrNotRecipient},
+	} {
+		_, code, err := runPackageCLI(t, append([]string{"sample", "--model", model.TinyName, "--prompt", "hi", "--max-tokens", "2"}, c.args...)...)
+		if !errors.Is(err, c.want) || code != 3 {
+			t.Errorf("%s: code %d, err %v, want %v", c.name, code, err, c.want)
+		}
+	}
+	if _, code, err := runPackageCLI(t, "sample", "--model", model.TinyName, "--prompt", "hi", "--package", pkg, "--trusted-key", filepath.Join(dir, "signer.pub")); err == nil || code != 2 {
+		t.Errorf("sample --package without --identity: code %d, %v", code, err)
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
