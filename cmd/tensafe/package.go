@@ -36,8 +36,8 @@ signed with a hybrid Ed25519 + ML-DSA-65 key. Keys come from
 func newPackageCreateCmd() *cobra.Command {
 	var (
 		adapterDir, artifact, baseModel, baseHash, certFile, evidenceFile, signerFile, out string
-		recipientFiles                                                                  []string
-		asJSON                                                                          bool
+		recipientFiles                                                                     []string
+		asJSON                                                                             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create --adapter DIR --base-model NAME --signer KEYFILE --recipient PUBKEYFILE... --out FILE",
