@@ -49,7 +49,7 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 	if err := checkName(req.Name); err != nil {
 		return api.Future{}, err
 	}
-	return s.submit(ctx, sess, store.KindSaveState, nil, func(ctx context.Context, det map[string]string) (any, error) {
+	return s.submit(ctx, sess, store.KindSaveState, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
 		var eb bytes.Buffer
 		if err := sess.eng.Save(&eb); err != nil {
 			return nil, engineErr(err)
@@ -201,7 +201,7 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 	if art.Kind != store.ArtifactCheckpoint {
 		return api.Future{}, fieldErr("artifact_id", "is a %q artifact, not a checkpoint", art.Kind)
 	}
-	return s.submit(ctx, sess, store.KindLoadState, nil, func(ctx context.Context, det map[string]string) (any, error) {
+	return s.submit(ctx, sess, store.KindLoadState, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
 		det["artifact_id"] = art.ID
 		det["content_hash"] = art.ContentHash
 		rc, err := s.openArtifact(ctx, art)

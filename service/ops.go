@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/tensafe/tensafe/audit"
+	"sync"
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/engine"
@@ -40,7 +41,7 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 	if err != nil {
 		return api.Future{}, err
 	}
-	return s.submit(ctx, sess, store.KindForwardBackward, nil, func(ctx context.Context, det map[string]string) (any, error) {
+	return s.submit(ctx, sess, store.KindForwardBackward, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
 		r, err := sess.eng.ForwardBackward(ctx, b, spec)
 		if err != nil {
 			return nil, engineErr(err)
@@ -68,7 +69,7 @@ func (s *Service) Forward(ctx context.Context, tenant, id string, req api.Forwar
 	if err != nil {
 		return api.Future{}, err
 	}
-	return s.submit(ctx, sess, store.KindForward, nil, func(ctx context.Context, det map[string]string) (any, error) {
+	return s.submit(ctx, sess, store.KindForward, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
 		lp, pe, err := sess.eng.Forward(ctx, b, spec)
 		if err != nil {
 			return nil, engineErr(err)
@@ -127,7 +128,12 @@ func (s *Service) OptimStep(ctx context.Context, tenant, id string) (api.Future,
 		}
 		return func() { sess.pendingSteps++ }, nil
 	}
-	return s.submit(ctx, sess, store.KindOptimStep, admit, func(ctx context.Context, det map[string]string) (any, error) {
+	// The reservation is given back exactly once: when the step is
+	// recorded (atomically with the record, so that a concurrent admission
+	// never counts the step twice), or when the operation ends otherwise.
+	var once sync.Once
+	release := func() { once.Do(func() { sess.pendingSteps-- }) }
+	return s.submit(ctx, sess, store.KindOptimStep, admit, release, func(ctx context.Context, det map[string]string) (any, error) {
 		sess.mu.Lock()
 		b, p := sess.budget, sess.plan
 		sess.mu.Unlock()
@@ -145,7 +151,11 @@ func (s *Service) OptimStep(ctx context.Context, tenant, id string) (api.Future,
 		}
 		// The noisy update has been applied: the step is recorded and
 		// persisted whatever happens next.
-		if err := b.RecordStep(p.q, p.sigma); err != nil {
+		sess.mu.Lock()
+		err = b.RecordStep(p.q, p.sigma)
+		release()
+		sess.mu.Unlock()
+		if err != nil {
 			return nil, fmt.Errorf("service: record step: %w", err)
 		}
 		if err := s.persist(ctx, sess); err != nil {
@@ -187,7 +197,7 @@ func (s *Service) Sample(ctx context.Context, tenant, id string, req api.SampleR
 	if err != nil {
 		return api.Future{}, err
 	}
-	return s.submit(ctx, sess, store.KindSample, nil, func(ctx context.Context, det map[string]string) (any, error) {
+	return s.submit(ctx, sess, store.KindSample, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
 		seqs, err := sess.eng.Sample(ctx, er, decoder(tok))
 		if err != nil {
 			return nil, engineErr(err)

@@ -21,13 +21,18 @@ type job struct {
 	op    store.Operation
 	actor string
 	run   runFunc
+	// release, when not nil, gives back what admit reserved; it is
+	// idempotent and called with the session's mu held, by the run as
+	// soon as the reservation is settled and by finish in any case.
+	release func()
 }
 
 // submit creates the operation record and queues it on the session.
 // admit, when not nil, runs with sess.mu held before anything is written;
 // its error refuses the submission, and its commit runs once the operation
-// is stored (and not for a duplicate idempotency key).
-func (s *Service) submit(ctx context.Context, sess *session, kind string, admit func() (commit func(), err error), run runFunc) (api.Future, error) {
+// is stored (and not for a duplicate idempotency key); release is then
+// the job's (see job.release).
+func (s *Service) submit(ctx context.Context, sess *session, kind string, admit func() (commit func(), err error), release func(), run runFunc) (api.Future, error) {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
 	if sess.deleted {
@@ -72,10 +77,12 @@ func (s *Service) submit(ctx context.Context, sess *session, kind string, admit 
 	if start {
 		s.wg.Add(1)
 	}
+	j := &job{op: op, actor: actorOf(ctx), run: run}
 	if commit != nil {
 		commit()
+		j.release = release
 	}
-	sess.queue = append(sess.queue, &job{op: op, actor: actorOf(ctx), run: run})
+	sess.queue = append(sess.queue, j)
 	if start {
 		sess.running = true
 		go s.drain(sess)
@@ -143,9 +150,9 @@ func (s *Service) execute(sess *session, j *job) {
 // its waiters.
 func (s *Service) finish(sess *session, j *job, res any, runErr error, det map[string]string) {
 	bg := context.WithoutCancel(s.jobCtx)
-	if j.op.Kind == store.KindOptimStep {
+	if j.release != nil {
 		sess.mu.Lock()
-		sess.pendingSteps--
+		j.release()
 		sess.mu.Unlock()
 	}
 	op := j.op
