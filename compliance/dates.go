@@ -131,7 +131,9 @@ func isDigitAfterSep(b []byte, e int) bool {
 
 // keywordBefore reports whether one of kws (lower case) occurs, ASCII case
 // folded, in the window bytes before s. A keyword must start at a word
-// boundary, so "dob" does not match "adobe".
+// boundary, so "dob" does not match "adobe", and no digit may stand between
+// it and s: in "DOB 1970-04-12, admitted 2023-08-01" only the first date is
+// the date of birth.
 func keywordBefore(b []byte, s, window int, kws []string) bool {
 	from := s - window
 	if from < 0 {
@@ -152,6 +154,9 @@ func keywordBefore(b []byte, s, window int, kws []string) bool {
 			}
 			if k > 0 && class[w[k-1]]&(cLower|cDigit) != 0 {
 				continue
+			}
+			if hasDigit(w[k+len(kw):]) {
+				continue // another number stands between: the keyword is its
 			}
 			return true
 		}

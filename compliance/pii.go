@@ -51,7 +51,7 @@ func init() {
 			k |= cToken | cLocal | cDomain
 		case '.':
 			k |= cLocal | cDomain | cV6
-		case '+', '%':
+		case '+', '%', '\'':
 			k |= cLocal
 		case ':':
 			k |= cV6
@@ -112,7 +112,7 @@ func scanEmails(b []byte, ms []match) []match {
 		for s > 0 && class[b[s-1]]&cLocal != 0 && at-s < 64 {
 			s--
 		}
-		for s < at && (b[s] == '.' || b[s] == '-' || b[s] == '+') {
+		for s < at && (b[s] == '.' || b[s] == '-' || b[s] == '+' || b[s] == '\'') {
 			s++
 		}
 		if s == at || b[at-1] == '.' {
@@ -192,17 +192,21 @@ func scanIPv6(b []byte, ms []match) []match {
 		if e-s < 3 || e-s > 45 || wordBefore(b, s) || wordAt(b, e) || b[s] == '.' {
 			continue
 		}
-		colons := 0
+		colons, digits := 0, 0
 		for _, ch := range b[s:e] {
 			if ch == ':' {
 				colons++
+			} else if isDigit(ch) {
+				digits++
 			}
 		}
-		if colons < 2 {
+		// "a::b" and "dead::beef" parse, but in text they are C++ and words
+		if colons < 2 || digits == 0 {
 			continue
 		}
 		a, err := netip.ParseAddr(string(b[s:e]))
-		if err != nil || !a.Is6() || a.IsUnspecified() {
+		// the unspecified and loopback addresses name no one
+		if err != nil || !a.Is6() || a.IsUnspecified() || a.IsLoopback() {
 			continue
 		}
 		ms = append(ms, match{KindIPv6, s, e})
@@ -224,8 +228,11 @@ func (p *piiScanner) scanDigits(b []byte, ms []match, first int) []match {
 		if isDigit(c) && wordBefore(b, i) {
 			// IBAN: two capitals, then the check digits
 			if i >= 2 && class[b[i-1]]&cUpper != 0 && class[b[i-2]]&cUpper != 0 && !wordBefore(b, i-2) {
-				if e, ok := matchIBAN(b, i-2); ok {
-					ms = append(ms, match{KindIBAN, i - 2, e})
+				if e, ok := matchIBAN(b, i-2); e > 0 {
+					// IBAN-shaped: a failed check still makes it no phone or card
+					if ok {
+						ms = append(ms, match{KindIBAN, i - 2, e})
+					}
 					i = e - 1
 					continue
 				}
@@ -252,8 +259,10 @@ func (p *piiScanner) scanDigits(b []byte, ms []match, first int) []match {
 			}
 			continue
 		}
-		if e, ok := matchIPv4(b, i); ok {
-			ms = append(ms, match{KindIPv4, i, e})
+		if e, ok := matchIPv4(b, i); e > 0 {
+			if ok {
+				ms = append(ms, match{KindIPv4, i, e})
+			}
 			i = e - 1
 			continue
 		}
@@ -315,6 +324,10 @@ func matchIPv4(b []byte, i int) (int, bool) {
 	}
 	if wordAt(b, j) || (j+1 < len(b) && b[j] == '.' && isDigit(b[j+1])) {
 		return 0, false
+	}
+	// 0.0.0.0 and 127.0.0.0/8 name no one
+	if b[i] == '0' || (j-i >= 4 && string(b[i:i+4]) == "127.") {
+		return j, false
 	}
 	return j, true
 }
@@ -518,10 +531,11 @@ done:
 	}
 	for g := ng; g >= 1; g-- {
 		e := ends[g-1]
-		if wordAt(b, e) || (e < len(b) && (b[e] == '/' || b[e] == ':')) {
-			if g == ng {
-				return 0, false // glued to something else: not a standalone number
-			}
+		if g == ng && (wordAt(b, e) || (e < len(b) && (b[e] == '/' || b[e] == ':'))) {
+			return 0, false // glued to something else: not a standalone number
+		}
+		if g < ng && !cutOK(b[i:e], b[e]) {
+			break
 		}
 		cnt := 0
 		for _, c := range b[i:e] {
@@ -538,6 +552,19 @@ done:
 		}
 	}
 	return 0, false
+}
+
+// cutOK reports whether a phone candidate may end before a separator cut: a
+// number written "415-555-2671" followed by " 2024" may, but a run grouped
+// by spaces throughout ("5137 8547 3468") is one number, not a phone and a
+// remainder.
+func cutOK(kept []byte, cut byte) bool {
+	for _, c := range kept {
+		if c == cut {
+			return false
+		}
+	}
+	return true
 }
 
 // --- IBAN ---
