@@ -115,6 +115,18 @@ func TestCorpusPrecisionRecall(t *testing.T) {
 		fmt.Fprintf(&table, "%-20s %5d %4d %4d %9.3f %6.3f\n", k, sc.tp+sc.fn, sc.fp, sc.fn, sc.precision(), sc.recall())
 	}
 	t.Logf("corpus scores:\n%s", table.String())
+	var secrets score
+	for k, sc := range scores {
+		if k.Category() == CategorySecret {
+			secrets.tp += sc.tp
+			secrets.fp += sc.fp
+			secrets.fn += sc.fn
+		}
+	}
+	t.Logf("secrets, all kinds: %d items, precision %.3f, recall %.3f", secrets.tp+secrets.fn, secrets.precision(), secrets.recall())
+	if secrets.tp+secrets.fn < 50 || secrets.precision() < 0.95 || secrets.recall() < 0.9 {
+		t.Errorf("secrets: %d items, precision %.3f (want ≥ 0.95), recall %.3f (want ≥ 0.9)", secrets.tp+secrets.fn, secrets.precision(), secrets.recall())
+	}
 	for _, k := range PIIKinds() {
 		sc := scores[k]
 		if sc == nil || sc.tp+sc.fn < 20 {

@@ -186,8 +186,19 @@ func (s *Scanner) scanLine(line []byte, st *fileState, ms []match) []match {
 	if s.sec != nil {
 		before := len(ms)
 		ms = s.sec.scanLine(line, &st.key, ms)
-		if st.dotenv && len(ms) == before {
-			ms = scanDotenvLine(line, ms)
+		if st.dotenv {
+			// in a .env file a secret-named key is reported as such; a
+			// provider token keeps its own kind
+			kept := ms[:before]
+			for _, m := range ms[before:] {
+				if m.kind != KindGenericSecret {
+					kept = append(kept, m)
+				}
+			}
+			ms = kept
+			if len(ms) == before {
+				ms = scanDotenvLine(line, ms)
+			}
 		}
 	}
 	if s.pii != nil && !st.key.inKey {

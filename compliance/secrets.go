@@ -51,6 +51,7 @@ type secretScanner struct {
 // keyState is carried from line to line within one file.
 type keyState struct {
 	inKey bool // inside a -----BEGIN ... PRIVATE KEY----- block
+	inPEM bool // inside another PEM block (a certificate, a public key)
 }
 
 var (
@@ -67,18 +68,23 @@ var secretKeywords = []string{"secret", "token", "password", "passwd", "pwd", "a
 func isWide(c byte) bool { return class[c]&cToken != 0 || c == '+' || c == '/' || c == '=' }
 
 func (s *secretScanner) scanLine(b []byte, st *keyState, ms []match) []match {
-	if st.inKey {
+	if st.inKey || st.inPEM {
 		if bytes.Contains(b, endMarker) {
-			st.inKey = false
+			st.inKey, st.inPEM = false, false
 		}
 		return ms
 	}
 	if k := bytes.Index(b, beginMarker); k >= 0 {
 		rest := b[k+len(beginMarker):]
-		if e := bytes.Index(rest, []byte("-----")); e > 0 && bytes.Contains(rest[:e], privKey) {
-			ms = append(ms, match{KindPrivateKey, k, len(b)})
-			if !bytes.Contains(rest[e:], endMarker) {
-				st.inKey = true
+		if e := bytes.Index(rest, []byte("-----")); e > 0 {
+			open := !bytes.Contains(rest[e:], endMarker)
+			if bytes.Contains(rest[:e], privKey) {
+				ms = append(ms, match{KindPrivateKey, k, len(b)})
+				st.inKey = open
+			} else {
+				// certificates and public keys are not secret; their
+				// base64 body is not a high-entropy finding either
+				st.inPEM = open
 			}
 			return ms
 		}
