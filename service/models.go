@@ -25,6 +25,11 @@ type baseModel struct {
 
 func (b *baseModel) load() (*model.Model, tokenizer.Tokenizer, error) {
 	b.once.Do(func() {
+		defer func() {
+			if b.err == nil {
+				b.err = warm(b.m)
+			}
+		}()
 		if b.dir == "" {
 			b.m, b.tok = model.Tiny(), tokenizer.NewByte()
 			return
@@ -41,6 +46,18 @@ func (b *baseModel) load() (*model.Model, tokenizer.Tokenizer, error) {
 		}
 	})
 	return b.m, b.tok, b.err
+}
+
+// warm runs one forward pass, which moves the frozen weights onto the
+// shared compute backend. GoMLX materialises a tensor on a device lazily, on
+// its first use, and that first use is a write to the tensor: two engines
+// sharing the model must not race to make it (seen with -race in
+// TestOrderedQueue). After this, engines only read the weights.
+func warm(m *model.Model) error {
+	if _, _, err := m.ComputeLogits([]int{0}); err != nil {
+		return fmt.Errorf("service: warm base model %q: %w", m.Name, err)
+	}
+	return nil
 }
 
 // registry maps base-model names to models. Tenants name a model; only the
