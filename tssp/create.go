@@ -65,7 +65,7 @@ func Create(ctx context.Context, w io.Writer, opts CreateOptions) (*Manifest, er
 	}
 	info, err := adapterInfoFromConfig(opts.AdapterConfig)
 	if err != nil {
-		return nil, fmt.Errorf("tssp: create: adapter config: %w", err)
+		return nil, fmt.Errorf("tssp: create: %w", err)
 	}
 	var cert *privacy.Certificate
 	if opts.Certificate != nil {

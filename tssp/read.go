@@ -296,9 +296,11 @@ func (p *Package) Decrypt(ctx context.Context, identity *seal.RecipientKey, w io
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrWeights, err)
 	}
-	n, err := io.Copy(w, sr)
+	dw := &destWriter{w: w}
+	n, err := io.Copy(dw, sr)
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		if dw.err != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			// Not the package's fault: the destination or the caller.
 			return fmt.Errorf("tssp: decrypt: %w", err)
 		}
 		return fmt.Errorf("%w: %w", ErrWeights, err)
@@ -323,4 +325,18 @@ func (p *Package) UnverifiedMember(name string) ([]byte, error) {
 		}
 	}
 	return nil, nil
+}
+
+// destWriter remembers a write error, to tell it from a decryption error.
+type destWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (d *destWriter) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	if err != nil {
+		d.err = err
+	}
+	return n, err
 }

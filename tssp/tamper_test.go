@@ -339,6 +339,16 @@ func TestOpenRefuses(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+	t.Run("destination fails", func(t *testing.T) {
+		p, err := readVerify(pkg, f.trusted())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = p.Decrypt(ctx, f.recipients[0], failWriter{})
+		if !errors.Is(err, errDisk) || errors.Is(err, ErrWeights) {
+			t.Fatalf("err = %v, want the write error and not ErrWeights", err)
+		}
+	})
 	t.Run("canceled", func(t *testing.T) {
 		p, err := readVerify(pkg, f.trusted())
 		if err != nil {
@@ -461,3 +471,9 @@ func ExampleRead() {
 	fmt.Println(m.Format, m.BaseModel.Name, len(m.Recipients), "recipient")
 	// Output: tensafe-tssp/v1 tensafe-tiny 1 recipient
 }
+
+var errDisk = errors.New("disk full")
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errDisk }
