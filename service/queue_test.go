@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/tensafe/tensafe/api"
@@ -134,5 +135,67 @@ func TestRestart(t *testing.T) {
 	}
 	if _, err := f.log.Verify(ctx, 0, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeleteAndShutdown: a deleted client is gone; Close with an expired
+// context marks the operations it cut off failed, never lost.
+func TestDeleteAndShutdown(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTrainingClient(ctx, ten, tc.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetTrainingClient(ctx, ten, tc.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted client: %v", err)
+	}
+	if _, err := s.OptimStep(ctx, ten, tc.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("optim_step on a deleted client: %v", err)
+	}
+	if err := s.DeleteTrainingClient(ctx, ten, tc.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+
+	tc, err = s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var futures []api.Future
+	for range 20 {
+		fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("abcdefgh", "ijklmnop")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, fu)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Close(done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close: %v", err)
+	}
+	canceled := 0
+	for _, fu := range futures {
+		got, err := s.GetOperation(ctx, ten, fu.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case got.State == api.FutureSucceeded:
+		case got.State == api.FutureFailed && got.Error.Code == api.CodeCanceled:
+			canceled++
+		default:
+			t.Fatalf("after shutdown: %+v", got)
+		}
+	}
+	if canceled == 0 {
+		t.Fatalf("no operation was cut off by an immediate shutdown")
+	}
+	if _, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("a")}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("submit after Close: %v", err)
 	}
 }

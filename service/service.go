@@ -308,13 +308,36 @@ func (s *Service) createClient(ctx context.Context, tenant string, cfg api.Train
 // tenant continues from a checkpoint with load_state.
 func (s *Service) session(ctx context.Context, tenant, id string) (*session, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sess := s.sessions[id]; sess != nil {
-		if sess.tenant != tenant {
-			return nil, fmt.Errorf("%w: training client", ErrNotFound)
+	sess := s.sessions[id]
+	s.mu.Unlock()
+	if sess == nil {
+		// Load without holding s.mu: it reads the store and builds an
+		// engine. Two loads of one client may race; the first stored wins
+		// and the other, never used, is dropped.
+		loaded, err := s.loadSession(ctx, tenant, id)
+		if err != nil {
+			return nil, err
 		}
-		return sess, nil
+		s.mu.Lock()
+		if sess = s.sessions[id]; sess == nil {
+			sess = loaded
+			s.sessions[id] = sess
+		}
+		s.mu.Unlock()
 	}
+	if sess.tenant != tenant {
+		return nil, fmt.Errorf("%w: training client", ErrNotFound)
+	}
+	sess.mu.Lock()
+	deleted := sess.deleted
+	sess.mu.Unlock()
+	if deleted {
+		return nil, fmt.Errorf("%w: training client", ErrNotFound)
+	}
+	return sess, nil
+}
+
+func (s *Service) loadSession(ctx context.Context, tenant, id string) (*session, error) {
 	rec, err := s.st.GetClient(ctx, tenant, id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
@@ -350,9 +373,7 @@ func (s *Service) session(ctx context.Context, tenant, id string) (*session, err
 	if err != nil {
 		return nil, fmt.Errorf("service: client %s: stored budget: %w", id, err)
 	}
-	sess := &session{tenant: tenant, id: id, base: base, tok: tok, eng: eng, rec: rec, plan: p, budget: budget}
-	s.sessions[id] = sess
-	return sess, nil
+	return &session{tenant: tenant, id: id, base: base, tok: tok, eng: eng, rec: rec, plan: p, budget: budget}, nil
 }
 
 // GetTrainingClient returns client id of tenant.
@@ -362,9 +383,10 @@ func (s *Service) GetTrainingClient(ctx context.Context, tenant, id string) (api
 	s.mu.Unlock()
 	if sess != nil && sess.tenant == tenant {
 		sess.mu.Lock()
-		defer sess.mu.Unlock()
-		if !sess.deleted {
-			return toClient(sess.rec, sess.plan.cfg), nil
+		c, deleted := toClient(sess.rec, sess.plan.cfg), sess.deleted
+		sess.mu.Unlock()
+		if !deleted {
+			return c, nil
 		}
 	}
 	rec, err := s.st.GetClient(ctx, tenant, id)
@@ -401,10 +423,9 @@ func (s *Service) DeleteTrainingClient(ctx context.Context, tenant, id string) e
 	if err := s.updateClient(ctx, sess, rec); err != nil {
 		return err
 	}
+	// The session stays in the map, marked deleted, so that a concurrent
+	// load of the old record cannot bring the client back.
 	sess.deleted = true
-	s.mu.Lock()
-	delete(s.sessions, id)
-	s.mu.Unlock()
 	s.record(ctx, audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "training.delete_client",
 		Resource: id, Outcome: audit.OutcomeSuccess})
 	return nil
