@@ -65,17 +65,17 @@ func Create(ctx context.Context, w io.Writer, opts CreateOptions) (*Manifest, er
 	}
 	info, err := adapterInfoFromConfig(opts.AdapterConfig)
 	if err != nil {
-		return nil, fmt.Errorf("tssp: create: %w", err)
+		return nil, err
 	}
 	var cert *privacy.Certificate
 	if opts.Certificate != nil {
 		if cert, err = checkCertificate(opts.Certificate); err != nil {
-			return nil, fmt.Errorf("tssp: create: %w", err)
+			return nil, err
 		}
 	}
 	if opts.Evidence != nil {
 		if err := checkEvidence(opts.Evidence); err != nil {
-			return nil, fmt.Errorf("tssp: create: %w", err)
+			return nil, err
 		}
 	}
 	producer := opts.Producer
@@ -266,8 +266,11 @@ func checkEvidence(b []byte) error {
 		return fmt.Errorf("%w: %d bytes, at most %d", ErrEvidence, len(b), MaxEvidenceSize)
 	}
 	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(b, &obj); err != nil || obj == nil {
-		return fmt.Errorf("%w: not one JSON object", ErrEvidence)
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return fmt.Errorf("%w: %v", ErrEvidence, err)
+	}
+	if obj == nil {
+		return fmt.Errorf("%w: null", ErrEvidence)
 	}
 	return nil
 }

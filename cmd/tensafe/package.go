@@ -112,7 +112,14 @@ must certify exactly these weights (its adapter_hash is their SHA-256).`,
 				}
 			}
 			m, err := createPackageFile(cmd, out, opts)
-			if err != nil {
+			switch {
+			case errors.Is(err, tssp.ErrCertificate):
+				return fmt.Errorf("--dp-certificate %s: %w", certFile, err)
+			case errors.Is(err, tssp.ErrEvidence):
+				return fmt.Errorf("--evidence %s: %w", evidenceFile, err)
+			case errors.Is(err, tssp.ErrAdapterConfig):
+				return fmt.Errorf("--adapter %s: %w", adapterDir, err)
+			case err != nil:
 				return err
 			}
 			if asJSON {

@@ -142,6 +142,21 @@ func TestPackageRoundTripCLI(t *testing.T) {
 		t.Fatalf("--artifact: code %d, err %v", code, err)
 	}
 
+	for flag, file := range map[string]string{"--evidence": filepath.Join(dir, "signer.pub"), "--dp-certificate": evidence} {
+		_, _, err := runPackageCLI(t, "package", "create", "--adapter", adapterDir, "--base-model", model.TinyName,
+			"--signer", filepath.Join(dir, "signer.sec"), "--recipient", filepath.Join(dir, "alice.pub"), flag, file,
+			"--out", filepath.Join(dir, "bad.tssp"))
+		if err == nil || !strings.HasPrefix(err.Error(), flag+" ") {
+			t.Fatalf("create with a bad %s: %v", flag, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "bad.tssp")); !os.IsNotExist(err) {
+			t.Fatalf("failed create left a file: %v", err)
+		}
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, ".tssp-*")); len(ents) != 0 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+
 	out, _, err = runPackageCLI(t, "package", "inspect", pkg)
 	if err != nil || !strings.Contains(out, "NOT VERIFIED") || !strings.Contains(out, "ε =") || !strings.Contains(out, "ts1-") {
 		t.Fatalf("inspect: %v\n%s", err, out)
