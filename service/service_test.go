@@ -26,7 +26,7 @@ type fixture struct {
 	close func()
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -106,7 +106,7 @@ func textBatch(texts ...string) api.Batch {
 
 // await waits for f and fails the test unless it succeeded; it decodes the
 // result into out.
-func await(t *testing.T, s *Service, tenant string, f api.Future, err error, out any) api.Future {
+func await(t testing.TB, s *Service, tenant string, f api.Future, err error, out any) api.Future {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("submit: %v", err)
