@@ -161,12 +161,44 @@ func (s *Service) openArtifact(ctx context.Context, a store.Artifact) (io.ReadCl
 	r, err := keys.Open(ctx, s.keys, f, seal.Binding{TenantID: a.TenantID, ArtifactID: a.ID}, a.ContentHash)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("service: open artifact %s: %w", a.ID, err)
+		return nil, integrityErr(a.ID, err)
 	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{r, f}, nil
+	}{verifyingReader{r, a.ID}, f}, nil
+}
+
+// integrityErr classifies an error opening or reading an artifact: one that
+// does not authenticate, or whose tenant keys are gone, is a failed
+// precondition the tenant is told about; the rest are internal.
+func integrityErr(id string, err error) error {
+	for _, e := range []error{seal.ErrMalformedHeader, seal.ErrUnsupported, seal.ErrHeaderAuth, seal.ErrSegmentAuth,
+		seal.ErrTruncated, seal.ErrTrailingData, seal.ErrContentHash, seal.ErrUnwrap, keys.ErrUnwrap, keys.ErrWrongTenant} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%w: artifact %s does not verify (altered or corrupted): %w", ErrFailedPrecondition, id, e)
+		}
+	}
+	for _, e := range []error{keys.ErrShredded, keys.ErrUnknownVersion, keys.ErrUnknownTenant} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%w: artifact %s: %w", ErrFailedPrecondition, id, e)
+		}
+	}
+	return fmt.Errorf("service: open artifact %s: %w", id, err)
+}
+
+// verifyingReader classifies the errors of a decrypting reader.
+type verifyingReader struct {
+	r  io.Reader
+	id string
+}
+
+func (v verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = integrityErr(v.id, err)
+	}
+	return n, err
 }
 
 func (s *Service) getArtifact(ctx context.Context, tenant, id string) (store.Artifact, error) {
