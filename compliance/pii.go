@@ -73,6 +73,7 @@ func wordAt(b []byte, i int) bool { return i < len(b) && (isAlnum(b[i]) || b[i] 
 // read-only after construction and safe for concurrent use.
 type piiScanner struct {
 	region  string // default region for phone numbers without +CC
+	nanp    bool   // region is in the North American Numbering Plan (+1)
 	maxYear int    // latest plausible year of birth
 }
 
@@ -538,13 +539,22 @@ done:
 			break
 		}
 		cnt := 0
+		lead := byte(0)
 		for _, c := range b[i:e] {
 			if isDigit(c) {
+				if cnt == 0 {
+					lead = c
+				}
 				cnt++
 			}
 		}
 		if cnt < 7 {
 			break
+		}
+		// libphonenumber parses with regular expressions; skip the call
+		// where the plan's lengths already rule the number out
+		if !plus && p.nanp && cnt != 10 && !(cnt == 11 && lead == '1') {
+			continue
 		}
 		num, err := phonenumbers.Parse(string(b[i:e]), p.region)
 		if err == nil && phonenumbers.IsValidNumber(num) {

@@ -79,7 +79,11 @@ func NewScanner(opts Options) (*Scanner, error) {
 	}
 	s := &Scanner{maxLine: opts.MaxLine, workers: opts.Workers}
 	if !opts.SkipPII {
-		s.pii = &piiScanner{region: opts.PhoneRegion, maxYear: opts.Now.Year()}
+		s.pii = &piiScanner{
+			region:  opts.PhoneRegion,
+			nanp:    phonenumbers.GetCountryCodeForRegion(opts.PhoneRegion) == 1,
+			maxYear: opts.Now.Year(),
+		}
 	}
 	if !opts.SkipSecrets {
 		s.sec = &secretScanner{minEntropy: opts.MinEntropy}
