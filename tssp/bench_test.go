@@ -90,7 +90,7 @@ func BenchmarkOpen100MiB(b *testing.B) {
 			b.Fatal(err)
 		}
 		out := filepath.Join(dir, strconv.Itoa(i))
-		if err := OpenDir(context.Background(), p, f.trusted(), f.recipients[0], out); err != nil {
+		if err := OpenDir(context.Background(), p, f.trusted(), RecipientIdentity(f.recipients[0]), out); err != nil {
 			b.Fatal(err)
 		}
 		closeFile()
@@ -112,7 +112,7 @@ func BenchmarkDecrypt100MiB(b *testing.B) {
 		if err := p.Verify(context.Background(), f.trusted()); err != nil {
 			b.Fatal(err)
 		}
-		if err := p.Decrypt(context.Background(), f.recipients[0], io.Discard); err != nil {
+		if err := p.Decrypt(context.Background(), RecipientIdentity(f.recipients[0]), io.Discard); err != nil {
 			b.Fatal(err)
 		}
 		closeFile()

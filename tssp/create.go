@@ -15,6 +15,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/seal"
 )
@@ -35,8 +36,13 @@ type CreateOptions struct {
 	Evidence []byte
 	// Signer signs the manifest (required).
 	Signer *seal.SigningKey
-	// Recipients may decrypt the weights (at least one).
+	// Recipients may decrypt the weights.
 	Recipients []*seal.RecipientPublicKey
+	// Tenant, when set, also lets the producing tenant open the package
+	// with its own KEK: the DEK comes from Tenant.Provider.NewDEK and is
+	// recorded wrapped under the tenant's current KEK version. At least
+	// one recipient or a tenant is required.
+	Tenant *TenantKey
 	// Producer names the software; "tensafe" when empty.
 	Producer string
 	// Created is the creation time; the current time when zero.
@@ -44,6 +50,12 @@ type CreateOptions struct {
 	// TempDir holds the encrypted weights while the manifest is computed
 	// (the archive puts the manifest first); os.TempDir() when empty.
 	TempDir string
+}
+
+// TenantKey names a tenant and the provider that keeps its KEK.
+type TenantKey struct {
+	Provider keys.Provider
+	Tenant   string
 }
 
 // Create writes a package to w and returns its manifest. The weights are
@@ -57,8 +69,8 @@ func Create(ctx context.Context, w io.Writer, opts CreateOptions) (*Manifest, er
 	if opts.Signer == nil {
 		return nil, errors.New("tssp: create: signer: required")
 	}
-	if len(opts.Recipients) == 0 {
-		return nil, errors.New("tssp: create: recipients: at least one required")
+	if len(opts.Recipients) == 0 && opts.Tenant == nil {
+		return nil, errors.New("tssp: create: recipients: at least one recipient or a tenant required")
 	}
 	if len(opts.Recipients) > MaxRecipients {
 		return nil, fmt.Errorf("tssp: create: recipients: %d, at most %d", len(opts.Recipients), MaxRecipients)
@@ -101,13 +113,30 @@ func Create(ctx context.Context, w io.Writer, opts CreateOptions) (*Manifest, er
 	}
 	binding := seal.Binding{TenantID: BindingTenant, ArtifactID: m.PackageID}
 
-	// A fresh DEK, sealed to every recipient.
-	dek := make([]byte, seal.DEKSize)
-	if _, err := rand.Read(dek); err != nil {
-		return nil, fmt.Errorf("tssp: create: DEK: %w", err)
+	// A fresh DEK, from the tenant's key provider when there is one,
+	// sealed to every recipient.
+	var (
+		dek   []byte
+		first seal.KeyRef
+	)
+	if t := opts.Tenant; t != nil {
+		if t.Provider == nil {
+			return nil, errors.New("tssp: create: tenant: no key provider")
+		}
+		d, wrapped, err := t.Provider.NewDEK(ctx, t.Tenant)
+		if err != nil {
+			return nil, fmt.Errorf("tssp: create: tenant %q: %w", t.Tenant, err)
+		}
+		dek, first = d, wrapped.Ref()
+		m.TenantKEK = &TenantKEK{Alg: TenantKEKAlg, KEKVersion: wrapped.KEKVersion, KeyID: wrapped.KeyID,
+			WrappedDEK: base64.StdEncoding.EncodeToString(wrapped.Wrapped)}
+	} else {
+		dek = make([]byte, seal.DEKSize)
+		if _, err := rand.Read(dek); err != nil {
+			return nil, fmt.Errorf("tssp: create: DEK: %w", err)
+		}
 	}
 	defer clear(dek)
-	var first seal.KeyRef
 	for i, p := range opts.Recipients {
 		if p == nil {
 			return nil, fmt.Errorf("tssp: create: recipients[%d]: nil key", i)
@@ -116,7 +145,7 @@ func Create(ctx context.Context, w io.Writer, opts CreateOptions) (*Manifest, er
 		if err != nil {
 			return nil, fmt.Errorf("tssp: create: recipients[%d]: %w", i, err)
 		}
-		if i == 0 {
+		if first.KeyID == "" {
 			first = seal.KeyRef{KeyID: p.KeyID(), WrapAlg: seal.WrapHPKEXWing, WrappedDEK: wrapped}
 		}
 		m.Recipients = append(m.Recipients, Recipient{Alg: RecipientAlg, KeyID: p.KeyID(), WrappedDEK: base64.StdEncoding.EncodeToString(wrapped)})

@@ -22,6 +22,11 @@ const (
 	// RecipientAlg names the wrap of a recipient's DEK: HPKE base mode,
 	// MLKEM768-X25519 (X-Wing), HKDF-SHA256, AES-256-GCM (seal.SealDEK).
 	RecipientAlg = "hpke-mlkem768-x25519"
+	// TenantKEKAlg names the wrap of the DEK under a tenant's KEK:
+	// AES-256-KWP (RFC 5649) through package keys.
+	TenantKEKAlg = "aes256-kwp"
+	// kwpWrappedSize is the length of a KWP-wrapped 32-byte DEK.
+	kwpWrappedSize = 40
 	// EnvelopeAlg names the weights encryption: the seal streaming
 	// envelope, version 1.
 	EnvelopeAlg = "seal-stream-v1"

@@ -50,7 +50,7 @@ func FuzzRead(f *testing.F) {
 		if err := p.Verify(context.Background(), []*seal.VerifyingKey{pub}); err != nil {
 			return
 		}
-		if err := p.Decrypt(context.Background(), id, io.Discard); err != nil {
+		if err := p.Decrypt(context.Background(), RecipientIdentity(id), io.Discard); err != nil {
 			return
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/seal"
 )
 
@@ -37,6 +38,9 @@ type Manifest struct {
 	Recipients []Recipient `json:"recipients"`
 	// Signer is the key id (seal.VerifyingKey.KeyID) of the signing key.
 	Signer string `json:"signer"`
+	// TenantKEK holds the DEK wrapped under the producing tenant's KEK, for
+	// the tenant's own use (optional).
+	TenantKEK *TenantKEK `json:"tenant_kek,omitempty"`
 	// Weights describes the plaintext inside weights.bin.enc.
 	Weights Weights `json:"weights"`
 }
@@ -67,6 +71,15 @@ type Member struct {
 type Recipient struct {
 	Alg        string `json:"alg"`
 	KeyID      string `json:"key_id"`
+	WrappedDEK string `json:"wrapped_dek"` // standard base64 with padding
+}
+
+// TenantKEK is the DEK wrapped under a version of a tenant's KEK
+// (AES-256-KWP, RFC 5649; docs/KEYS.md).
+type TenantKEK struct {
+	Alg        string `json:"alg"`
+	KEKVersion uint32 `json:"kek_version"`
+	KeyID      string `json:"key_id"`      // "kek:" + tenant id
 	WrappedDEK string `json:"wrapped_dek"` // standard base64 with padding
 }
 
@@ -201,8 +214,27 @@ func (m *Manifest) Validate() error {
 	if m.Weights.PlaintextSize < 0 || m.Weights.PlaintextSize > MaxWeightsSize {
 		return manifestErr("weights.plaintext_size", "%d out of range", m.Weights.PlaintextSize)
 	}
-	if len(m.Recipients) == 0 || len(m.Recipients) > MaxRecipients {
-		return manifestErr("recipients", "%d recipients, 1 to %d allowed", len(m.Recipients), MaxRecipients)
+	if len(m.Recipients) > MaxRecipients {
+		return manifestErr("recipients", "%d recipients, at most %d allowed", len(m.Recipients), MaxRecipients)
+	}
+	if len(m.Recipients) == 0 && m.TenantKEK == nil {
+		return manifestErr("recipients", "none, and no tenant_kek: nobody could open the package")
+	}
+	if t := m.TenantKEK; t != nil {
+		if t.Alg != TenantKEKAlg {
+			return manifestErr("tenant_kek.alg", "%q, want %q", t.Alg, TenantKEKAlg)
+		}
+		tenant, ok := strings.CutPrefix(t.KeyID, "kek:")
+		if !ok || keys.CheckTenantID(tenant) != nil {
+			return manifestErr("tenant_kek.key_id", `must be "kek:" and a valid tenant id`)
+		}
+		if t.KEKVersion == 0 {
+			return manifestErr("tenant_kek.kek_version", "must be at least 1")
+		}
+		w, err := base64.StdEncoding.Strict().DecodeString(t.WrappedDEK)
+		if err != nil || len(w) != kwpWrappedSize || base64.StdEncoding.EncodeToString(w) != t.WrappedDEK {
+			return manifestErr("tenant_kek.wrapped_dek", "must be the standard base64 of %d bytes", kwpWrappedSize)
+		}
 	}
 	seen := map[string]bool{}
 	for i, r := range m.Recipients {

@@ -57,7 +57,7 @@ type Adapter struct {
 
 // Load verifies the package p against trusted and decrypts it for identity
 // into memory: the edge loader's path, which writes nothing to disk.
-func Load(ctx context.Context, p *Package, trusted []*seal.VerifyingKey, identity *seal.RecipientKey) (*Adapter, error) {
+func Load(ctx context.Context, p *Package, trusted []*seal.VerifyingKey, identity Identity) (*Adapter, error) {
 	if err := p.Verify(ctx, trusted); err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func Load(ctx context.Context, p *Package, trusted []*seal.VerifyingKey, identit
 // dir only after the weights have decrypted completely and matched the
 // signed hash; on any failure the temporary directory is removed, so no
 // partial plaintext remains.
-func OpenDir(ctx context.Context, p *Package, trusted []*seal.VerifyingKey, identity *seal.RecipientKey, dir string) (err error) {
+func OpenDir(ctx context.Context, p *Package, trusted []*seal.VerifyingKey, identity Identity, dir string) (err error) {
 	if _, err := os.Lstat(dir); err == nil {
 		return fmt.Errorf("tssp: open: %s: %w", dir, fs.ErrExist)
 	} else if !errors.Is(err, fs.ErrNotExist) {

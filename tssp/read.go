@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/seal"
 )
 
@@ -253,12 +254,78 @@ func (p *Package) Member(name string) ([]byte, error) {
 	return bytes.Clone(p.small[name]), nil
 }
 
+// Identity recovers the DEK of a package: a recipient's key
+// (RecipientIdentity) or a tenant's KEK kept by a keys.Provider
+// (TenantIdentity).
+type Identity interface {
+	unwrapDEK(ctx context.Context, m *Manifest) ([]byte, error)
+}
+
+// RecipientIdentity is the identity of the holder of a recipient key.
+func RecipientIdentity(k *seal.RecipientKey) Identity { return recipientIdentity{k} }
+
+type recipientIdentity struct{ k *seal.RecipientKey }
+
+func (r recipientIdentity) unwrapDEK(_ context.Context, m *Manifest) ([]byte, error) {
+	if r.k == nil {
+		return nil, fmt.Errorf("%w: no identity", ErrNotRecipient)
+	}
+	id := r.k.Public().KeyID()
+	for _, rec := range m.Recipients {
+		if rec.KeyID != id {
+			continue
+		}
+		wrapped, err := base64.StdEncoding.DecodeString(rec.WrappedDEK)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: wrapped DEK: %v", ErrNotRecipient, id, err)
+		}
+		dek, err := r.k.OpenDEK(wrapped, binding(m))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrNotRecipient, id, err)
+		}
+		return dek, nil
+	}
+	return nil, fmt.Errorf("%w: %s is not listed", ErrNotRecipient, id)
+}
+
+// TenantIdentity is the identity of a tenant whose KEK p keeps: it opens
+// packages made with CreateOptions.Tenant.
+func TenantIdentity(p keys.Provider, tenant string) Identity { return tenantIdentity{p, tenant} }
+
+type tenantIdentity struct {
+	p      keys.Provider
+	tenant string
+}
+
+func (t tenantIdentity) unwrapDEK(ctx context.Context, m *Manifest) ([]byte, error) {
+	if t.p == nil {
+		return nil, fmt.Errorf("%w: no key provider", ErrNotRecipient)
+	}
+	tk := m.TenantKEK
+	if tk == nil || tk.KeyID != keys.KeyIDFor(t.tenant) {
+		return nil, fmt.Errorf("%w: tenant %q's KEK is not listed", ErrNotRecipient, t.tenant)
+	}
+	wrapped, err := base64.StdEncoding.DecodeString(tk.WrappedDEK)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tenant_kek: %v", ErrNotRecipient, err)
+	}
+	dek, err := t.p.Unwrap(ctx, t.tenant, keys.WrappedKey{KeyID: tk.KeyID, KEKVersion: tk.KEKVersion, Wrapped: wrapped})
+	if err != nil {
+		return nil, fmt.Errorf("%w: tenant %q: %w", ErrNotRecipient, t.tenant, err)
+	}
+	return dek, nil
+}
+
+func binding(m *Manifest) seal.Binding {
+	return seal.Binding{TenantID: BindingTenant, ArtifactID: m.PackageID}
+}
+
 // Decrypt decrypts the weights of a verified package for identity and
 // writes the plaintext (PEFT adapter_model.safetensors) to w. The seal
 // envelope releases each segment only once it has authenticated and the
 // last one only once the whole plaintext has the SHA-256 the signed
 // manifest records; on error, what was written to w must be discarded.
-func (p *Package) Decrypt(ctx context.Context, identity *seal.RecipientKey, w io.Writer) error {
+func (p *Package) Decrypt(ctx context.Context, identity Identity, w io.Writer) error {
 	if !p.verified {
 		return ErrNotVerified
 	}
@@ -266,33 +333,19 @@ func (p *Package) Decrypt(ctx context.Context, identity *seal.RecipientKey, w io
 		return fmt.Errorf("%w: no identity", ErrNotRecipient)
 	}
 	m := p.manifest
-	id := identity.Public().KeyID()
-	var rec *Recipient
-	for i := range m.Recipients {
-		if m.Recipients[i].KeyID == id {
-			rec = &m.Recipients[i]
-		}
-	}
-	if rec == nil {
-		return fmt.Errorf("%w: %s is not listed", ErrNotRecipient, id)
-	}
-	wrapped, err := base64.StdEncoding.DecodeString(rec.WrappedDEK)
+	dek, err := identity.unwrapDEK(ctx, m)
 	if err != nil {
-		return fmt.Errorf("%w: %s: wrapped DEK: %v", ErrNotRecipient, id, err)
-	}
-	binding := seal.Binding{TenantID: BindingTenant, ArtifactID: m.PackageID}
-	dek, err := identity.OpenDEK(wrapped, binding)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrNotRecipient, id, err)
+		return err
 	}
 	defer clear(dek)
+	bind := binding(m)
 	e := p.entries[len(p.entries)-1]
 	src := ctxReader{ctx, io.NewSectionReader(p.r, e.off, e.size)}
 	h, err := seal.ReadHeader(src)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrWeights, err)
 	}
-	sr, err := seal.NewReader(src, h, dek, binding, m.Weights.PlaintextSHA256)
+	sr, err := seal.NewReader(src, h, dek, bind, m.Weights.PlaintextSHA256)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrWeights, err)
 	}

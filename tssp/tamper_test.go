@@ -251,7 +251,7 @@ func TestTamperMatrix(t *testing.T) {
 				return
 			}
 			parent := t.TempDir()
-			if err := OpenDir(context.Background(), p, c.trusted, f.recipients[0], filepath.Join(parent, "out")); !errors.Is(err, c.want) {
+			if err := OpenDir(context.Background(), p, c.trusted, RecipientIdentity(f.recipients[0]), filepath.Join(parent, "out")); !errors.Is(err, c.want) {
 				t.Fatalf("open: err = %v, want %v", err, c.want)
 			}
 			assertEmpty(t, parent)
@@ -314,14 +314,14 @@ func TestOpenRefuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := p.Decrypt(ctx, c.identity, io.Discard); !errors.Is(err, c.want) {
+			if err := p.Decrypt(ctx, RecipientIdentity(c.identity), io.Discard); !errors.Is(err, c.want) {
 				t.Fatalf("decrypt: err = %v, want %v", err, c.want)
 			}
-			if _, err := Load(ctx, p, f.trusted(), c.identity); !errors.Is(err, c.want) {
+			if _, err := Load(ctx, p, f.trusted(), RecipientIdentity(c.identity)); !errors.Is(err, c.want) {
 				t.Fatalf("load: err = %v, want %v", err, c.want)
 			}
 			parent := t.TempDir()
-			if err := OpenDir(ctx, p, f.trusted(), c.identity, filepath.Join(parent, "out")); !errors.Is(err, c.want) {
+			if err := OpenDir(ctx, p, f.trusted(), RecipientIdentity(c.identity), filepath.Join(parent, "out")); !errors.Is(err, c.want) {
 				t.Fatalf("open: err = %v, want %v", err, c.want)
 			}
 			assertEmpty(t, parent)
@@ -332,7 +332,7 @@ func TestOpenRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Decrypt(ctx, f.recipients[0], io.Discard); !errors.Is(err, ErrNotVerified) {
+		if err := p.Decrypt(ctx, RecipientIdentity(f.recipients[0]), io.Discard); !errors.Is(err, ErrNotVerified) {
 			t.Fatalf("err = %v", err)
 		}
 		if _, err := p.Member(NameAdapterConfig); !errors.Is(err, ErrNotVerified) {
@@ -344,7 +344,7 @@ func TestOpenRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = p.Decrypt(ctx, f.recipients[0], failWriter{})
+		err = p.Decrypt(ctx, RecipientIdentity(f.recipients[0]), failWriter{})
 		if !errors.Is(err, errDisk) || errors.Is(err, ErrWeights) {
 			t.Fatalf("err = %v, want the write error and not ErrWeights", err)
 		}
@@ -356,7 +356,7 @@ func TestOpenRefuses(t *testing.T) {
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if err := p.Decrypt(cctx, f.recipients[0], io.Discard); !errors.Is(err, context.Canceled) {
+		if err := p.Decrypt(cctx, RecipientIdentity(f.recipients[0]), io.Discard); !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -416,6 +416,15 @@ func TestManifestCanonical(t *testing.T) {
 		{"members[1].name", func(m *Manifest) { m.Members[0], m.Members[1] = m.Members[1], m.Members[0] }},
 		{"members[0].size", func(m *Manifest) { m.Members[0].Size = MaxAdapterConfigSize + 1 }},
 		{"adapter.rank", func(m *Manifest) { m.Adapter.Rank = 0 }},
+		{"tenant_kek.key_id", func(m *Manifest) {
+			m.TenantKEK = &TenantKEK{Alg: TenantKEKAlg, KEKVersion: 1, KeyID: "acme", WrappedDEK: base64.StdEncoding.EncodeToString(make([]byte, 40))}
+		}},
+		{"tenant_kek.wrapped_dek", func(m *Manifest) {
+			m.TenantKEK = &TenantKEK{Alg: TenantKEKAlg, KEKVersion: 1, KeyID: "kek:acme", WrappedDEK: "AAAA"}
+		}},
+		{"tenant_kek.kek_version", func(m *Manifest) {
+			m.TenantKEK = &TenantKEK{Alg: TenantKEKAlg, KeyID: "kek:acme", WrappedDEK: base64.StdEncoding.EncodeToString(make([]byte, 40))}
+		}},
 	}
 	for _, c := range fields {
 		m, _ := ParseManifest(good)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/seal"
@@ -194,7 +195,7 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := Load(ctx, p, f.trusted(), r)
+		a, err := Load(ctx, p, f.trusted(), RecipientIdentity(r))
 		if err != nil {
 			t.Fatalf("recipient %d: %v", i, err)
 		}
@@ -215,7 +216,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "adapter")
-	if err := OpenDir(ctx, p, f.trusted(), f.recipients[1], dir); err != nil {
+	if err := OpenDir(ctx, p, f.trusted(), RecipientIdentity(f.recipients[1]), dir); err != nil {
 		t.Fatal(err)
 	}
 	for file, want := range map[string][]byte{FileAdapterConfig: f.config, FileAdapterWeights: f.weights, FileCertificate: f.cert, FileEvidence: f.evidence} {
@@ -228,7 +229,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	// dir exists now: a second open refuses to overwrite it.
-	if err := OpenDir(ctx, p, f.trusted(), f.recipients[1], dir); !errors.Is(err, os.ErrExist) {
+	if err := OpenDir(ctx, p, f.trusted(), RecipientIdentity(f.recipients[1]), dir); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("open over an existing dir: %v", err)
 	}
 }
@@ -308,5 +309,87 @@ func TestBaseModelHash(t *testing.T) {
 	}
 	if _, err := BaseModelHash(t.TempDir()); err == nil {
 		t.Fatal("a folder without config.json has a hash")
+	}
+}
+
+func testKeyring(t *testing.T, name string) *keys.Keyring {
+	t.Helper()
+	mk := bytes.Repeat([]byte{byte(len(name))}, keys.MasterKeySize)
+	m, err := keys.RawMasterKey(mk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.CreateKeyring(context.Background(), filepath.Join(t.TempDir(), name+".tsk"), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+// TestTenantKEK: a package the producing tenant opens with its own KEK,
+// alone or beside recipients, and nobody else.
+func TestTenantKEK(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ring := testKeyring(t, "ring")
+	other := testKeyring(t, "other-ring")
+	for _, k := range []*keys.Keyring{ring, other} {
+		if err := k.AddTenant(ctx, "acme"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, withRecipients := range []bool{false, true} {
+		o := f.opts()
+		if !withRecipients {
+			o.Recipients = nil
+		}
+		o.Tenant = &TenantKey{Provider: ring, Tenant: "acme"}
+		var buf bytes.Buffer
+		m, err := Create(ctx, &buf, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.TenantKEK == nil || m.TenantKEK.KeyID != keys.KeyIDFor("acme") || m.TenantKEK.KEKVersion == 0 {
+			t.Fatalf("tenant_kek %+v", m.TenantKEK)
+		}
+		p, err := readVerify(buf.Bytes(), f.trusted())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := Load(ctx, p, f.trusted(), TenantIdentity(ring, "acme"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a.Weights, f.weights) {
+			t.Fatal("tenant decrypts other weights")
+		}
+		// After a KEK rotation the old version still opens it.
+		if _, err := ring.Rotate(ctx, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Decrypt(ctx, TenantIdentity(ring, "acme"), io.Discard); err != nil {
+			t.Fatalf("after rotation: %v", err)
+		}
+		for name, id := range map[string]Identity{
+			"another keyring's acme": TenantIdentity(other, "acme"),
+			"another tenant":         TenantIdentity(ring, "globex"),
+			"no provider":            TenantIdentity(nil, "acme"),
+			"an outsider":            RecipientIdentity(f.outsider),
+		} {
+			if err := p.Decrypt(ctx, id, io.Discard); !errors.Is(err, ErrNotRecipient) {
+				t.Errorf("recipients %v, %s: err = %v", withRecipients, name, err)
+			}
+		}
+		if withRecipients {
+			if err := p.Decrypt(ctx, RecipientIdentity(f.recipients[1]), io.Discard); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	o := f.opts()
+	o.Recipients = nil
+	if _, err := Create(ctx, io.Discard, o); err == nil || !strings.Contains(err.Error(), "recipient") {
+		t.Fatalf("no recipient, no tenant: %v", err)
 	}
 }

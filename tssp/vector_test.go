@@ -50,7 +50,7 @@ func TestVector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Load(context.Background(), p, []*seal.VerifyingKey{pub}, id)
+	a, err := Load(context.Background(), p, []*seal.VerifyingKey{pub}, RecipientIdentity(id))
 	if err != nil {
 		t.Fatal(err)
 	}

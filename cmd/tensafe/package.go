@@ -35,9 +35,10 @@ signed with a hybrid Ed25519 + ML-DSA-65 key. Keys come from
 
 func newPackageCreateCmd() *cobra.Command {
 	var (
-		adapterDir, artifact, baseModel, baseHash, certFile, evidenceFile, signerFile, out string
-		recipientFiles                                                                     []string
-		asJSON                                                                             bool
+		adapterDir, artifact, baseModel, baseHash, certFile, evidenceFile, signerFile, out, tenant string
+		kf                                                                                         keyringFlags
+		recipientFiles                                                                             []string
+		asJSON                                                                                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create --adapter DIR --base-model NAME --signer KEYFILE --recipient PUBKEYFILE... --out FILE",
@@ -57,8 +58,8 @@ must certify exactly these weights (its adapter_hash is their SHA-256).`,
 					return usageError("%s is required", f.name)
 				}
 			}
-			if len(recipientFiles) == 0 {
-				return usageError("--recipient is required (a recipient public key file; give it once per recipient)")
+			if len(recipientFiles) == 0 && tenant == "" {
+				return usageError("--recipient is required (a recipient public key file; give it once per recipient), or --tenant")
 			}
 			config, err := os.ReadFile(filepath.Join(adapterDir, tssp.FileAdapterConfig))
 			if err != nil {
@@ -101,6 +102,14 @@ must certify exactly these weights (its adapter_hash is their SHA-256).`,
 				Signer: signer, Recipients: recipients, Producer: "tensafe " + version,
 				TempDir: filepath.Dir(out),
 			}
+			if tenant != "" {
+				ring, err := kf.open(cmd)
+				if err != nil {
+					return err
+				}
+				defer ring.Close()
+				opts.Tenant = &tssp.TenantKey{Provider: ring, Tenant: tenant}
+			}
 			if certFile != "" {
 				if opts.Certificate, err = os.ReadFile(certFile); err != nil {
 					return fmt.Errorf("--dp-certificate: %w", err)
@@ -139,7 +148,9 @@ must certify exactly these weights (its adapter_hash is their SHA-256).`,
 	f.StringVar(&signerFile, "signer", "", "signing key file (tensafe keys signer new)")
 	f.StringArrayVar(&recipientFiles, "recipient", nil, "recipient public key file (repeatable)")
 	f.StringVar(&out, "out", "", "package file to write (must not exist)")
+	f.StringVar(&tenant, "tenant", "", "also wrap the data key under this tenant's KEK in the keyring, for its own use")
 	f.BoolVar(&asJSON, "json", false, "print the manifest as JSON")
+	kf.register(cmd)
 	return cmd
 }
 
@@ -267,6 +278,9 @@ func newPackageInspectCmd() *cobra.Command {
 			for _, r := range m.Recipients {
 				fmt.Fprintf(w, "recipient:   %s\n", r.KeyID)
 			}
+			if t := m.TenantKEK; t != nil {
+				fmt.Fprintf(w, "tenant KEK:  %s version %d\n", t.KeyID, t.KEKVersion)
+			}
 			if cert != nil {
 				fmt.Fprintf(w, "DP:          (ε = %.4g, δ = %g), %s accountant, %d steps, q %g, σ %g, sampling %s\n",
 					cert.Epsilon, cert.Delta, cert.Accountant, cert.Steps, cert.Q, cert.Sigma, cert.Sampling)
@@ -311,9 +325,10 @@ func newPackageVerifyCmd() *cobra.Command {
 
 func newPackageOpenCmd() *cobra.Command {
 	var trustedFiles []string
-	var identityFile, out string
+	var identityFile, out, tenant string
+	var kf keyringFlags
 	cmd := &cobra.Command{
-		Use:   "open FILE --identity KEY --trusted-key KEY --out DIR",
+		Use:   "open FILE (--identity KEY | --tenant ID) --trusted-key KEY --out DIR",
 		Short: "Verify, then decrypt to a PEFT adapter folder (written whole or not at all)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -324,9 +339,23 @@ func newPackageOpenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			id, err := readIdentity(identityFile)
-			if err != nil {
-				return err
+			var id tssp.Identity
+			switch {
+			case tenant != "" && identityFile != "":
+				return usageError("--identity and --tenant: give one, not both")
+			case tenant != "":
+				ring, err := kf.open(cmd)
+				if err != nil {
+					return err
+				}
+				defer ring.Close()
+				id = tssp.TenantIdentity(ring, tenant)
+			default:
+				k, err := readIdentity(identityFile)
+				if err != nil {
+					return err
+				}
+				id = tssp.RecipientIdentity(k)
 			}
 			p, closeFile, err := tssp.ReadFile(args[0])
 			if err != nil {
@@ -347,6 +376,8 @@ func newPackageOpenCmd() *cobra.Command {
 	f.StringArrayVar(&trustedFiles, "trusted-key", nil, "trusted signer public key file (repeatable)")
 	f.StringVar(&identityFile, "identity", "", "recipient secret key file (tensafe keys recipient new)")
 	f.StringVar(&out, "out", "", "adapter folder to create")
+	f.StringVar(&tenant, "tenant", "", "open with this tenant's KEK from the keyring instead of --identity")
+	kf.register(cmd)
 	return cmd
 }
 
@@ -367,7 +398,7 @@ func loadPackageAdapter(cmd *cobra.Command, path, identityFile string, trustedFi
 		return nil, verifyFailed(err)
 	}
 	defer closeFile()
-	a, err := tssp.Load(cmd.Context(), p, trusted, id)
+	a, err := tssp.Load(cmd.Context(), p, trusted, tssp.RecipientIdentity(id))
 	if err != nil {
 		return nil, verifyFailed(fmt.Errorf("--package %s: %w", path, err))
 	}

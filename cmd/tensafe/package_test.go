@@ -232,3 +232,45 @@ func jsonEqual(a, b any) bool {
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
 }
+
+// TestPackageTenantCLI: a package for the tenant's own use, opened with its
+// KEK from the keyring.
+func TestPackageTenantCLI(t *testing.T) {
+	t.Setenv(envMasterKey, "")
+	t.Setenv(envPassphrase, "")
+	t.Setenv(envKeyring, "")
+	dir := t.TempDir()
+	adapterDir, _ := trainedAdapter(t, dir)
+	ring, mk := filepath.Join(dir, "keyring.tsk"), filepath.Join(dir, "master.key")
+	if out, _, err := runPackageCLI(t, "keys", "init", "--keyring", ring, "--new-master-key", mk); err != nil {
+		t.Fatal(err, out)
+	}
+	if out, _, err := runPackageCLI(t, "keys", "signer", "new", "--out", filepath.Join(dir, "signer")); err != nil {
+		t.Fatal(err, out)
+	}
+	ringFlags := []string{"--keyring", ring, "--master-key-file", mk}
+	pkg := filepath.Join(dir, "own.tssp")
+	out, _, err := runPackageCLI(t, append([]string{"package", "create", "--adapter", adapterDir, "--base-model", model.TinyName,
+		"--signer", filepath.Join(dir, "signer.sec"), "--tenant", "acme", "--out", pkg}, ringFlags...)...)
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	out, _, err = runPackageCLI(t, "package", "inspect", pkg)
+	if err != nil || !strings.Contains(out, "tenant KEK:  kek:acme") {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	trusted := []string{"--trusted-key", filepath.Join(dir, "signer.pub")}
+	opened := filepath.Join(dir, "opened")
+	if out, _, err := runPackageCLI(t, append(append([]string{"package", "open", pkg, "--tenant", "acme", "--out", opened}, trusted...), ringFlags...)...); err != nil {
+		t.Fatal(err, out)
+	}
+	a, _ := os.ReadFile(filepath.Join(adapterDir, "adapter_model.safetensors"))
+	b, err := os.ReadFile(filepath.Join(opened, "adapter_model.safetensors"))
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("weights differ after open (%v)", err)
+	}
+	_, code, err := runPackageCLI(t, append(append([]string{"package", "open", pkg, "--tenant", "globex", "--out", filepath.Join(dir, "x")}, trusted...), ringFlags...)...)
+	if !errors.Is(err, tssp.ErrNotRecipient) || code != 3 {
+		t.Fatalf("open as another tenant: code %d, %v", code, err)
+	}
+}
