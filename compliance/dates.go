@@ -40,12 +40,19 @@ func validDate(y, m, d, maxYear int) bool {
 // matchDate reads a calendar date whose first digit is at i and returns its
 // span; start may lie before i when a month name leads ("May 17, 1990").
 func matchDate(b []byte, i, maxYear int) (start, end int, ok bool) {
-	v1, n1 := readNum(b, i, 5)
+	v1, n1 := readNum(b, i, 9)
 	j := i + n1
-	if j >= len(b) {
-		return 0, 0, false
+	var sep byte // 0 at the end of the line
+	if j < len(b) {
+		sep = b[j]
 	}
-	sep := b[j]
+	if n1 == 8 && !isDigit(sep) { // YYYYMMDD
+		y, m, d := v1/10000, v1/100%100, v1%100
+		if !validDate(y, m, d, maxYear) {
+			return 0, 0, false
+		}
+		return i, j, true
+	}
 	switch {
 	case n1 == 4 && (sep == '-' || sep == '/' || sep == '.'): // YYYY-MM-DD
 		m, n2 := readNum(b, j+1, 3)

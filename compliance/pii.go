@@ -326,8 +326,9 @@ func matchIPv4(b []byte, i int) (int, bool) {
 	if wordAt(b, j) || (j+1 < len(b) && b[j] == '.' && isDigit(b[j+1])) {
 		return 0, false
 	}
-	// 0.0.0.0 and 127.0.0.0/8 name no one
-	if b[i] == '0' || (j-i >= 4 && string(b[i:i+4]) == "127.") {
+	// 0.0.0.0 and 127.0.0.0/8 name no one; 3.0.0.1-beta is a version
+	if b[i] == '0' || (j-i >= 4 && string(b[i:i+4]) == "127.") ||
+		(j+1 < len(b) && b[j] == '-' && class[b[j+1]]&(cUpper|cLower) != 0) {
 		return j, false
 	}
 	return j, true
