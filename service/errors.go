@@ -64,9 +64,14 @@ func (e *BudgetExceededError) Is(target error) bool { return target == ErrBudget
 func CodeOf(err error) (code, field string) {
 	var fe *FieldError
 	var se *store.FieldError
+	var de *api.DecodeError
 	switch {
 	case err == nil:
 		return "", ""
+	case errors.Is(err, api.ErrTooLarge):
+		return api.CodeTooLarge, ""
+	case errors.As(err, &de):
+		return api.CodeInvalidArgument, de.Field
 	case errors.As(err, &fe):
 		return api.CodeInvalidArgument, fe.Field
 	case errors.As(err, &se):

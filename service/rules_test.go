@@ -311,3 +311,48 @@ func TestSaveWithPendingGradients(t *testing.T) {
 		t.Fatalf("artifacts written: %v", l)
 	}
 }
+
+func TestCodeOf(t *testing.T) {
+	var cfg api.TrainingConfig
+	decodeErr := api.DecodeBytes([]byte(`{"lora_config":{"rank":"x"}}`), &cfg)
+	tooBig := api.Decode(strings.NewReader(`{"base_model":"xxxxxxxx"}`), 4, &cfg)
+	for _, c := range []struct {
+		err         error
+		code, field string
+	}{
+		{fieldErr("dp_config.noise_multiplier", "bad"), api.CodeInvalidArgument, "dp_config.noise_multiplier"},
+		{decodeErr, api.CodeInvalidArgument, "lora_config.rank"},
+		{tooBig, api.CodeTooLarge, ""},
+		{&BudgetExceededError{}, api.CodePrivacyBudgetExceeded, ""},
+		{errors.Join(errors.New("x"), ErrNotFound), api.CodeNotFound, ""},
+		{store.ErrNotFound, api.CodeNotFound, ""},
+		{ErrFailedPrecondition, api.CodeFailedPrecondition, ""},
+		{ErrClosed, api.CodeUnavailable, ""},
+		{errors.New("disk on fire"), api.CodeInternal, ""},
+	} {
+		if code, field := CodeOf(c.err); code != c.code || field != c.field {
+			t.Errorf("CodeOf(%v) = %q, %q; want %q, %q", c.err, code, field, c.code, c.field)
+		}
+	}
+}
+
+// TestPRVAccountant: the PRV accountant is selectable and reported.
+func TestPRVAccountant(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cfg := tinyConfig(1, 8, 2, 100)
+	cfg.DP.Accountant = "prv"
+	tc, err := f.svc.CreateTrainingClient(ctx, f.tenA, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ou, err := f.svc.OptimStep(ctx, f.tenA, tc.ID)
+	await(t, f.svc, f.tenA, ou, err, nil)
+	m, err := f.svc.DPMetrics(ctx, f.tenA, tc.ID)
+	if err != nil || m.Accountant != "prv" || m.Steps != 1 || !(m.EpsilonSpent > 0) {
+		t.Fatalf("prv metrics %+v, %v", m, err)
+	}
+	if tc.Config.DP.Accountant != "prv" {
+		t.Fatalf("stored config %+v", tc.Config.DP)
+	}
+}
