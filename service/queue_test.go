@@ -2,10 +2,13 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/audit"
 	"github.com/tensafe/tensafe/store"
 )
 
@@ -197,5 +200,70 @@ func TestDeleteAndShutdown(t *testing.T) {
 	}
 	if _, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("a")}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("submit after Close: %v", err)
+	}
+}
+
+// TestIdempotency: a repeated submission with the same key returns the
+// first future and runs nothing again; a key reused for another kind is
+// refused.
+func TestIdempotency(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx := WithIdempotencyKey(ctx, "step-1")
+	a, err := s.OptimStep(kctx, ten, tc.ID)
+	await(t, s, ten, a, err, nil)
+	b, err := s.OptimStep(kctx, ten, tc.ID)
+	if err != nil || b.ID != a.ID {
+		t.Fatalf("repeat: %+v, %v; first %s", b, err, a.ID)
+	}
+	if m, _ := s.DPMetrics(ctx, ten, tc.ID); m.Steps != 1 {
+		t.Fatalf("a repeated optim_step ran again: %d steps", m.Steps)
+	}
+	if _, err := s.Sample(kctx, ten, tc.ID, api.SampleRequest{Prompt: "x", MaxTokens: 1}); !isField(err, "idempotency_key") {
+		t.Fatalf("key reused for a sample: %v", err)
+	}
+	// Another tenant's key space is its own.
+	other, err := s.CreateTrainingClient(ctx, f.tenB, tinyConfig(1, 8, 1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.OptimStep(kctx, f.tenB, other.ID)
+	await(t, s, f.tenB, c, err, nil)
+	if c.ID == a.ID {
+		t.Fatal("tenants share idempotency keys")
+	}
+}
+
+// TestAuditHoldsNoData: prompts and batches never reach the audit log.
+func TestAuditHoldsNoData(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "patient-record-7731"
+	fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch(secret)})
+	await(t, s, ten, fu, err, nil)
+	su, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: secret, MaxTokens: 3})
+	await(t, s, ten, su, err, nil)
+	n := 0
+	if err := auditScan(f, func(e audit.Entry) {
+		n++
+		b, _ := json.Marshal(e)
+		if strings.Contains(string(b), secret) || strings.Contains(string(b), "112,97,116") {
+			t.Errorf("audit entry %d holds training data: %s", e.Seq, b)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n < 4 {
+		t.Fatalf("%d audit entries", n)
 	}
 }
