@@ -274,3 +274,74 @@ func TestPackageTenantCLI(t *testing.T) {
 		t.Fatalf("open as another tenant: code %d, %v", code, err)
 	}
 }
+
+// TestPackageBaseModelHash packages the reference PEFT adapter of the
+// tiny-llama fixture with the model folder's hash, loads it through the
+// edge loader, and refuses it for a model folder whose weights differ.
+func TestPackageBaseModelHash(t *testing.T) {
+	fixtures := filepath.Join("..", "..", "testdata", "fixtures")
+	modelDir, adapterDir := filepath.Join(fixtures, "tiny-llama"), filepath.Join(fixtures, "tiny-llama-lora")
+	if _, err := os.Stat(modelDir); err != nil {
+		t.Skipf("fixtures not present: %v", err)
+	}
+	dir := t.TempDir()
+	for _, k := range []string{"signer", "alice"} {
+		kind := "recipient"
+		if k == "signer" {
+			kind = "signer"
+		}
+		if out, _, err := runPackageCLI(t, "keys", kind, "new", "--out", filepath.Join(dir, k)); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	pkg := filepath.Join(dir, "llama.tssp")
+	if out, _, err := runPackageCLI(t, "package", "create", "--adapter", adapterDir, "--base-model", modelDir,
+		"--signer", filepath.Join(dir, "signer.sec"), "--recipient", filepath.Join(dir, "alice.pub"), "--out", pkg); err != nil {
+		t.Fatal(err, out)
+	}
+	wantHash, err := tssp.BaseModelHash(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runPackageCLI(t, "package", "inspect", pkg)
+	if err != nil || !strings.Contains(out, wantHash) {
+		t.Fatalf("inspect does not show the base model hash %s: %v\n%s", wantHash, err, out)
+	}
+
+	m, err := model.Load(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := newSampleCmd()
+	cmd.SetContext(t.Context())
+	trusted := []string{filepath.Join(dir, "signer.pub")}
+	lora, err := loadPackageAdapter(cmd, pkg, filepath.Join(dir, "alice.sec"), trusted, modelDir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := model.LoadPEFT(adapterDir, m.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !jsonEqual(lora.Values, want.Values) || lora.Config.Rank != want.Config.Rank {
+		t.Fatal("the packaged adapter differs from the PEFT folder")
+	}
+
+	// Another model folder: same config, one weight byte changed.
+	other := filepath.Join(dir, "other-model")
+	os.Mkdir(other, 0o755)
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(modelDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "model.safetensors" {
+			b[len(b)-1] ^= 1
+		}
+		os.WriteFile(filepath.Join(other, f), b, 0o644)
+	}
+	_, err = loadPackageAdapter(cmd, pkg, filepath.Join(dir, "alice.sec"), trusted, other, m)
+	if err == nil || exitCode(err) != 3 || !strings.Contains(err.Error(), "was made for base model") {
+		t.Fatalf("package for another base model: %v", err)
+	}
+}
