@@ -21,7 +21,13 @@
 // checked: Read parses the archive structure and the manifest (bounded
 // sizes, no decryption), Package.Verify checks signer, signature, every
 // member and the certificate, and only a verified package can be decrypted
-// (Package.Decrypt, Package.Load, or OpenDir, which writes a PEFT adapter
-// folder through a temporary directory renamed into place only after
-// everything has checked out).
+// (Package.Decrypt; Load, into memory for the edge loader; or OpenDir,
+// which writes a PEFT adapter folder through a temporary directory renamed
+// into place only after everything has checked out). The opener is an
+// Identity: a recipient's key, or the producing tenant's KEK in a
+// keys.Provider for packages made with CreateOptions.Tenant.
+//
+// Every failure wraps one of the exported Err values, so callers (and the
+// tamper tests) can tell a bad signature from an untrusted signer from an
+// altered member.
 package tssp

@@ -21,7 +21,8 @@ type entry struct {
 }
 
 // Package is a parsed package. Read fills in its structure and manifest;
-// nothing in it is trusted until Verify has returned nil.
+// nothing in it is trusted until Verify has returned nil. A Package is not
+// safe for concurrent use.
 type Package struct {
 	r            io.ReaderAt
 	size         int64
