@@ -291,6 +291,19 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, erro
 	var files []string
 	rep := newReport()
 	for _, p := range paths {
+		// a symbolic link named on the command line is followed; links
+		// met during the walk are not
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			if fi, err := os.Stat(p); err == nil {
+				if fi.Mode().IsRegular() {
+					files = append(files, p)
+					continue
+				}
+				if fi.IsDir() {
+					p += string(filepath.Separator)
+				}
+			}
+		}
 		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return fmt.Errorf("compliance: walk %s: %w", path, err)
@@ -298,6 +311,7 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, erro
 			switch {
 			case d.IsDir():
 				if d.Name() == ".git" && path != p {
+					rep.Skipped = append(rep.Skipped, Skipped{File: path, Reason: "git metadata directory"})
 					return filepath.SkipDir
 				}
 			case d.Type().IsRegular():

@@ -99,8 +99,24 @@ func TestScanPaths(t *testing.T) {
 	if rep.Files != 4 || rep.PII != 3 || rep.Secrets != 1 || rep.Counts[KindDateOfBirth] != 2 {
 		t.Errorf("files %d, pii %d, secrets %d, counts %v", rep.Files, rep.PII, rep.Secrets, rep.Counts)
 	}
-	if len(rep.Skipped) != 2 || !strings.HasSuffix(rep.Skipped[0].File, "link.txt") || !strings.HasSuffix(rep.Skipped[1].File, "model.bin") {
+	if len(rep.Skipped) != 3 || !strings.HasSuffix(rep.Skipped[0].File, ".git") ||
+		!strings.HasSuffix(rep.Skipped[1].File, "link.txt") || !strings.HasSuffix(rep.Skipped[2].File, "model.bin") {
 		t.Errorf("skipped %v", rep.Skipped)
+	}
+	// links named as roots are followed
+	other := t.TempDir()
+	if err := os.Symlink(filepath.Join(dir, "sub"), filepath.Join(other, "sublink")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, ".env"), filepath.Join(other, "envlink")); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = testScanner(t).ScanPaths(context.Background(), filepath.Join(other, "sublink"), filepath.Join(other, "envlink"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Files != 3 || rep.PII != 3 {
+		t.Errorf("through links: files %d, pii %d, skipped %v", rep.Files, rep.PII, rep.Skipped)
 	}
 	if rep.Format != ReportFormat {
 		t.Errorf("format %q", rep.Format)
