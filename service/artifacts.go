@@ -46,6 +46,9 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 	if err != nil {
 		return api.Future{}, err
 	}
+	if err := sess.errLost(); err != nil {
+		return api.Future{}, err
+	}
 	if err := checkName(req.Name); err != nil {
 		return api.Future{}, err
 	}
@@ -291,7 +294,7 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 			sess.mu.Unlock()
 			return nil, err
 		}
-		sess.eng, sess.budget, sess.plan = eng, budget, p
+		sess.eng, sess.budget, sess.plan, sess.lost = eng, budget, p, false
 		sess.mu.Unlock()
 		sp, err := budget.Spent()
 		if err != nil {

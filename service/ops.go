@@ -32,6 +32,9 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 	if err != nil {
 		return api.Future{}, err
 	}
+	if err := sess.errLost(); err != nil {
+		return api.Future{}, err
+	}
 	m, _, _ := sess.base.load()
 	b, err := checkBatch(req.Batch, m.Config, true)
 	if err != nil {
@@ -58,6 +61,9 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 func (s *Service) Forward(ctx context.Context, tenant, id string, req api.ForwardRequest) (api.Future, error) {
 	sess, err := s.session(ctx, tenant, id)
 	if err != nil {
+		return api.Future{}, err
+	}
+	if err := sess.errLost(); err != nil {
 		return api.Future{}, err
 	}
 	m, _, _ := sess.base.load()
@@ -114,6 +120,9 @@ func budgetExceeded(b *privacy.Budget, d privacy.Decision) error {
 func (s *Service) OptimStep(ctx context.Context, tenant, id string) (api.Future, error) {
 	sess, err := s.session(ctx, tenant, id)
 	if err != nil {
+		return api.Future{}, err
+	}
+	if err := sess.errLost(); err != nil {
 		return api.Future{}, err
 	}
 	admit := func() (func(), error) {
@@ -190,6 +199,9 @@ func (s *Service) persist(ctx context.Context, sess *session) error {
 func (s *Service) Sample(ctx context.Context, tenant, id string, req api.SampleRequest) (api.Future, error) {
 	sess, err := s.session(ctx, tenant, id)
 	if err != nil {
+		return api.Future{}, err
+	}
+	if err := sess.errLost(); err != nil {
 		return api.Future{}, err
 	}
 	m, tok, _ := sess.base.load()

@@ -124,6 +124,23 @@ func TestRestart(t *testing.T) {
 	if err != nil || after != before {
 		t.Fatalf("dp_metrics after restart %+v (%v), before %+v", after, err, before)
 	}
+	// The adapter is gone with the old process: training waits for a load.
+	for name, call := range map[string]func() error{
+		"optim_step": func() error { _, err := s2.OptimStep(ctx, ten, tc.ID); return err },
+		"forward_backward": func() error {
+			_, err := s2.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("ab")})
+			return err
+		},
+		"sample": func() error {
+			_, err := s2.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "a", MaxTokens: 1})
+			return err
+		},
+		"save_state": func() error { _, err := s2.SaveState(ctx, ten, tc.ID, api.SaveStateRequest{}); return err },
+	} {
+		if err := call(); !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), "load_state") {
+			t.Errorf("%s before load_state after a restart: %v", name, err)
+		}
+	}
 	lf, err := s2.LoadState(ctx, ten, tc.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID})
 	var ls api.LoadStateResult
 	await(t, s2, ten, lf, err, &ls)

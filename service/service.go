@@ -192,6 +192,21 @@ type session struct {
 	running      bool
 	pendingSteps int // optim_steps admitted and not yet finished
 	deleted      bool
+	// lost: the session was reloaded after a restart and its trained
+	// adapter is gone; only load_state (and reads) are allowed until a
+	// checkpoint is loaded.
+	lost bool
+}
+
+// errLost refuses work on a session whose adapter a restart lost.
+func (sess *session) errLost() error {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.lost {
+		return fmt.Errorf("%w: the server restarted after step %d and the client's adapter lived in its memory; load_state a checkpoint to continue (the privacy budget spent is kept)",
+			ErrFailedPrecondition, sess.rec.Step)
+	}
+	return nil
 }
 
 func (s *Service) admitting() error {
@@ -303,9 +318,10 @@ func (s *Service) createClient(ctx context.Context, tenant string, cfg api.Train
 // session returns the loaded session of client id of tenant, loading it from
 // the store if needed. Another tenant's client is ErrNotFound.
 //
-// A session loaded after a restart starts from fresh adapters with the
-// accountant state the store kept: spent budget is never forgotten, and the
-// tenant continues from a checkpoint with load_state.
+// A session loaded after a restart has the accountant state the store kept
+// (spent budget is never forgotten) but not its trained adapter, which lived
+// in the old process's memory: until the tenant loads a checkpoint with
+// load_state, training, sampling and saving are refused (see errLost).
 func (s *Service) session(ctx context.Context, tenant, id string) (*session, error) {
 	s.mu.Lock()
 	sess := s.sessions[id]
@@ -373,7 +389,10 @@ func (s *Service) loadSession(ctx context.Context, tenant, id string) (*session,
 	if err != nil {
 		return nil, fmt.Errorf("service: client %s: stored budget: %w", id, err)
 	}
-	return &session{tenant: tenant, id: id, base: base, tok: tok, eng: eng, rec: rec, plan: p, budget: budget}, nil
+	// The adapter lived in the memory of a process that is gone: unless the
+	// client had not trained yet, it must load a checkpoint before going on.
+	lost := rec.Step > 0 || budget.Steps() > 0
+	return &session{tenant: tenant, id: id, base: base, tok: tok, eng: eng, rec: rec, plan: p, budget: budget, lost: lost}, nil
 }
 
 // GetTrainingClient returns client id of tenant.
