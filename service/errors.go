@@ -21,6 +21,9 @@ var (
 	// state does not allow it (e.g. save_state with un-noised gradients
 	// pending, a checkpoint of another base model).
 	ErrFailedPrecondition = errors.New("service: failed precondition")
+	// ErrBusy: the client has Config.MaxQueued operations queued; retry
+	// once some have finished.
+	ErrBusy = errors.New("service: too many operations queued on the training client")
 	// ErrClosed: the service is shutting down and accepts no new work.
 	ErrClosed = errors.New("service: closed")
 )
@@ -86,6 +89,8 @@ func CodeOf(err error) (code, field string) {
 		return api.CodeFailedPrecondition, ""
 	case errors.Is(err, store.ErrConflict):
 		return api.CodeConflict, ""
+	case errors.Is(err, ErrBusy):
+		return api.CodeRateLimited, ""
 	case errors.Is(err, ErrClosed):
 		return api.CodeUnavailable, ""
 	}

@@ -38,6 +38,9 @@ func (s *Service) submit(ctx context.Context, sess *session, kind string, admit 
 	if sess.deleted {
 		return api.Future{}, fmt.Errorf("%w: training client", ErrNotFound)
 	}
+	if len(sess.queue) >= s.maxQ {
+		return api.Future{}, fmt.Errorf("%w (%d)", ErrBusy, s.maxQ)
+	}
 	var commit func()
 	if admit != nil {
 		var err error

@@ -284,3 +284,37 @@ func TestAuditHoldsNoData(t *testing.T) {
 		t.Fatalf("%d audit entries", n)
 	}
 }
+
+// TestQueueBound: a client's queue is bounded; the refusal is rate_limited.
+func TestQueueBound(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, err := New(Config{Store: f.st, Audit: f.log, Keys: f.svc.keys, ArtifactDir: t.TempDir(), MaxConcurrent: 1, MaxQueued: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	tc, err := s.CreateTrainingClient(ctx, f.tenA, tinyConfig(1, 8, 1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var busy error
+	var futures []api.Future
+	for range 50 {
+		fu, err := s.ForwardBackward(ctx, f.tenA, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("abcdefghijklmnop", "abcdefghijklmnop")})
+		if err != nil {
+			busy = err
+			break
+		}
+		futures = append(futures, fu)
+	}
+	if !errors.Is(busy, ErrBusy) {
+		t.Fatalf("after %d submissions: %v", len(futures), busy)
+	}
+	if code, _ := CodeOf(busy); code != api.CodeRateLimited {
+		t.Fatalf("code %q", code)
+	}
+	for _, fu := range futures {
+		await(t, s, f.tenA, fu, nil, nil)
+	}
+}

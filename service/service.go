@@ -39,10 +39,16 @@ type Config struct {
 	// MaxConcurrent bounds how many operations of all clients run at once
 	// (default GOMAXPROCS).
 	MaxConcurrent int
+	// MaxQueued bounds the operations queued on one client (default
+	// DefaultMaxQueued); beyond it submissions fail with ErrBusy.
+	MaxQueued int
 	// Logger receives operational logs, never data or secrets (default
 	// slog.Default()).
 	Logger *slog.Logger
 }
+
+// DefaultMaxQueued is the default bound on one client's queue.
+const DefaultMaxQueued = 256
 
 // Service runs training clients. Its methods are safe for concurrent use.
 type Service struct {
@@ -53,6 +59,7 @@ type Service struct {
 	models *registry
 	log    *slog.Logger
 	sem    chan struct{}
+	maxQ   int
 
 	// jobCtx is the context operations run under; Close cancels it once
 	// its grace period is over.
@@ -89,6 +96,10 @@ func New(cfg Config) (*Service, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
+	q := cfg.MaxQueued
+	if q <= 0 {
+		q = DefaultMaxQueued
+	}
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -96,7 +107,7 @@ func New(cfg Config) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
 		st: cfg.Store, audit: cfg.Audit, keys: cfg.Keys, dir: cfg.ArtifactDir, models: reg, log: lg,
-		sem: make(chan struct{}, n), jobCtx: ctx, cancelJob: cancel,
+		sem: make(chan struct{}, n), maxQ: q, jobCtx: ctx, cancelJob: cancel,
 		sessions: map[string]*session{}, waiters: map[string]chan struct{}{},
 	}, nil
 }
