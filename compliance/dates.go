@@ -159,7 +159,7 @@ func keywordBefore(b []byte, s, window int, kws []string) bool {
 			if w[k] != kw[0] || string(w[k:k+len(kw)]) != kw {
 				continue
 			}
-			if k > 0 && class[w[k-1]]&(cLower|cDigit) != 0 {
+			if k > 0 && class[w[k-1]]&(cLower|cDigit) != 0 && !escapeLetterAt(w, k-1) {
 				continue
 			}
 			if hasDigit(w[k+len(kw):]) {

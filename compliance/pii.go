@@ -64,7 +64,27 @@ func isAlnum(c byte) bool { return class[c]&(cDigit|cUpper|cLower) != 0 }
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // wordBefore reports whether position i is preceded by a letter, digit or _.
-func wordBefore(b []byte, i int) bool { return i > 0 && (isAlnum(b[i-1]) || b[i-1] == '_') }
+// The letter of a JSON or C escape (\n, \t, \r, \b, \f) does not count:
+// in "line\n415-555-2671" the number starts a word.
+func wordBefore(b []byte, i int) bool {
+	if i == 0 || !(isAlnum(b[i-1]) || b[i-1] == '_') {
+		return false
+	}
+	return !escapeLetterAt(b, i-1)
+}
+
+// escapeLetterAt reports whether b[k] is the letter of a backslash escape.
+func escapeLetterAt(b []byte, k int) bool {
+	if k == 0 || b[k-1] != '\\' {
+		return false
+	}
+	switch b[k] {
+	case 'n', 'r', 't', 'b', 'f':
+		// an escaped backslash before it ("\\n") makes the n a letter
+		return k < 2 || b[k-2] != '\\'
+	}
+	return false
+}
 
 // wordAt reports whether position i holds a letter, digit or _.
 func wordAt(b []byte, i int) bool { return i < len(b) && (isAlnum(b[i]) || b[i] == '_') }
@@ -112,6 +132,9 @@ func scanEmails(b []byte, ms []match) []match {
 		s := at
 		for s > 0 && class[b[s-1]]&cLocal != 0 && at-s < 64 {
 			s--
+		}
+		if escapeLetterAt(b, s) {
+			s++
 		}
 		for s < at && (b[s] == '.' || b[s] == '-' || b[s] == '+' || b[s] == '\'') {
 			s++
