@@ -124,7 +124,7 @@ func (s *Service) drain(sess *session) {
 	}
 }
 
-var errCanceled = errors.New("service: the server shut down before the operation ran")
+var errCanceled = errors.New("service: the server shut down before the operation finished")
 
 func (s *Service) execute(sess *session, j *job) {
 	bg := context.WithoutCancel(s.jobCtx)
@@ -142,11 +142,23 @@ func (s *Service) execute(sess *session, j *job) {
 		s.finish(sess, j, nil, errCanceled, det)
 		return
 	}
-	res, err = j.run(s.jobCtx, det)
+	res, err = s.runSafely(j, det)
 	if err != nil && s.jobCtx.Err() != nil && errors.Is(err, context.Canceled) {
 		err = errCanceled
 	}
 	s.finish(sess, j, res, err, det)
+}
+
+// runSafely runs j, turning a panic into an internal error so that one bad
+// operation fails its future instead of taking the server down.
+func (s *Service) runSafely(j *job, det map[string]string) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("service: operation panicked", "operation_id", j.op.ID, "kind", j.op.Kind, "panic", fmt.Sprint(r))
+			res, err = nil, fmt.Errorf("service: %s panicked", j.op.Kind)
+		}
+	}()
+	return j.run(s.jobCtx, det)
 }
 
 // finish records the outcome of j in the store and the audit log and wakes
