@@ -96,7 +96,10 @@ type Report struct {
 	Secrets  int          `json:"secret_findings"`
 	Counts   map[Kind]int `json:"counts"`
 	Findings []Finding    `json:"findings"`
-	Skipped  []Skipped    `json:"skipped,omitempty"`
+	// FindingsOmitted counts findings beyond Options.MaxFindings: they are
+	// in the counts but not listed.
+	FindingsOmitted int       `json:"findings_omitted,omitempty"`
+	Skipped         []Skipped `json:"skipped,omitempty"`
 }
 
 // Clean reports whether the scan found neither personal data nor secrets.
@@ -106,8 +109,12 @@ func newReport() *Report {
 	return &Report{Format: ReportFormat, Counts: map[Kind]int{}, Findings: []Finding{}}
 }
 
-func (r *Report) add(f Finding) {
-	r.Findings = append(r.Findings, f)
+func (r *Report) add(f Finding, max int) {
+	if max > 0 && len(r.Findings) >= max {
+		r.FindingsOmitted++
+	} else {
+		r.Findings = append(r.Findings, f)
+	}
 	r.Counts[f.Kind]++
 	if f.Kind.Category() == CategoryPII {
 		r.PII++
@@ -116,18 +123,14 @@ func (r *Report) add(f Finding) {
 	}
 }
 
-func (r *Report) sort() {
-	sort.SliceStable(r.Findings, func(i, j int) bool {
-		a, b := r.Findings[i], r.Findings[j]
-		if a.File != b.File {
-			return a.File < b.File
+// sortFindings orders one file's findings by line, then column.
+func sortFindings(fs []Finding) {
+	sort.SliceStable(fs, func(i, j int) bool {
+		if fs[i].Line != fs[j].Line {
+			return fs[i].Line < fs[j].Line
 		}
-		if a.Line != b.Line {
-			return a.Line < b.Line
-		}
-		return a.Column < b.Column
+		return fs[i].Column < fs[j].Column
 	})
-	sort.Slice(r.Skipped, func(i, j int) bool { return r.Skipped[i].File < r.Skipped[j].File })
 }
 
 // ErrBadOption is returned by [NewScanner] for an invalid option; the error

@@ -36,16 +36,21 @@ type Options struct {
 	MaxLine int
 	// Workers is how many files are scanned at once. Default GOMAXPROCS.
 	Workers int
+	// MaxFindings caps how many findings a report lists (the counts stay
+	// exact); 0 lists all. A dataset with millions of e-mail addresses
+	// needs the counts, not millions of locations.
+	MaxFindings int
 	// Now fixes the current time (the latest plausible year of birth).
 	Now time.Time
 }
 
 // Scanner finds personal data and secrets. It is safe for concurrent use.
 type Scanner struct {
-	pii     *piiScanner
-	sec     *secretScanner
-	maxLine int
-	workers int
+	pii         *piiScanner
+	sec         *secretScanner
+	maxLine     int
+	workers     int
+	maxFindings int
 }
 
 // NewScanner checks opts and returns a scanner.
@@ -74,10 +79,13 @@ func NewScanner(opts Options) (*Scanner, error) {
 	if opts.Workers < 0 {
 		return nil, fmt.Errorf("%w: Workers %d is negative", ErrBadOption, opts.Workers)
 	}
+	if opts.MaxFindings < 0 {
+		return nil, fmt.Errorf("%w: MaxFindings %d is negative", ErrBadOption, opts.MaxFindings)
+	}
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	s := &Scanner{maxLine: opts.MaxLine, workers: opts.Workers}
+	s := &Scanner{maxLine: opts.MaxLine, workers: opts.Workers, maxFindings: opts.MaxFindings}
 	if !opts.SkipPII {
 		s.pii = &piiScanner{
 			region:  opts.PhoneRegion,
@@ -169,6 +177,7 @@ func (s *Scanner) Scan(ctx context.Context, name string, r io.Reader) ([]Finding
 			if len(long) > 0 {
 				emit(long)
 			}
+			sortFindings(out)
 			return out, n, ctx.Err()
 		}
 		if err != nil && err != bufio.ErrBufferFull {
@@ -286,7 +295,9 @@ func (p *piiScanner) csvDOB(line []byte, sep byte, cols map[int]bool, ms []match
 }
 
 // ScanPaths scans files and directories (recursively; .git directories,
-// symbolic links and binary files are skipped and listed in the report).
+// symbolic links met in the walk and binary files are skipped and listed in
+// the report). Findings and skips are in walk order: roots in argument
+// order, directory entries in lexical order, then line and column.
 func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, error) {
 	var files []string
 	rep := newReport()
@@ -326,50 +337,63 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, erro
 		}
 	}
 	type result struct {
-		path string
+		idx  int
 		f    []Finding
 		n    int64
 		skip string
 		err  error
 	}
-	jobs := make(chan string)
+	jobs := make(chan int)
 	results := make(chan result)
 	var wg sync.WaitGroup
 	for w := 0; w < max(1, s.workers); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for path := range jobs {
-				f, n, skip, err := s.scanFile(ctx, path)
-				results <- result{path, f, n, skip, err}
+			for idx := range jobs {
+				f, n, skip, err := s.scanFile(ctx, files[idx])
+				results <- result{idx, f, n, skip, err}
 			}
 		}()
 	}
 	go func() {
 		defer close(jobs)
-		for _, f := range files {
+		for idx := range files {
 			select {
-			case jobs <- f:
+			case jobs <- idx:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	go func() { wg.Wait(); close(results) }()
+	// Results are merged in walk order, so the report (and which findings
+	// MaxFindings keeps) does not depend on which worker finished first.
 	var firstErr error
+	pending := map[int]result{}
+	next := 0
 	for r := range results {
-		switch {
-		case r.err != nil:
-			if firstErr == nil {
-				firstErr = r.err
+		pending[r.idx] = r
+		for {
+			r, ok := pending[next]
+			if !ok {
+				break
 			}
-		case r.skip != "":
-			rep.Skipped = append(rep.Skipped, Skipped{File: r.path, Reason: r.skip})
-		default:
-			rep.Files++
-			rep.Bytes += r.n
-			for _, f := range r.f {
-				rep.add(f)
+			delete(pending, next)
+			next++
+			switch {
+			case r.err != nil:
+				if firstErr == nil {
+					firstErr = r.err
+				}
+			case r.skip != "":
+				rep.Skipped = append(rep.Skipped, Skipped{File: files[r.idx], Reason: r.skip})
+			default:
+				rep.Files++
+				rep.Bytes += r.n
+				for _, f := range r.f {
+					rep.add(f, s.maxFindings)
+				}
 			}
 		}
 	}
@@ -379,7 +403,6 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, erro
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	rep.sort()
 	return rep, nil
 }
 

@@ -191,3 +191,27 @@ func TestPrivateKeyBlock(t *testing.T) {
 		t.Errorf("got %v", fs)
 	}
 }
+
+func TestMaxFindings(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"c.txt", "a.txt", "b.txt"} {
+		writeFile(t, filepath.Join(dir, name), []byte("x@example.com y@example.com\n10.1.2.3\n"))
+	}
+	s, err := NewScanner(Options{MaxFindings: 4, Workers: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 { // the kept findings must not depend on worker timing
+		rep, err := s.ScanPaths(context.Background(), dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Findings) != 4 || rep.FindingsOmitted != 5 || rep.Counts[KindEmail] != 6 || rep.Counts[KindIPv4] != 3 || rep.PII != 9 {
+			t.Fatalf("findings %d, omitted %d, counts %v", len(rep.Findings), rep.FindingsOmitted, rep.Counts)
+		}
+		last := rep.Findings[3]
+		if filepath.Base(rep.Findings[0].File) != "a.txt" || filepath.Base(last.File) != "b.txt" || last.Line != 1 || last.Column != 1 {
+			t.Fatalf("kept %v", rep.Findings)
+		}
+	}
+}

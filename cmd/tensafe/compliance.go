@@ -32,6 +32,7 @@ func newComplianceScanCmd() *cobra.Command {
 		region      string
 		skipPII     bool
 		skipSecrets bool
+		maxFindings int
 	)
 	cmd := &cobra.Command{
 		Use:   "scan PATH... [--json]",
@@ -42,17 +43,18 @@ and IPv6 addresses, dates of birth, private keys, provider API tokens, JWTs,
 high-entropy strings and secrets in .env files (docs/compliance/SCANNERS.md).
 
 Findings are reported by type and location (file, line, column); the matched
-values are never printed.
+values are never printed. Counts per type are always exact; --max-findings
+bounds how many locations are listed.
 
 Exit status: 0 when nothing was found, 1 when PII or secrets were found,
 2 when the scan could not be done (the reason is on stderr).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := compliance.NewScanner(compliance.Options{
-				PhoneRegion: region, SkipPII: skipPII, SkipSecrets: skipSecrets,
+				PhoneRegion: region, SkipPII: skipPII, SkipSecrets: skipSecrets, MaxFindings: maxFindings,
 			})
 			if err != nil {
-				return &exitError{complianceExitError, fmt.Errorf("--region: %w", err)}
+				return &exitError{complianceExitError, err}
 			}
 			rep, err := s.ScanPaths(cmd.Context(), args...)
 			if err != nil {
@@ -78,6 +80,7 @@ Exit status: 0 when nothing was found, 1 when PII or secrets were found,
 	cmd.Flags().StringVar(&region, "region", "US", "region assumed for phone numbers without a +country code")
 	cmd.Flags().BoolVar(&skipPII, "no-pii", false, "do not look for personal data")
 	cmd.Flags().BoolVar(&skipSecrets, "no-secrets", false, "do not look for secrets")
+	cmd.Flags().IntVar(&maxFindings, "max-findings", 10000, "list at most this many findings (counts stay exact; 0 lists all)")
 	return cmd
 }
 
@@ -93,6 +96,9 @@ func writeScanText(w io.Writer, rep *compliance.Report) {
 		kinds = append(kinds, string(k))
 	}
 	sort.Strings(kinds)
+	if rep.FindingsOmitted > 0 {
+		fmt.Fprintf(w, "%d more findings not listed (--max-findings)\n", rep.FindingsOmitted)
+	}
 	fmt.Fprintf(w, "scanned %d files, %d bytes: %d PII, %d secrets\n", rep.Files, rep.Bytes, rep.PII, rep.Secrets)
 	for _, k := range kinds {
 		fmt.Fprintf(w, "  %-22s %d\n", k, rep.Counts[compliance.Kind(k)])

@@ -71,6 +71,10 @@ func TestComplianceScanCLI(t *testing.T) {
 	if exitCode(err) != complianceExitError {
 		t.Errorf("missing path: exit %d (%v)", exitCode(err), err)
 	}
+	out, err = runComplianceCLI(t, "compliance", "scan", "--max-findings", "1", dirty)
+	if exitCode(err) != complianceExitFound || !strings.Contains(out, "2 more findings not listed") || strings.Count(out, "b.jsonl:") != 1 {
+		t.Errorf("--max-findings 1: exit %d\n%s", exitCode(err), out)
+	}
 	_, err = runComplianceCLI(t, "compliance", "scan", "--region", "XX", clean)
 	if exitCode(err) != complianceExitError || !strings.Contains(err.Error(), "PhoneRegion") {
 		t.Errorf("bad region: exit %d (%v)", exitCode(err), err)
