@@ -3,6 +3,7 @@ package compliance
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 
 	"github.com/nyaruka/phonenumbers"
 )
@@ -97,24 +98,39 @@ type piiScanner struct {
 	maxYear int    // latest plausible year of birth
 }
 
-// scanLine appends the PII found in line to ms. taken holds spans already
-// claimed (by secrets), sorted by start; PII inside them is not reported.
-func (p *piiScanner) scanLine(line []byte, ms []match) []match {
-	first := len(ms)
-	ms = scanEmails(line, ms)
-	ms = scanIPv6(line, ms)
-	return p.scanDigits(line, ms, first)
+// claimed answers "is byte i inside one of these spans?" for positions that
+// mostly increase, in time linear in the spans and positions (a line with
+// thousands of findings must not cost a quadratic walk).
+type claimed struct {
+	spans []match // sorted by start
+	k     int
+	last  int
 }
 
-// covered reports whether i lies in one of ms[from:], which are sorted by
-// start only within each detector; the list is short, so a linear walk is fine.
-func covered(ms []match, from, i int) bool {
-	for _, m := range ms[from:] {
-		if i >= m.start && i < m.end {
-			return true
-		}
+func newClaimed(ms []match) claimed {
+	if len(ms) == 0 {
+		return claimed{}
 	}
-	return false
+	spans := slices.Clone(ms)
+	slices.SortFunc(spans, func(a, b match) int { return a.start - b.start })
+	return claimed{spans: spans}
+}
+
+func (c *claimed) has(i int) bool {
+	if len(c.spans) == 0 {
+		return false
+	}
+	if i < c.last {
+		c.k = 0 // a new ascending run of queries
+	}
+	c.last = i
+	for c.k < len(c.spans) && c.spans[c.k].end <= i {
+		c.k++
+	}
+	// Now spans[k] ends after i. If it starts after i, so do all later
+	// spans (sorted by start); a span before k that ended at or before i
+	// cannot hold i. So spans[k] decides.
+	return c.k < len(c.spans) && c.spans[c.k].start <= i
 }
 
 // --- e-mail ---
@@ -240,13 +256,14 @@ func scanIPv6(b []byte, ms []match) []match {
 // --- digit-led types: IPv4, SSN, dates of birth, payment cards, IBANs, phones ---
 
 func (p *piiScanner) scanDigits(b []byte, ms []match, first int) []match {
+	taken := newClaimed(ms[first:])
 	n := len(b)
 	for i := 0; i < n; i++ {
 		c := b[i]
 		if !isDigit(c) && c != '+' && c != '(' {
 			continue
 		}
-		if covered(ms, first, i) {
+		if taken.has(i) {
 			continue
 		}
 		if isDigit(c) && wordBefore(b, i) {

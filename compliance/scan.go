@@ -233,9 +233,10 @@ func dropCovered(ms []match, first int) []match {
 	if first == 0 {
 		return ms
 	}
+	taken := newClaimed(ms[:first])
 	out := ms[:first]
 	for _, m := range ms[first:] {
-		if !covered(ms[:first], 0, m.start) {
+		if !taken.has(m.start) {
 			out = append(out, m)
 		}
 	}

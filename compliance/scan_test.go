@@ -215,3 +215,15 @@ func TestMaxFindings(t *testing.T) {
 		}
 	}
 }
+
+func TestClaimed(t *testing.T) {
+	c := newClaimed([]match{{start: 10, end: 20}, {start: 2, end: 4}, {start: 12, end: 30}})
+	for _, tt := range []struct {
+		i    int
+		want bool
+	}{{0, false}, {2, true}, {3, true}, {4, false}, {9, false}, {10, true}, {19, true}, {25, true}, {30, false}, {3, true}, {11, true}} {
+		if got := c.has(tt.i); got != tt.want {
+			t.Errorf("has(%d) = %v, want %v", tt.i, got, tt.want)
+		}
+	}
+}
