@@ -45,7 +45,7 @@ func (m *Model) ComputeLogits(ids []int) (logits, hidden [][]float32, err error)
 	}
 	cos, sin := m.RotaryTables(0, T)
 	args := []any{tensors.FromFlatDataAndDimensions(ids32, 1, T), cos, sin}
-	for _, w := range m.weights {
+	for _, w := range m.Weights() {
 		args = append(args, w)
 	}
 	out, err := exec.Exec(args...)

@@ -10,8 +10,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/tensafe/tensafe/compute"
 	"github.com/tensafe/tensafe/safetensors"
 )
 
@@ -25,14 +27,30 @@ type Model struct {
 	// names of the base parameters in graph-input order, and their tensors.
 	names   []string
 	weights []*tensors.Tensor
+
+	materialize sync.Once
 }
 
 // ParamNames returns the base parameter names (Hugging Face names) in the
 // order the graph takes them.
 func (m *Model) ParamNames() []string { return slices.Clone(m.names) }
 
-// Weights returns the base weight tensors in ParamNames order.
-func (m *Model) Weights() []*tensors.Tensor { return m.weights }
+// Weights returns the base weight tensors in ParamNames order. The first
+// call copies them onto the process's compute backend: GoMLX otherwise does
+// so on first use inside an execution, a write that would race when several
+// engines share the model.
+func (m *Model) Weights() []*tensors.Tensor {
+	m.materialize.Do(func() {
+		b, err := compute.Backend()
+		if err != nil {
+			return // the execution that needs the weights reports the error
+		}
+		for _, w := range m.weights {
+			_ = w.MaterializeOnDevice(b, false, 0) // idem
+		}
+	})
+	return m.weights
+}
 
 // paramShapes lists the base parameters of cfg with their HF names and shapes.
 func paramShapes(c Config) ([]string, map[string][]int) {
