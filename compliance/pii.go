@@ -597,7 +597,19 @@ done:
 		if !plus && p.nanp && cnt != 10 && !(cnt == 11 && lead == '1') {
 			continue
 		}
-		num, err := phonenumbers.Parse(string(b[i:e]), p.region)
+		// libphonenumber's parser runs regular expressions over its input:
+		// hand it the digits alone (with the +), which read the same
+		var buf [17]byte
+		cand := buf[:0]
+		if plus {
+			cand = append(cand, '+')
+		}
+		for _, c := range b[i:e] {
+			if isDigit(c) {
+				cand = append(cand, c)
+			}
+		}
+		num, err := phonenumbers.Parse(string(cand), p.region)
 		if err == nil && phonenumbers.IsValidNumber(num) {
 			return e, true
 		}
