@@ -3,8 +3,8 @@ package compliance
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -125,7 +125,10 @@ func newFileState(name string) *fileState {
 // findings and selects .env and CSV handling) and returns its findings. It
 // stops with ctx's error when ctx ends.
 func (s *Scanner) Scan(ctx context.Context, name string, r io.Reader) ([]Finding, int64, error) {
-	st := newFileState(name)
+	return s.scan(ctx, name, newFileState(name), r)
+}
+
+func (s *Scanner) scan(ctx context.Context, name string, st *fileState, r io.Reader) ([]Finding, int64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		out   []Finding
@@ -407,23 +410,36 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths ...string) (*Report, erro
 	return rep, nil
 }
 
-// errBinary marks a file that is not text.
-var errBinary = errors.New("binary")
-
+// scanFile scans one file. A gzip file (by its magic bytes) is scanned
+// decompressed, as a stream; a file with a NUL byte in its first 8 KiB (after
+// decompression) is binary and skipped, with the reason returned.
 func (s *Scanner) scanFile(ctx context.Context, path string) ([]Finding, int64, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, "", fmt.Errorf("compliance: %w", err)
 	}
 	defer f.Close()
+	name := path
+	br := bufio.NewReaderSize(f, 8192)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, 0, "", fmt.Errorf("compliance: read %s: gzip: %w", path, err)
+		}
+		defer zr.Close()
+		r = zr
+		name = strings.TrimSuffix(path, filepath.Ext(path)) // data.csv.gz reads as data.csv
+	}
 	head := make([]byte, 8192)
-	k, err := io.ReadFull(f, head)
+	k, err := io.ReadFull(r, head)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, 0, "", fmt.Errorf("compliance: read %s: %w", path, err)
 	}
 	if bytes.IndexByte(head[:k], 0) >= 0 {
-		return nil, 0, errBinary.Error() + " (NUL byte in the first 8 KiB)", nil
+		return nil, 0, "binary (NUL byte in the first 8 KiB)", nil
 	}
-	fs, n, err := s.Scan(ctx, path, io.MultiReader(bytes.NewReader(head[:k]), f))
+	st := newFileState(name)
+	fs, n, err := s.scan(ctx, path, st, io.MultiReader(bytes.NewReader(head[:k]), r))
 	return fs, n, "", err
 }

@@ -2,6 +2,7 @@ package compliance
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -225,5 +226,28 @@ func TestClaimed(t *testing.T) {
 		if got := c.has(tt.i); got != tt.want {
 			t.Errorf("has(%d) = %v, want %v", tt.i, got, tt.want)
 		}
+	}
+}
+
+func TestScanGzip(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write([]byte("name,dob\nana,1984-07-21\nmail ana@example.org\n"))
+	zw.Close()
+	writeFile(t, filepath.Join(dir, "people.csv.gz"), buf.Bytes())
+	writeFile(t, filepath.Join(dir, "broken.gz"), []byte{0x1f, 0x8b, 1, 2, 3})
+	s := testScanner(t)
+	_, err := s.ScanPaths(context.Background(), dir)
+	if err == nil || !strings.Contains(err.Error(), "broken.gz") {
+		t.Fatalf("broken gzip: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "broken.gz"))
+	rep, err := s.ScanPaths(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Counts[KindDateOfBirth] != 1 || rep.Counts[KindEmail] != 1 || rep.Bytes != 45 {
+		t.Errorf("counts %v, bytes %d", rep.Counts, rep.Bytes)
 	}
 }
