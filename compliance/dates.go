@@ -142,6 +142,13 @@ func isDigitAfterSep(b []byte, e int) bool {
 // it and s: in "DOB 1970-04-12, admitted 2023-08-01" only the first date is
 // the date of birth.
 func keywordBefore(b []byte, s, window int, kws []string) bool {
+	return keywordBeforeExcept(b, s, window, kws, nil)
+}
+
+// keywordBeforeExcept is keywordBefore where a keyword occurrence that starts
+// one of the words in except (lower case) does not count: "token" in
+// "tokenizer", "auth" in "author".
+func keywordBeforeExcept(b []byte, s, window int, kws, except []string) bool {
 	from := s - window
 	if from < 0 {
 		from = 0
@@ -162,9 +169,21 @@ func keywordBefore(b []byte, s, window int, kws []string) bool {
 			if k > 0 && class[w[k-1]]&(cLower|cDigit) != 0 && !escapeLetterAt(w, k-1) {
 				continue
 			}
+			if excluded(w[k:], except) {
+				continue
+			}
 			if hasDigit(w[k+len(kw):]) {
 				continue // another number stands between: the keyword is its
 			}
+			return true
+		}
+	}
+	return false
+}
+
+func excluded(w []byte, except []string) bool {
+	for _, x := range except {
+		if len(w) >= len(x) && string(w[:len(x)]) == x {
 			return true
 		}
 	}

@@ -64,6 +64,11 @@ var (
 var secretKeywords = []string{"secret", "token", "password", "passwd", "pwd", "api_key", "apikey",
 	"api-key", "access_key", "accesskey", "auth", "credential", "private_key", "client_secret", "bearer"}
 
+// notSecretWords start with a secret keyword but name something else; ML
+// configs are full of "tokenizer" and datasets of "author".
+var notSecretWords = []string{"tokeniz", "tokenis", "tokens", "secretar", "authent",
+	"author_", "author-", "author\"", "author ", "author:", "author=", "authors", "authored", "authorship"}
+
 // wide: the base64 and base64url alphabets
 func isWide(c byte) bool { return class[c]&cToken != 0 || c == '+' || c == '/' || c == '=' }
 
@@ -164,7 +169,7 @@ func (s *secretScanner) classify(b []byte, start, end int) (match, bool) {
 		return match{}, false
 	}
 	h := entropy(tok)
-	if h >= 3.5 && keywordBefore(b, start, 40, secretKeywords) {
+	if h >= 3.5 && keywordBeforeExcept(b, start, 40, secretKeywords, notSecretWords) {
 		return match{KindGenericSecret, start, end}, true
 	}
 	if len(tok) >= 32 && h >= s.minEntropy {
