@@ -62,7 +62,7 @@ var (
 )
 
 var secretKeywords = []string{"secret", "token", "password", "passwd", "pwd", "api_key", "apikey",
-	"api-key", "access_key", "accesskey", "auth", "credential", "private_key", "client_secret", "bearer"}
+	"api-key", "access_key", "accesskey", "auth", "credential", "private_key", "client_secret", "bearer", "basic"}
 
 // notSecretWords start with a secret keyword but name something else; ML
 // configs are full of "tokenizer" and datasets of "author".
@@ -139,6 +139,15 @@ func (s *secretScanner) scanLine(b []byte, st *keyState, ms []match) []match {
 
 // classify looks at one run [s, e) of base64 alphabet bytes.
 func (s *secretScanner) classify(b []byte, start, end int) (match, bool) {
+	// '=' is base64 padding only at the end; inside a run it is key=value
+	for k := start + 1; k < end-1; k++ {
+		if b[k] == '=' && b[k+1] != '=' {
+			if end-(k+1) >= 16 {
+				return s.classify(b, k+1, end)
+			}
+			break
+		}
+	}
 	// provider tokens start a [A-Za-z0-9_-] run inside the wide run
 	for a := start; a < end; {
 		if class[b[a]]&cToken == 0 {
@@ -169,13 +178,79 @@ func (s *secretScanner) classify(b []byte, start, end int) (match, bool) {
 		return match{}, false
 	}
 	h := entropy(tok)
-	if h >= 3.5 && keywordBeforeExcept(b, start, 40, secretKeywords, notSecretWords) {
+	if h >= 3.5 && secretKeyBefore(b, start) {
 		return match{KindGenericSecret, start, end}, true
 	}
-	if len(tok) >= 32 && h >= s.minEntropy {
+	if len(tok) >= 32 && h >= s.minEntropy && !wordy(tok) {
 		return match{KindHighEntropy, start, end}, true
 	}
 	return match{}, false
+}
+
+// secretKeyBefore reports whether the value at start is assigned to a key
+// that names a secret: reading backwards, separators (space, quotes, ':',
+// '=', '>') and then an identifier containing a secret keyword, as in
+// `client_secret = "…"`, `"api_key": "…"`, `Authorization: Bearer …`.
+func secretKeyBefore(b []byte, start int) bool {
+	k := start
+	seps := 0
+	for k > 0 && seps < 8 {
+		c := b[k-1]
+		if c != ' ' && c != '\t' && c != '"' && c != '\'' && c != ':' && c != '=' && c != '>' {
+			break
+		}
+		k--
+		seps++
+	}
+	if seps == 0 {
+		return false
+	}
+	e := k
+	for k > 0 && e-k < 64 && (class[b[k-1]]&cToken != 0 || b[k-1] == '.') {
+		k--
+	}
+	if k == e {
+		return false
+	}
+	var low [64]byte
+	key := low[:0]
+	for _, c := range b[k:e] {
+		if c >= 'A' && c <= 'Z' {
+			c |= 0x20
+		}
+		key = append(key, c)
+	}
+	for _, kw := range secretKeywords {
+		for off := 0; off+len(kw) <= len(key); off++ {
+			if string(key[off:off+len(kw)]) == kw && !excluded(key[off:], notSecretWords) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wordy reports whether words — a letter and two or more lower-case letters,
+// as in ExampleParameters128BitLogN14 — cover at least 65% of t. Random
+// base64 of 32 bytes reaches that about once in 200 (simulated), identifiers
+// almost always.
+func wordy(t []byte) bool {
+	covered := 0
+	for k := 0; k < len(t); {
+		if class[t[k]]&(cUpper|cLower) == 0 {
+			k++
+			continue
+		}
+		e := k + 1
+		for e < len(t) && class[t[e]]&cLower != 0 {
+			e++
+		}
+		if e-k >= 3 {
+			covered += e - k
+		}
+		k = e
+	}
+	return covered*100 >= 65*len(t)
 }
 
 func matchRule(t []byte) (Kind, bool) {
