@@ -64,6 +64,14 @@ func PIIKinds() []Kind {
 	return []Kind{KindEmail, KindPhone, KindPaymentCard, KindSSN, KindIBAN, KindIPv4, KindIPv6, KindDateOfBirth}
 }
 
+// SecretKinds lists the secret kinds, in report order.
+func SecretKinds() []Kind {
+	return []Kind{KindPrivateKey, KindAWSAccessKeyID, KindGitHubToken, KindGitLabToken, KindSlackToken,
+		KindSlackWebhook, KindStripeSecretKey, KindGoogleAPIKey, KindJWT, KindOpenAIKey, KindAnthropicKey,
+		KindHuggingFaceToken, KindNPMToken, KindSendGridKey, KindURLCredentials, KindGenericSecret,
+		KindHighEntropy, KindDotEnvSecret}
+}
+
 // Category reports whether k is personal data or a secret.
 func (k Kind) Category() Category {
 	if piiKinds[k] {

@@ -251,3 +251,24 @@ func TestScanGzip(t *testing.T) {
 		t.Errorf("counts %v, bytes %d", rep.Counts, rep.Bytes)
 	}
 }
+
+func TestKindLists(t *testing.T) {
+	seen := map[Kind]bool{}
+	for _, k := range PIIKinds() {
+		if k.Category() != CategoryPII || seen[k] {
+			t.Errorf("PII kind %s: category %s, duplicate %v", k, k.Category(), seen[k])
+		}
+		seen[k] = true
+	}
+	for _, k := range SecretKinds() {
+		if k.Category() != CategorySecret || seen[k] {
+			t.Errorf("secret kind %s: category %s, duplicate %v", k, k.Category(), seen[k])
+		}
+		seen[k] = true
+	}
+	for _, r := range tokenRules {
+		if !seen[r.kind] {
+			t.Errorf("rule kind %s missing from SecretKinds", r.kind)
+		}
+	}
+}
