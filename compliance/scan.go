@@ -122,8 +122,10 @@ func newFileState(name string) *fileState {
 }
 
 // Scan reads r (the contents of the file called name, which only labels the
-// findings and selects .env and CSV handling) and returns its findings. It
-// stops with ctx's error when ctx ends.
+// findings and selects .env and CSV handling) and returns its findings, in
+// line and column order, and the number of bytes read. It stops with ctx's
+// error when ctx ends. Use it for artifacts decrypted in memory: nothing is
+// written anywhere.
 func (s *Scanner) Scan(ctx context.Context, name string, r io.Reader) ([]Finding, int64, error) {
 	return s.scan(ctx, name, newFileState(name), r)
 }
