@@ -1,0 +1,24 @@
+// Package client is TenSafe's Go SDK: a thin, typed client of the HTTP
+// training API (docs/API.md, wire types in package api).
+//
+// A ServiceClient holds the server's address and a tenant's bearer API key.
+// CreateTrainingClient returns a TrainingClient whose primitives
+// (ForwardBackward, Forward, OptimStep, Sample, SaveState, LoadState) are
+// asynchronous on the server: each returns a typed *Future at once, and
+// Future.Result long-polls GET /api/v1/futures/{id}?wait=SECONDS until the
+// operation has finished. One training client's operations run on the server
+// in submission order, so a caller may submit several before waiting.
+//
+// Why the SDK retries, and when: a multi-tenant server sheds load with 429
+// (Retry-After) and may answer 5xx while restarting. The client retries those
+// with capped exponential backoff and full jitter, honouring Retry-After, but
+// only where repeating cannot do a thing twice: GET and DELETE, and POSTs,
+// each of which carries an Idempotency-Key header that is random per logical
+// call and reused on every retry of it, so the server returns the first
+// submission's future instead of running the operation again.
+//
+// Errors from the server are *APIError values decoded from the one error
+// envelope {"error": {"code", "message", "field"}}; a future that failed
+// returns a *FutureError wrapping one. Helpers such as IsBudgetExceeded and
+// IsNotFound work on both. The API key never appears in an error.
+package client
