@@ -179,7 +179,10 @@ func TestTrainingClientRoutes(t *testing.T) {
 		call func() (string, error)
 		body string
 	}{
-		{"forward", func() (string, error) { f, err := tc.Forward(ctx, api.Batch{InputIDs: [][]int{{1}}}, nil); return id(f, err) }, `{"batch":{"input_ids":[[1]]}}`},
+		{"forward", func() (string, error) {
+			f, err := tc.Forward(ctx, api.Batch{InputIDs: [][]int{{1}}}, nil)
+			return id(f, err)
+		}, `{"batch":{"input_ids":[[1]]}}`},
 		{"sample", func() (string, error) {
 			f, err := tc.Sample(ctx, api.SampleRequest{PromptTokens: []int{1, 2}, MaxTokens: 3})
 			return id(f, err)
