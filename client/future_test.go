@@ -154,7 +154,7 @@ func TestTrainingClientRoutes(t *testing.T) {
 			writeJSON(w, 202, api.Future{ID: "op_" + s.path[len("/api/v1/training_clients/tc_7/"):], State: api.FutureQueued})
 		case s.method == "GET" && s.path == "/api/v1/audit":
 			if s.query == "after=2&limit=2" {
-				w.Write([]byte(`{"entries":[{"seq":3,"operation":"training.optim_step","outcome":"success","details":{"step":"1"}}]}`))
+				w.Write([]byte(`{"entries":[{"seq":3,"operation":"training.optim_step","outcome":"success","details":{"step":"1"}}],"next_after":5}`))
 			} else {
 				w.Write([]byte(`[{"seq":1,"operation":"training.create_client"}]`))
 			}
@@ -210,13 +210,16 @@ func TestTrainingClientRoutes(t *testing.T) {
 	if p := rec.all()[len(rec.all())-1].path; p != "/api/v1/training_clients/tc_../x" {
 		t.Errorf("id escaping: %q", p)
 	}
-	es, err := c.AuditLogs(ctx, 2, 2)
-	if err != nil || len(es) != 1 || es[0].Seq != 3 || es[0].Details["step"] != "1" {
-		t.Errorf("AuditLogs(2, 2) = %+v, %v", es, err)
+	pg, err := c.AuditLogs(ctx, 2, 2)
+	if err != nil || len(pg.Entries) != 1 || pg.Entries[0].Seq != 3 || pg.Entries[0].Details["step"] != "1" || pg.NextAfter != 5 {
+		t.Errorf("AuditLogs(2, 2) = %+v, %v", pg, err)
 	}
-	es, err = c.AuditLogs(ctx, 0, 0)
-	if err != nil || len(es) != 1 || es[0].Operation != "training.create_client" {
-		t.Errorf("AuditLogs(0, 0) = %+v, %v", es, err)
+	pg, err = c.AuditLogs(ctx, -1, 0)
+	if err != nil || len(pg.Entries) != 1 || pg.Entries[0].Operation != "training.create_client" || pg.NextAfter != 1 {
+		t.Errorf("AuditLogs(-1, 0) = %+v, %v", pg, err)
+	}
+	if q := rec.all()[len(rec.all())-1].query; q != "" {
+		t.Errorf("AuditLogs(-1, 0) sent query %q, want none", q)
 	}
 	rc, err := c.DownloadArtifact(ctx, "ar_1")
 	if err != nil {

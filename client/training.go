@@ -155,17 +155,33 @@ type AuditEntry struct {
 	EntryHash string            `json:"entry_hash"`
 }
 
-// AuditLogs returns up to limit audit entries with sequence numbers after
-// after (GET /api/v1/audit?after=&limit=). limit ≤ 0 lets the server choose.
-// The server may answer a bare array or an object {"entries": [...]}.
-func (c *ServiceClient) AuditLogs(ctx context.Context, after uint64, limit int) ([]AuditEntry, error) {
-	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
+// AuditPage is one page of the audit log.
+type AuditPage struct {
+	Entries []AuditEntry `json:"entries"`
+	// NextAfter is the seq to pass as after for the next page (the last seq
+	// the server scanned, which may be past the last entry shown when other
+	// tenants' entries were skipped).
+	NextAfter int64 `json:"next_after"`
+}
+
+// AuditLogs returns up to limit of the tenant's audit entries with sequence
+// numbers after after (GET /api/v1/audit?after=&limit=); after < 0 starts at
+// the first entry, limit ≤ 0 lets the server choose. Page on with
+// page.NextAfter until a page comes back empty.
+func (c *ServiceClient) AuditLogs(ctx context.Context, after int64, limit int) (*AuditPage, error) {
+	q := url.Values{}
+	if after >= 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var raw auditPage
-	if err := c.do(ctx, http.MethodGet, "/api/v1/audit", q, nil, &raw); err != nil {
+	var page auditPage
+	if err := c.do(ctx, http.MethodGet, "/api/v1/audit", q, nil, &page); err != nil {
 		return nil, err
 	}
-	return raw.entries, nil
+	if page.NextAfter < after {
+		page.NextAfter = after
+	}
+	return (*AuditPage)(&page), nil
 }
