@@ -96,6 +96,9 @@ func decodeResult[T any](st *api.Future) (*T, error) {
 				Message: printable(st.Error.Message, 4096),
 				Field:   printable(st.Error.Field, 512),
 			}
+			if ae.Code == "" {
+				ae.Code = api.CodeInternal
+			}
 		}
 		ae.Status = statusForCode(ae.Code)
 		return nil, &FutureError{FutureID: st.ID, Kind: st.Kind, Err: ae}
