@@ -185,3 +185,25 @@ func (c *ServiceClient) AuditLogs(ctx context.Context, after int64, limit int) (
 	}
 	return (*AuditPage)(&page), nil
 }
+
+// AuditVerification is the answer of GET /api/v1/audit/verify: whether the
+// whole audit log's hash chain and signed checkpoints verify.
+type AuditVerification struct {
+	Verified          bool   `json:"verified"`
+	Origin            string `json:"origin,omitempty"`
+	Size              uint64 `json:"size"`
+	Root              string `json:"root,omitempty"` // hex of the Merkle root
+	Checkpoints       int    `json:"checkpoints"`
+	SignaturesChecked bool   `json:"signatures_checked"`
+	Error             string `json:"error,omitempty"`
+}
+
+// VerifyAudit asks the server to verify its audit log. A log that does not
+// verify is an answer (Verified false, Error set), not an error.
+func (c *ServiceClient) VerifyAudit(ctx context.Context) (*AuditVerification, error) {
+	var out AuditVerification
+	if err := c.do(ctx, http.MethodGet, "/api/v1/audit/verify", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -1,0 +1,339 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/client"
+	"github.com/tensafe/tensafe/keys"
+	"github.com/tensafe/tensafe/server"
+	"github.com/tensafe/tensafe/service"
+	"github.com/tensafe/tensafe/store"
+)
+
+// env is a real TenSafe server (SQLite store, audit log, keyring, service,
+// HTTP layer) on a loopback httptest listener, with two tenants' keys.
+type env struct {
+	url                string
+	trainerA, viewerA  string
+	trainerB, revokedA string
+	ctx                context.Context
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := st.AuditStore(ctx, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := audit.Open(ctx, as, audit.Options{Origin: "tensafe.test/client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := keys.RawMasterKey(bytes.Repeat([]byte{9}, keys.MasterKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keys.CreateKeyring(ctx, filepath.Join(dir, "keyring"), m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(dir, "artifacts"), MaxConcurrent: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{ctx: ctx}
+	tenant := func(name string) string {
+		id, _ := store.NewID("tn")
+		if _, err := st.CreateTenant(ctx, store.Tenant{ID: id, Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	key := func(tn string, role store.Role) (store.APIKey, string) {
+		k, tok, err := server.NewAPIKey(ctx, st, tn, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k, tok
+	}
+	a, b := tenant("A"), tenant("B")
+	_, e.trainerA = key(a, store.RoleTrainer)
+	_, e.viewerA = key(a, store.RoleViewer)
+	_, e.trainerB = key(b, store.RoleTrainer)
+	rk, rtok := key(a, store.RoleTrainer)
+	if _, err := st.RevokeAPIKey(ctx, a, rk.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.revokedA = rtok
+	srv, err := server.New(server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RateLimit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	e.url = hs.URL
+	t.Cleanup(func() {
+		hs.Close()
+		if err := svc.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		lg.Close()
+		kr.Close()
+		st.Close()
+	})
+	return e
+}
+
+func (e *env) client(t *testing.T, key string) *client.ServiceClient {
+	t.Helper()
+	c, err := client.New(e.url, key, client.WithPollWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func tinyConfig(sigma, target float64) api.TrainingConfig {
+	return api.TrainingConfig{
+		BaseModel: "tensafe-tiny",
+		LoRA:      api.LoRAConfig{Rank: 2, Alpha: 4},
+		DP: &api.DPConfig{NoiseMultiplier: sigma, MaxGradNorm: 1, TargetEpsilon: target, TargetDelta: 1e-5,
+			DatasetSize: 100, ExpectedBatchSize: 2},
+		Optimizer: api.OptimizerConfig{LearningRate: ptr(1e-2)},
+		Seed:      1,
+	}
+}
+
+func textBatch(texts ...string) api.Batch {
+	var b api.Batch
+	for _, s := range texts {
+		ids := []int{256}
+		for _, c := range []byte(s) {
+			ids = append(ids, int(c))
+		}
+		b.InputIDs = append(b.InputIDs, ids)
+		b.Labels = append(b.Labels, ids)
+	}
+	return b
+}
+
+func result[T any](t *testing.T, f *client.Future[T], err error) *T {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := f.Result(ctx)
+	if err != nil {
+		t.Fatalf("%s %s: %v", f.Kind, f.ID, err)
+	}
+	return r
+}
+
+// step runs forward_backward then optim_step through the SDK and checks
+// that dp_metrics only ever grows.
+func step(t *testing.T, tc *client.TrainingClient, prev *api.DPMetrics) *api.DPMetrics {
+	t.Helper()
+	ctx := context.Background()
+	f1, err := tc.ForwardBackward(ctx, textBatch("hello", "world"), nil)
+	fb := result(t, f1, err)
+	if len(fb.PerExampleLoss) != 2 || !(fb.Loss > 0) {
+		t.Fatalf("forward_backward %+v", fb)
+	}
+	f2, err := tc.OptimStep(ctx)
+	os := result(t, f2, err)
+	m, err := tc.DPMetrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Steps != prev.Steps+1 || os.Step != m.Steps || !(m.EpsilonSpent > prev.EpsilonSpent) ||
+		!(m.EpsilonRemaining < prev.EpsilonRemaining || prev.Steps == 0) || m.EpsilonSpent != os.EpsilonSpent {
+		t.Fatalf("dp_metrics not monotone: %+v after %+v (optim_step %+v)", m, prev, os)
+	}
+	return m
+}
+
+func TestSDKAgainstServer(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.ctx
+	c := e.client(t, e.trainerA)
+
+	tc, err := c.CreateTrainingClient(ctx, tinyConfig(1, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tc.ID, "tc") || tc.Info.BaseModel != "tensafe-tiny" {
+		t.Fatalf("created %+v", tc.Info)
+	}
+	m0, err := tc.DPMetrics(ctx)
+	if err != nil || m0.Steps != 0 || m0.EpsilonSpent != 0 {
+		t.Fatalf("fresh dp_metrics %+v, %v", m0, err)
+	}
+	m := m0
+	const steps = 20 // the whole loop
+	for range steps {
+		m = step(t, tc, m)
+	}
+	if m.SamplingRate != 0.02 || m.SamplingSource != "client-declared" || m.NoiseMultiplier != 1 {
+		t.Fatalf("dp_metrics %+v", m)
+	}
+
+	f3, err := tc.Sample(ctx, api.SampleRequest{PromptTokens: []int{256, 104}, MaxTokens: 3})
+	sr := result(t, f3, err)
+	if len(sr.Sequences) != 1 || len(sr.Sequences[0].Tokens) == 0 {
+		t.Fatalf("sample %+v", sr)
+	}
+	f4, err := tc.SaveState(ctx, "after-3")
+	sv := result(t, f4, err)
+	if sv.Step != steps || !strings.HasPrefix(sv.ContentHash, "sha256:") {
+		t.Fatalf("save_state %+v", sv)
+	}
+	art, err := c.Artifact(ctx, sv.ArtifactID)
+	if err != nil || art.ContentHash != sv.ContentHash {
+		t.Fatalf("artifact %+v, %v", art, err)
+	}
+	rc, err := c.DownloadArtifact(ctx, sv.ArtifactID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || int64(len(plain)) != sv.Size || !bytes.HasPrefix(plain, []byte("TSSVCKP1")) {
+		t.Fatalf("download: %d bytes (want %d), %v", len(plain), sv.Size, err)
+	}
+
+	// Load into a new client: budget and step carry over, training goes on.
+	tc2, err := c.CreateTrainingClient(ctx, tinyConfig(1, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f5, err := tc2.LoadState(ctx, sv.ArtifactID)
+	ls := result(t, f5, err)
+	if ls.Step != steps || ls.EpsilonSpent != m.EpsilonSpent {
+		t.Fatalf("load_state %+v, metrics before %+v", ls, m)
+	}
+	m2, err := tc2.DPMetrics(ctx)
+	if err != nil || m2.Steps != steps || m2.EpsilonSpent != m.EpsilonSpent {
+		t.Fatalf("loaded dp_metrics %+v, %v", m2, err)
+	}
+	step(t, tc2, m2)
+
+	// Tenancy and keys as the SDK sees them.
+	other := e.client(t, e.trainerB)
+	if _, err := other.TrainingClient(ctx, tc.ID); !client.IsNotFound(err) {
+		t.Errorf("tenant B reading A's client: %v", err)
+	}
+	if _, err := e.client(t, e.revokedA).Artifacts(ctx); !client.IsUnauthenticated(err) {
+		t.Errorf("revoked key: %v", err)
+	}
+	viewer := e.client(t, e.viewerA)
+	vtc, err := viewer.TrainingClient(ctx, tc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vtc.OptimStep(ctx); !client.IsPermissionDenied(err) {
+		t.Errorf("viewer optim_step: %v", err)
+	}
+	if _, err := c.CreateTrainingClient(ctx, api.TrainingConfig{BaseModel: "tensafe-tiny", LoRA: api.LoRAConfig{Rank: 2, Alpha: 4}}); !client.IsInvalidArgument(err) {
+		t.Errorf("missing dp_config: %v", err)
+	} else if ae := err.(*client.APIError); ae.Field == "" {
+		t.Errorf("400 without a field: %v", ae)
+	}
+
+	// Audit through the SDK: paged, this tenant's only, and the chain verifies.
+	var entries []client.AuditEntry
+	after := int64(-1)
+	for {
+		page, err := viewer.AuditLogs(ctx, after, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Entries) == 0 {
+			break
+		}
+		entries = append(entries, page.Entries...)
+		after = page.NextAfter
+	}
+	ops := map[string]int{}
+	for i, en := range entries {
+		ops[en.Operation]++
+		if i > 0 && en.Seq <= entries[i-1].Seq {
+			t.Fatalf("audit seqs not increasing: %d after %d", en.Seq, entries[i-1].Seq)
+		}
+	}
+	if ops["training.optim_step"] != steps+1 || ops["training.save_state"] != 1 || ops["training.load_state"] != 1 {
+		t.Errorf("audit operations %v", ops)
+	}
+	v, err := viewer.VerifyAudit(ctx)
+	if err != nil || !v.Verified || v.Size < uint64(len(entries)) {
+		t.Fatalf("verify %+v, %v", v, err)
+	}
+
+	if err := tc.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.DPMetrics(ctx); !client.IsNotFound(err) {
+		t.Errorf("deleted client: %v", err)
+	}
+}
+
+func TestSDKBudgetExceeded(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.ctx
+	c := e.client(t, e.trainerA)
+	// σ = 0.6 with q = 0.02 spends ε ≈ 3.5 on the first step: a target of 4
+	// allows a step or two and then refuses.
+	tc, err := c.CreateTrainingClient(ctx, tinyConfig(0.6, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &api.DPMetrics{}
+	refused := false
+	for i := 0; i < 20 && !refused; i++ {
+		fb, err := tc.ForwardBackward(ctx, textBatch("abc"), nil)
+		result(t, fb, err)
+		f, err := tc.OptimStep(ctx)
+		if err == nil {
+			_, err = f.Result(ctx)
+		}
+		switch {
+		case client.IsBudgetExceeded(err):
+			refused = true
+		case err != nil:
+			t.Fatal(err)
+		default:
+			if m, err = tc.DPMetrics(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !refused {
+		t.Fatalf("budget never refused; metrics %+v", m)
+	}
+	after, err := tc.DPMetrics(ctx)
+	if err != nil || after.Steps != m.Steps || after.EpsilonSpent != m.EpsilonSpent || after.EpsilonSpent > 4 || after.Steps == 0 {
+		t.Fatalf("a refused step changed the budget: %+v, before %+v", after, m)
+	}
+}
