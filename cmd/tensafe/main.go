@@ -59,6 +59,7 @@ func newRootCmd() *cobra.Command {
 		newComplianceCmd(),
 		newBenchCmd(),
 		newPackageCmd(),
+		newServeCmd(),
 	)
 	return root
 }
