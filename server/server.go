@@ -354,9 +354,13 @@ func allowed(p principal, need access) bool {
 
 // authenticate checks the bearer token; on failure it writes 401.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal, bool) {
+	// The scheme is case-insensitive (RFC 9110 §11.1).
 	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	tok, ok := "", len(h) > 7 && strings.EqualFold(h[:7], "bearer ")
+	if ok {
+		tok = h[7:]
+	}
+	if !ok || strings.TrimSpace(tok) == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tensafe"`)
 		s.writeError(w, r, http.StatusUnauthorized, api.CodeUnauthenticated, "missing bearer API key (Authorization: Bearer <key>)", "")
 		return principal{}, false

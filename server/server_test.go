@@ -309,6 +309,24 @@ func TestTrainingOverHTTP(t *testing.T) {
 		t.Fatalf("load_state %+v, metrics %+v", ls, m)
 	}
 
+	// A short long-poll answers the future as it stands, whatever its state.
+	var fb api.Future
+	f.must(t, 202, tok, "POST", p+"/forward", api.ForwardRequest{Batch: textBatch("abc")}, &fb)
+	var polled api.Future
+	f.must(t, 200, tok, "GET", "/api/v1/futures/"+fb.ID+"?wait=0.001", nil, &polled)
+	if polled.ID != fb.ID {
+		t.Fatalf("polled %+v", polled)
+	}
+	f.await(t, tok, polled, nil)
+	// The bearer scheme is case-insensitive.
+	req, _ := http.NewRequest("GET", f.http.URL+"/api/v1/artifacts", nil)
+	req.Header.Set("Authorization", "bearer "+tok)
+	if res, err := f.http.Client().Do(req); err != nil || res.StatusCode != 200 {
+		t.Fatalf("lowercase bearer: %v %v", res, err)
+	} else {
+		res.Body.Close()
+	}
+
 	// Idempotency-Key: the same key returns the same future.
 	r1 := f.do(t, tok, "POST", "/api/v1/training_clients/"+tc2.ID+"/forward", api.ForwardRequest{Batch: textBatch("a")}, "Idempotency-Key", "k-1")
 	r2 := f.do(t, tok, "POST", "/api/v1/training_clients/"+tc2.ID+"/forward", api.ForwardRequest{Batch: textBatch("a")}, "Idempotency-Key", "k-1")
