@@ -68,10 +68,31 @@ func submit[T any](s *Server, w http.ResponseWriter, r *http.Request, p principa
 	if !s.decode(w, r, &req) {
 		return
 	}
+	if s.quota != nil && !s.quota.acquire(p.Tenant) {
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, r, http.StatusTooManyRequests, api.CodeRateLimited,
+			fmt.Sprintf("the tenant has %d operations queued or running; retry once some have finished", s.cfg.MaxTenantOps), "")
+		return
+	}
 	f, err := fn(r.Context(), p.Tenant, r.PathValue("id"), req)
 	if err != nil {
+		if s.quota != nil {
+			s.quota.release(p.Tenant)
+		}
 		s.writeErr(w, r, err)
 		return
+	}
+	if s.quota != nil {
+		if f.Done() {
+			s.quota.release(p.Tenant)
+		} else {
+			// The slot is the tenant's until the operation finishes (or
+			// the service can no longer say).
+			go func() {
+				defer s.quota.release(p.Tenant)
+				_, _ = s.cfg.Service.AwaitOperation(context.WithoutCancel(r.Context()), p.Tenant, f.ID)
+			}()
+		}
 	}
 	writeJSON(w, http.StatusAccepted, f)
 }

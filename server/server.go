@@ -53,6 +53,7 @@ const (
 	DefaultRateLimit     = 50.0 // requests per second per tenant
 	DefaultRateBurst     = 200
 	DefaultMaxWait       = 60 * time.Second
+	DefaultMaxTenantOps  = 512
 	DefaultAuditLimit    = 100
 	MaxAuditLimit        = 1000
 	maxAuditScan         = 10000 // entries scanned per audit page, whatever the filter keeps
@@ -85,6 +86,10 @@ type Config struct {
 	RateBurst int
 	// MaxBodyBytes bounds request bodies (default api.MaxRequestBytes).
 	MaxBodyBytes int64
+	// MaxTenantOps bounds the operations of one tenant queued or running
+	// at once, over all its clients (default DefaultMaxTenantOps; negative:
+	// no bound). Beyond it submissions answer 429 with Retry-After.
+	MaxTenantOps int
 	// MaxWait bounds the long-poll of GET /api/v1/futures/{id}?wait=
 	// (default DefaultMaxWait).
 	MaxWait time.Duration
@@ -100,6 +105,7 @@ type Server struct {
 	mux      *http.ServeMux
 	routes   []string
 	limiter  *limiter
+	quota    *quota
 	closing  atomic.Bool
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -130,6 +136,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = api.MaxRequestBytes
 	}
+	if cfg.MaxTenantOps == 0 {
+		cfg.MaxTenantOps = DefaultMaxTenantOps
+	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = DefaultMaxWait
 	}
@@ -138,6 +147,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Registry.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.MaxTenantOps > 0 {
+		s.quota = &quota{max: cfg.MaxTenantOps, n: map[string]int{}}
+	}
 	if cfg.RateLimit > 0 {
 		s.limiter = newLimiter(cfg.RateLimit, float64(cfg.RateBurst), time.Now)
 	}
@@ -529,4 +541,29 @@ func (l *limiter) take(tenant string) (time.Duration, bool) {
 		return 0, true
 	}
 	return time.Duration((1 - b.tokens) / l.rate * float64(time.Second)), false
+}
+
+// quota counts each tenant's operations queued or running.
+type quota struct {
+	mu  sync.Mutex
+	max int
+	n   map[string]int
+}
+
+func (q *quota) acquire(tenant string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n[tenant] >= q.max {
+		return false
+	}
+	q.n[tenant]++
+	return true
+}
+
+func (q *quota) release(tenant string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n[tenant]--; q.n[tenant] <= 0 {
+		delete(q.n, tenant)
+	}
 }

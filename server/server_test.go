@@ -611,6 +611,49 @@ func TestRateLimit429(t *testing.T) {
 	f.must(t, 200, f.tok["B-trainer"], "GET", "/api/v1/artifacts", nil, nil)
 }
 
+func TestTenantOpQuota429(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxTenantOps = 1 })
+	tok := f.tok["A-trainer"]
+	var tc api.TrainingClient
+	f.must(t, 201, tok, "POST", "/api/v1/training_clients", tinyConfig(1, 8, 2, 100), &tc)
+	p := "/api/v1/training_clients/" + tc.ID + "/forward"
+	body := api.ForwardRequest{Batch: textBatch("hi")}
+	// Hold A's only slot as an operation in flight would.
+	if !f.srv.quota.acquire(f.tenA) {
+		t.Fatal("slot taken")
+	}
+	res := f.do(t, tok, "POST", p, body)
+	if res.code != 429 || res.envelope(t).Code != api.CodeRateLimited || res.hdr.Get("Retry-After") != "1" {
+		t.Fatalf("over quota: %d %s", res.code, res.body)
+	}
+	// B is not affected.
+	var tcB api.TrainingClient
+	f.must(t, 201, f.tok["B-trainer"], "POST", "/api/v1/training_clients", tinyConfig(1, 8, 2, 100), &tcB)
+	var fb api.Future
+	f.must(t, 202, f.tok["B-trainer"], "POST", "/api/v1/training_clients/"+tcB.ID+"/forward", body, &fb)
+	f.await(t, f.tok["B-trainer"], fb, nil)
+	f.srv.quota.release(f.tenA)
+	var fut api.Future
+	f.must(t, 202, tok, "POST", p, body, &fut)
+	f.await(t, tok, fut, nil)
+	// A refused submission does not keep its slot.
+	if r := f.do(t, tok, "POST", "/api/v1/training_clients/"+tc.ID+"/sample", `{"max_tokens":-1}`); r.code != 400 {
+		t.Fatalf("bad sample: %d", r.code)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		f.srv.quota.mu.Lock()
+		n := f.srv.quota.n[f.tenA]
+		f.srv.quota.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tenant A still holds %d slots", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestLimiter(t *testing.T) {
 	now := time.Unix(0, 0)
 	l := newLimiter(2, 2, func() time.Time { return now })
