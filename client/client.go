@@ -184,11 +184,29 @@ const (
 	maxErrorBytes    = 64 << 10
 )
 
+// repeat says what a request may be retried on.
+type repeat int
+
+const (
+	// repeatSafe: repeating has no further effect (GET, DELETE, and POSTs
+	// the server deduplicates by Idempotency-Key): retried on 429, 5xx and
+	// transport errors.
+	repeatSafe repeat = iota
+	// repeatRefusedOnly: a POST the server does not deduplicate (creating a
+	// training client, a tenant, an API key): retried only on 429, which the
+	// server answers before doing anything.
+	repeatRefusedOnly
+)
+
 // do sends one logical request, retrying as the policy allows, and decodes a
 // 2xx JSON body into out (unless out is nil). in, when not nil, is sent as
 // JSON.
 func (c *ServiceClient) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	resp, err := c.send(ctx, method, path, query, in)
+	return c.doR(ctx, repeatSafe, method, path, query, in, out)
+}
+
+func (c *ServiceClient) doR(ctx context.Context, rep repeat, method, path string, query url.Values, in, out any) error {
+	resp, err := c.send(ctx, rep, method, path, query, in)
 	if err != nil {
 		return err
 	}
@@ -212,7 +230,7 @@ func (c *ServiceClient) do(ctx context.Context, method, path string, query url.V
 
 // send performs a request with retries and returns the first 2xx response,
 // whose body the caller must close. Non-2xx answers become *APIError.
-func (c *ServiceClient) send(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
+func (c *ServiceClient) send(ctx context.Context, rep repeat, method, path string, query url.Values, in any) (*http.Response, error) {
 	var payload []byte
 	if in != nil {
 		var err error
@@ -231,8 +249,6 @@ func (c *ServiceClient) send(ctx context.Context, method, path string, query url
 			key = newIdempotencyKey()
 		}
 	}
-	// Every request this client sends is safe to repeat: GET and DELETE by
-	// their semantics, POST by its Idempotency-Key.
 	pol := c.policy()
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -266,13 +282,16 @@ func (c *ServiceClient) send(ctx context.Context, method, path string, query url
 			}
 			// url.Error quotes the URL, never headers: the key stays out.
 			lastErr = fmt.Errorf("tensafe: %s %s: %w", method, path, err)
+			if rep != repeatSafe {
+				return nil, lastErr
+			}
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			return resp, nil
 		default:
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 			resp.Body.Close()
 			ae := decodeError(resp.StatusCode, resp.Header, b)
-			if !retryable(resp.StatusCode) {
+			if !retryable(resp.StatusCode, rep) {
 				return nil, ae
 			}
 			lastErr, retryAfter = ae, ae.RetryAfter
@@ -286,8 +305,11 @@ func (c *ServiceClient) send(ctx context.Context, method, path string, query url
 	}
 }
 
-// retryable reports whether a status may succeed if repeated: 429 and 5xx,
-// except 501 Not Implemented.
-func retryable(status int) bool {
-	return status == http.StatusTooManyRequests || (status >= 500 && status != http.StatusNotImplemented)
+// retryable reports whether a status may succeed if repeated: 429 always;
+// 5xx except 501 Not Implemented when repeating is safe.
+func retryable(status int, rep repeat) bool {
+	if status == http.StatusTooManyRequests {
+		return true
+	}
+	return rep == repeatSafe && status >= 500 && status != http.StatusNotImplemented
 }

@@ -359,3 +359,43 @@ func TestMalformedSuccessBody(t *testing.T) {
 		t.Fatalf("err = %v, want ErrMalformedResponse", err)
 	}
 }
+
+func TestCreationRetriedOnlyWhenRefused(t *testing.T) {
+	tests := []struct {
+		name     string
+		statuses []int
+		attempts int
+		ok       bool
+	}{
+		{"429 then created", []int{429, 429, 201}, 3, true},
+		{"503 may have created: not retried", []int{503, 201}, 1, false},
+		{"500 not retried", []int{500, 201}, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			c, _ := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
+				n := len(rec.all())
+				rec.add(r)
+				if st := tt.statuses[n]; st != 201 {
+					writeErr(w, st, codeForStatus(st), "no", "")
+					return
+				}
+				writeJSON(w, 201, api.TrainingClient{ID: "tc_1"})
+			})
+			_, err := c.CreateTrainingClient(context.Background(), api.TrainingConfig{BaseModel: "tensafe-tiny"})
+			if (err == nil) != tt.ok {
+				t.Errorf("err = %v", err)
+			}
+			reqs := rec.all()
+			if len(reqs) != tt.attempts {
+				t.Fatalf("%d attempts, want %d", len(reqs), tt.attempts)
+			}
+			for _, s := range reqs {
+				if s.idem == "" || s.idem != reqs[0].idem {
+					t.Errorf("idempotency keys %q vs %q", s.idem, reqs[0].idem)
+				}
+			}
+		})
+	}
+}

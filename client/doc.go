@@ -12,10 +12,14 @@
 // Why the SDK retries, and when: a multi-tenant server sheds load with 429
 // (Retry-After) and may answer 5xx while restarting. The client retries those
 // with capped exponential backoff and full jitter, honouring Retry-After, but
-// only where repeating cannot do a thing twice: GET and DELETE, and POSTs,
-// each of which carries an Idempotency-Key header that is random per logical
-// call and reused on every retry of it, so the server returns the first
-// submission's future instead of running the operation again.
+// only where repeating cannot do a thing twice. Every POST carries an
+// Idempotency-Key header, random per logical call and reused on each retry
+// of it. GET, DELETE and the operation POSTs (forward_backward … load_state),
+// which the server deduplicates by that key, returning the first
+// submission's future, are retried on 429, 5xx and transport errors. POSTs
+// that create something (a training client, a tenant, an API key) are
+// retried only on 429, which the server answers before doing anything: after
+// a 5xx or a lost answer the thing may exist, and the caller decides.
 //
 // Errors from the server are *APIError values decoded from the one error
 // envelope {"error": {"code", "message", "field"}}; a future that failed

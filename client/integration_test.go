@@ -5,9 +5,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +26,8 @@ import (
 // HTTP layer) on a loopback httptest listener, with two tenants' keys.
 type env struct {
 	url                string
+	operator           string
+	handler            http.Handler
 	trainerA, viewerA  string
 	trainerB, revokedA string
 	ctx                context.Context
@@ -75,7 +79,8 @@ func newEnv(t *testing.T) *env {
 		}
 		return k, tok
 	}
-	a, b := tenant("A"), tenant("B")
+	a, b, op := tenant("A"), tenant("B"), tenant("operator")
+	_, e.operator = key(op, store.RoleAdmin)
 	_, e.trainerA = key(a, store.RoleTrainer)
 	_, e.viewerA = key(a, store.RoleViewer)
 	_, e.trainerB = key(b, store.RoleTrainer)
@@ -84,13 +89,14 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.revokedA = rtok
-	srv, err := server.New(server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as,
+	srv, err := server.New(server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as, OperatorTenant: op,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RateLimit: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv)
 	e.url = hs.URL
+	e.handler = srv
 	t.Cleanup(func() {
 		hs.Close()
 		if err := svc.Close(ctx); err != nil {
@@ -335,5 +341,102 @@ func TestSDKBudgetExceeded(t *testing.T) {
 	after, err := tc.DPMetrics(ctx)
 	if err != nil || after.Steps != m.Steps || after.EpsilonSpent != m.EpsilonSpent || after.EpsilonSpent > 4 || after.Steps == 0 {
 		t.Fatalf("a refused step changed the budget: %+v, before %+v", after, m)
+	}
+}
+
+func TestSDKAdmin(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.ctx
+	op := e.client(t, e.operator)
+	tn, err := op.CreateTenant(ctx, "acme")
+	if err != nil || tn.Name != "acme" || tn.ID == "" {
+		t.Fatalf("CreateTenant = %+v, %v", tn, err)
+	}
+	k, err := op.CreateAPIKey(ctx, tn.ID, client.RoleTrainer)
+	if err != nil || k.Token == "" || k.TenantID != tn.ID || k.Role != client.RoleTrainer {
+		t.Fatalf("CreateAPIKey = %+v, %v", k, err)
+	}
+	if _, err := op.CreateAPIKey(ctx, tn.ID, "root"); !client.IsInvalidArgument(err) {
+		t.Errorf("role root: %v", err)
+	}
+	acme := e.client(t, k.Token)
+	if _, err := acme.CreateTrainingClient(ctx, tinyConfig(1, 8)); err != nil {
+		t.Fatalf("new key cannot train: %v", err)
+	}
+	if _, err := acme.CreateTenant(ctx, "not mine to make"); !client.IsPermissionDenied(err) && !client.IsNotFound(err) {
+		t.Errorf("trainer creating a tenant: %v", err)
+	}
+	if err := op.RevokeAPIKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.Artifacts(ctx); !client.IsUnauthenticated(err) {
+		t.Errorf("revoked key: %v", err)
+	}
+}
+
+// lossy forwards requests to the real server but, for the first attempt of
+// each operation POST, throws the server's answer away and says 502: the
+// operation was submitted, the client never heard. The SDK's retry with the
+// same Idempotency-Key must get the same future back, not run it twice.
+type lossy struct {
+	next http.Handler
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (l *lossy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	k := r.Header.Get("Idempotency-Key")
+	if r.Method != http.MethodPost || !strings.Contains(r.URL.Path, "/training_clients/") {
+		l.next.ServeHTTP(w, r)
+		return
+	}
+	l.mu.Lock()
+	l.seen[k]++
+	n := l.seen[k]
+	l.mu.Unlock()
+	if n == 1 {
+		l.next.ServeHTTP(httptest.NewRecorder(), r)
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	l.next.ServeHTTP(w, r)
+}
+
+func TestSDKRetryDoesNotRepeatOperations(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.ctx
+	l := &lossy{next: e.handler, seen: map[string]int{}}
+	hs := httptest.NewServer(l)
+	t.Cleanup(hs.Close)
+	c, err := client.New(hs.URL, e.trainerA, client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := c.CreateTrainingClient(ctx, tinyConfig(1, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		f1, err := tc.ForwardBackward(ctx, textBatch("hello"), nil)
+		fb := result(t, f1, err)
+		if fb.PendingExamples != 1 {
+			t.Fatalf("forward_backward ran twice: %d examples pending", fb.PendingExamples)
+		}
+		f2, err := tc.OptimStep(ctx)
+		result(t, f2, err)
+	}
+	m, err := tc.DPMetrics(ctx)
+	if err != nil || m.Steps != 2 {
+		t.Fatalf("after 2 retried optim_steps: %+v, %v", m, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.seen) != 4 {
+		t.Fatalf("%d distinct idempotency keys for 4 operations", len(l.seen))
+	}
+	for k, n := range l.seen {
+		if n != 2 {
+			t.Errorf("key %s sent %d times, want 2", k, n)
+		}
 	}
 }

@@ -22,7 +22,9 @@ type TrainingClient struct {
 // CreateTrainingClient creates a training client (POST /api/v1/training_clients).
 func (c *ServiceClient) CreateTrainingClient(ctx context.Context, cfg api.TrainingConfig) (*TrainingClient, error) {
 	var out api.TrainingClient
-	if err := c.do(ctx, http.MethodPost, "/api/v1/training_clients", nil, cfg, &out); err != nil {
+	// The server does not deduplicate creations: a 5xx or a lost answer is
+	// not retried, since the client may exist.
+	if err := c.doR(ctx, repeatRefusedOnly, http.MethodPost, "/api/v1/training_clients", nil, cfg, &out); err != nil {
 		return nil, err
 	}
 	return &TrainingClient{c: c, ID: out.ID, Info: out}, nil
@@ -132,7 +134,7 @@ func (c *ServiceClient) Artifact(ctx context.Context, id string) (*api.Artifact,
 // DownloadArtifact streams an artifact's decrypted bytes. The caller closes
 // the reader. Retries happen only before the body starts.
 func (c *ServiceClient) DownloadArtifact(ctx context.Context, id string) (io.ReadCloser, error) {
-	resp, err := c.send(ctx, http.MethodGet, "/api/v1/artifacts/"+url.PathEscape(id)+"/download", nil, nil)
+	resp, err := c.send(ctx, repeatSafe, http.MethodGet, "/api/v1/artifacts/"+url.PathEscape(id)+"/download", nil, nil)
 	if err != nil {
 		return nil, err
 	}
