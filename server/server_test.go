@@ -497,6 +497,25 @@ func TestSecurityMatrix(t *testing.T) {
 		if len(arts) != 0 {
 			t.Fatalf("new tenant sees %d artifacts", len(arts))
 		}
+		// Administrative actions are audited, and the operator sees every tenant's entries.
+		var page AuditPage
+		f.must(t, 200, f.tok["op"], "GET", "/api/v1/audit?limit=1000", nil, &page)
+		ops := map[string]bool{}
+		tenants := map[string]bool{}
+		for _, e := range page.Entries {
+			ops[e.Operation+" "+e.Resource] = true
+			tenants[e.TenantID] = true
+		}
+		if !ops["admin.create_tenant "+tn.ID] || !ops["admin.create_api_key "+k.ID] || !tenants[f.tenA] || !tenants[tn.ID] {
+			t.Fatalf("operator's audit view: %v", ops)
+		}
+		for _, e := range page.Entries {
+			for _, v := range e.Details {
+				if strings.Contains(v, k.Token) {
+					t.Fatal("token in the audit log")
+				}
+			}
+		}
 	})
 }
 
@@ -705,9 +724,25 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("serve: %v", err)
 	}
 	res.Body.Close()
+	// Operations in flight at shutdown finish or are marked failed, never lost.
+	var tc api.TrainingClient
+	f.must(t, 201, f.tok["A-trainer"], "POST", "/api/v1/training_clients", tinyConfig(1, 8, 2, 100), &tc)
+	var futs []api.Future
+	for range 4 {
+		var fut api.Future
+		f.must(t, 202, f.tok["A-trainer"], "POST", "/api/v1/training_clients/"+tc.ID+"/forward_backward",
+			api.ForwardBackwardRequest{Batch: textBatch("abc", "de")}, &fut)
+		futs = append(futs, fut)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	for _, fut := range futs {
+		got, err := f.svc.GetOperation(context.Background(), f.tenA, fut.ID)
+		if err != nil || !got.Done() || got.State == api.FutureFailed && got.Error.Code != api.CodeCanceled {
+			t.Fatalf("future %s after shutdown: %+v %v", fut.ID, got, err)
+		}
 	}
 	// The service is closed: new work is refused as unavailable.
 	r := f.do(t, f.tok["A-trainer"], "POST", "/api/v1/training_clients", tinyConfig(1, 8, 2, 100))
