@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -33,7 +34,7 @@ type env struct {
 	ctx                context.Context
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB, mods ...func(*server.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -89,8 +90,12 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.revokedA = rtok
-	srv, err := server.New(server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as, OperatorTenant: op,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RateLimit: -1})
+	cfg := server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as, OperatorTenant: op,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RateLimit: -1}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +114,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) client(t *testing.T, key string) *client.ServiceClient {
+func (e *env) client(t testing.TB, key string) *client.ServiceClient {
 	t.Helper()
 	c, err := client.New(e.url, key, client.WithPollWait(10*time.Second))
 	if err != nil {
@@ -144,7 +149,7 @@ func textBatch(texts ...string) api.Batch {
 	return b
 }
 
-func result[T any](t *testing.T, f *client.Future[T], err error) *T {
+func result[T any](t testing.TB, f *client.Future[T], err error) *T {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +165,7 @@ func result[T any](t *testing.T, f *client.Future[T], err error) *T {
 
 // step runs forward_backward then optim_step through the SDK and checks
 // that dp_metrics only ever grows.
-func step(t *testing.T, tc *client.TrainingClient, prev *api.DPMetrics) *api.DPMetrics {
+func step(t testing.TB, tc *client.TrainingClient, prev *api.DPMetrics) *api.DPMetrics {
 	t.Helper()
 	ctx := context.Background()
 	f1, err := tc.ForwardBackward(ctx, textBatch("hello", "world"), nil)
@@ -438,5 +443,33 @@ func TestSDKRetryDoesNotRepeatOperations(t *testing.T) {
 		if n != 2 {
 			t.Errorf("key %s sent %d times, want 2", k, n)
 		}
+	}
+}
+
+// TestSDKHonoursServerRateLimit drives the real server's per-tenant token
+// bucket past its burst: the 429s carry Retry-After, and the SDK waits and
+// gets every answer.
+func TestSDKHonoursServerRateLimit(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.RateLimit, c.RateBurst = 5, 2 })
+	c := e.client(t, e.viewerA)
+	for i := range 4 {
+		if _, err := c.Artifacts(e.ctx); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	// Without retries the same burst is refused, with the server's advice.
+	c1, err := client.New(e.url, e.viewerA, client.WithRetryPolicy(client.RetryPolicy{MaxAttempts: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last error
+	for range 4 {
+		if _, err := c1.Artifacts(e.ctx); err != nil {
+			last = err
+		}
+	}
+	var ae *client.APIError
+	if !client.IsRateLimited(last) || !errors.As(last, &ae) || ae.RetryAfter <= 0 {
+		t.Fatalf("burst without retries: %v", last)
 	}
 }
