@@ -112,6 +112,12 @@ func New(baseURL, apiKey string, opts ...Option) (*ServiceClient, error) {
 	if u.User != nil {
 		return nil, errors.New("tensafe: base URL: must not carry credentials; pass the API key instead")
 	}
+	for i := 0; i < len(apiKey); i++ {
+		if apiKey[i] <= ' ' || apiKey[i] >= 0x7f {
+			// The key is not quoted: it is a secret even when malformed.
+			return nil, fmt.Errorf("tensafe: API key: byte %d is not printable ASCII", i)
+		}
+	}
 	c := &ServiceClient{
 		BaseURL:   strings.TrimRight(baseURL, "/"),
 		APIKey:    apiKey,

@@ -87,6 +87,44 @@ func TestNewRejectsBadBaseURL(t *testing.T) {
 	}
 }
 
+func TestNewRejectsMalformedKey(t *testing.T) {
+	for _, k := range []string{"tsk_ab\r\nX-Evil: 1", "tsk ab", "tsk_é"} {
+		_, err := New("http://127.0.0.1:1", k)
+		if err == nil {
+			t.Errorf("key %q accepted", k)
+		} else if strings.Contains(err.Error(), "tsk") {
+			t.Errorf("error quotes the key: %v", err)
+		}
+	}
+}
+
+// A ServiceClient built as a struct literal, without New, works with the
+// defaults.
+func TestStructLiteralClient(t *testing.T) {
+	var rec recorder
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := rec.add(r)
+		if s.path == "/api/v1/futures/op_1" {
+			writeJSON(w, 200, api.Future{ID: "op_1", State: api.FutureSucceeded, Result: json.RawMessage(`{"step":1}`)})
+			return
+		}
+		writeJSON(w, 200, []api.Artifact{{ID: "ar_1"}})
+	}))
+	defer srv.Close()
+	c := &ServiceClient{BaseURL: srv.URL, APIKey: testKey}
+	as, err := c.Artifacts(context.Background())
+	if err != nil || len(as) != 1 || as[0].ID != "ar_1" {
+		t.Fatalf("Artifacts = %+v, %v", as, err)
+	}
+	r, err := FutureOf[api.OptimStepResult](c, "op_1").Result(context.Background())
+	if err != nil || r.Step != 1 {
+		t.Fatalf("Result = %+v, %v", r, err)
+	}
+	if got := rec.all(); got[0].auth != "Bearer "+testKey || got[1].query != "wait=30" {
+		t.Errorf("requests %+v", got)
+	}
+}
+
 func TestErrorDecoding(t *testing.T) {
 	tests := []struct {
 		name    string
