@@ -92,6 +92,7 @@ func WithUserAgent(ua string) Option { return func(c *ServiceClient) { c.userAge
 
 // WithPollWait sets how long one long-poll of a future asks the server to
 // hold the request (the wait parameter, whole seconds, 1…60; default 30).
+// An http.Client.Timeout must be longer than this.
 func WithPollWait(d time.Duration) Option {
 	return func(c *ServiceClient) {
 		d = d.Truncate(time.Second)
@@ -171,9 +172,12 @@ func (c *ServiceClient) randN(n int64) int64 {
 
 type idemKey struct{}
 
-// WithIdempotencyKey returns a context whose next POST uses key as its
+// WithIdempotencyKey returns a context whose POSTs use key as their
 // Idempotency-Key instead of a fresh random one: a caller that persisted the
 // key can resubmit after a crash and get the first submission's future back.
+// Use the context for that one call only: every operation submitted with it
+// names the same key, so the server answers each with the first one's future
+// (or refuses it, for another kind of operation).
 func WithIdempotencyKey(ctx context.Context, key string) context.Context {
 	return context.WithValue(ctx, idemKey{}, key)
 }
