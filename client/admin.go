@@ -67,3 +67,10 @@ func (c *ServiceClient) CreateAPIKey(ctx context.Context, tenantID, role string)
 func (c *ServiceClient) RevokeAPIKey(ctx context.Context, keyID string) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/api_keys/"+url.PathEscape(keyID), nil, nil, nil)
 }
+
+// Ready reports whether the server is ready to take work (GET /readyz): nil,
+// or the *APIError of its 503 (shutting down, audit log failing). It does
+// not retry: a caller waiting for a server to come up polls it.
+func (c *ServiceClient) Ready(ctx context.Context) error {
+	return c.doR(ctx, repeatNever, http.MethodGet, "/readyz", nil, nil, nil)
+}

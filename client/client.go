@@ -206,6 +206,8 @@ const (
 	// training client, a tenant, an API key): retried only on 429, which the
 	// server answers before doing anything.
 	repeatRefusedOnly
+	// repeatNever: one try.
+	repeatNever
 )
 
 // do sends one logical request, retrying as the policy allows, and decodes a
@@ -260,6 +262,9 @@ func (c *ServiceClient) send(ctx context.Context, rep repeat, method, path strin
 		}
 	}
 	pol := c.policy()
+	if rep == repeatNever {
+		pol.MaxAttempts = 1
+	}
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		var body io.Reader

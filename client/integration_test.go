@@ -353,6 +353,9 @@ func TestSDKAdmin(t *testing.T) {
 	e := newEnv(t)
 	ctx := e.ctx
 	op := e.client(t, e.operator)
+	if err := op.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
 	tn, err := op.CreateTenant(ctx, "acme")
 	if err != nil || tn.Name != "acme" || tn.ID == "" {
 		t.Fatalf("CreateTenant = %+v, %v", tn, err)
