@@ -437,3 +437,19 @@ func TestCreationRetriedOnlyWhenRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestReadyTriesOnce(t *testing.T) {
+	var rec recorder
+	c, waits := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
+		rec.add(r)
+		writeErr(w, 503, api.CodeUnavailable, "shutting down", "")
+	})
+	err := c.Ready(context.Background())
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != api.CodeUnavailable {
+		t.Fatalf("err = %v", err)
+	}
+	if got := rec.all(); len(got) != 1 || got[0].path != "/readyz" || len(*waits) != 0 {
+		t.Errorf("requests %+v, waits %v", got, *waits)
+	}
+}
