@@ -28,8 +28,11 @@ type RetryPolicy struct {
 	MaxDelay  time.Duration
 }
 
-// DefaultRetryPolicy is used unless WithRetryPolicy says otherwise.
-var DefaultRetryPolicy = RetryPolicy{MaxAttempts: 5, BaseDelay: 200 * time.Millisecond, MaxDelay: 10 * time.Second}
+// DefaultRetryPolicy is used unless WithRetryPolicy says otherwise: 5
+// tries, waits capped at 200 ms doubling to 10 s.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 5, BaseDelay: 200 * time.Millisecond, MaxDelay: 10 * time.Second}
+}
 
 // backoff is the jittered wait before retry number n (1-based), at least
 // retryAfter.
@@ -122,7 +125,7 @@ func New(baseURL, apiKey string, opts ...Option) (*ServiceClient, error) {
 	c := &ServiceClient{
 		BaseURL:   strings.TrimRight(baseURL, "/"),
 		APIKey:    apiKey,
-		retry:     DefaultRetryPolicy,
+		retry:     DefaultRetryPolicy(),
 		userAgent: "tensafe-go-sdk/1",
 		pollWait:  30 * time.Second,
 	}
@@ -141,7 +144,7 @@ func (c *ServiceClient) httpClient() *http.Client {
 
 func (c *ServiceClient) policy() RetryPolicy {
 	if c.retry.MaxAttempts == 0 {
-		return DefaultRetryPolicy
+		return DefaultRetryPolicy()
 	}
 	return c.retry
 }
