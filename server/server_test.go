@@ -617,7 +617,7 @@ func TestBadInput400(t *testing.T) {
 }
 
 func TestRateLimit429(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.RateLimit, c.RateBurst = 0.5, 3 })
+	f := newFixture(t, func(c *Config) { c.RateLimit, c.RateBurst = 0.01, 3 })
 	for i := range 3 {
 		f.must(t, 200, f.tok["A-viewer"], "GET", "/api/v1/artifacts", nil, nil)
 		_ = i
