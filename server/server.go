@@ -61,6 +61,12 @@ const (
 	defaultShutdownGrace = 30 * time.Second
 )
 
+// CodeMethodNotAllowed is the error code of a 405: the path exists, the
+// method does not (the Allow header lists those that do). It is the one code
+// of the envelope that package api does not define, because no service error
+// maps to it.
+const CodeMethodNotAllowed = "method_not_allowed"
+
 // Config configures a Server.
 type Config struct {
 	// Service runs the training API. Required.
@@ -234,6 +240,19 @@ func (s *Server) register() {
 	}))
 	// Anything else answers in the envelope too.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{"GET", "POST", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pat := s.mux.Handler(probe); pat != "/" && pat != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.writeError(w, r, http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed here; use "+strings.Join(allow, " or "), "")
+			return
+		}
 		s.writeError(w, r, http.StatusNotFound, api.CodeNotFound, "no such route", "")
 	})
 }

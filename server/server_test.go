@@ -720,6 +720,9 @@ func TestRequestIDHealthMetrics(t *testing.T) {
 	if res := f.do(t, "", "GET", "/nope", nil); res.code != 404 || res.envelope(t).Code != api.CodeNotFound {
 		t.Fatalf("unknown route %d", res.code)
 	}
+	if res := f.do(t, "", "PUT", "/api/v1/training_clients", nil); res.code != 405 || res.hdr.Get("Allow") != "POST" {
+		t.Fatalf("wrong method: %d %q %s", res.code, res.hdr.Get("Allow"), res.body)
+	}
 }
 
 func TestGracefulShutdown(t *testing.T) {
