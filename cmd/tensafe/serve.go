@@ -40,6 +40,7 @@ type serveOptions struct {
 	rateLimit               float64
 	maxConcurrent           int
 	grace                   time.Duration
+	logger                  *slog.Logger // nil: JSON lines on stderr
 }
 
 func newServeCmd() *cobra.Command {
@@ -75,7 +76,10 @@ gracefully: requests in flight finish, queued operations finish or are marked fa
 // runServe serves until ctx is done. ready, when set, is called with the
 // listening address once requests are accepted.
 func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(addr string)) (err error) {
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("serve: data dir: %w", err)
 	}
