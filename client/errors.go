@@ -129,29 +129,6 @@ func codeForStatus(status int) string {
 	return api.CodeInternal
 }
 
-// statusForCode is the HTTP status an envelope code is answered with.
-func statusForCode(code string) int {
-	switch code {
-	case api.CodeInvalidArgument:
-		return http.StatusBadRequest
-	case api.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case api.CodePermissionDenied:
-		return http.StatusForbidden
-	case api.CodeNotFound:
-		return http.StatusNotFound
-	case api.CodePrivacyBudgetExceeded, api.CodeFailedPrecondition, api.CodeConflict:
-		return http.StatusConflict
-	case api.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case api.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case api.CodeUnavailable, api.CodeServerRestarted, api.CodeCanceled:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 // maxMessage bounds a message quoted from a body that was not an envelope.
 const maxMessage = 256
 

@@ -100,7 +100,7 @@ func decodeResult[T any](st *api.Future) (*T, error) {
 				ae.Code = api.CodeInternal
 			}
 		}
-		ae.Status = statusForCode(ae.Code)
+		ae.Status = api.HTTPStatus(ae.Code)
 		return nil, &FutureError{FutureID: st.ID, Kind: st.Kind, Err: ae}
 	}
 	if st.State != api.FutureSucceeded {

@@ -46,7 +46,7 @@ func FuzzHandlerDecode(f *testing.F) {
 		}
 		if w.Code >= 400 {
 			var e api.ErrorResponse
-			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error.Code == "" || statusOf(e.Error.Code) != w.Code {
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error.Code == "" || api.HTTPStatus(e.Error.Code) != w.Code {
 				t.Fatalf("POST %s: status %d with body %s", target, w.Code, w.Body.Bytes())
 			}
 			if w.Code == http.StatusBadRequest && e.Error.Code != api.CodeInvalidArgument {

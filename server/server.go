@@ -416,34 +416,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal
 	}, true
 }
 
-// statusOf maps an api error code to its HTTP status.
-func statusOf(code string) int {
-	switch code {
-	case api.CodeInvalidArgument:
-		return http.StatusBadRequest
-	case api.CodeUnauthenticated:
-		return http.StatusUnauthorized
-	case api.CodePermissionDenied:
-		return http.StatusForbidden
-	case api.CodeNotFound:
-		return http.StatusNotFound
-	case api.CodePrivacyBudgetExceeded, api.CodeFailedPrecondition, api.CodeConflict:
-		return http.StatusConflict
-	case api.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case api.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case api.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 // writeErr writes err in the envelope. Internal errors get a generic message;
 // their detail goes to the log with the request id.
 func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	code, field := service.CodeOf(err)
-	status := statusOf(code)
+	status := api.HTTPStatus(code)
 	msg := err.Error()
 	var de *api.DecodeError
 	if errors.As(err, &de) {
