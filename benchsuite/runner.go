@@ -290,3 +290,15 @@ func FormatMS(ms float64) string {
 		return fmt.Sprintf("%.4f", ms)
 	}
 }
+
+// Progress starts a progress bar of n steps for work timed outside Measure
+// (measurements that alternate, for instance): tick advances it, done
+// clears it. Without a progress writer both do nothing.
+func (r *Runner) Progress(desc string, n int) (tick, done func()) {
+	if r.progress == nil || n < 1 {
+		return func() {}, func() {}
+	}
+	bar := r.bar(Spec{Name: desc, N: max(n, 5)})
+	bar.ChangeMax(n)
+	return func() { _ = bar.Add(1) }, func() { _ = bar.Finish() }
+}

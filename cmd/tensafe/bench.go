@@ -23,8 +23,20 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure TenSafe's components on this machine",
+		Long: `bench measures TenSafe's components with the real packages and writes p50, p95 and
+mean for each, with the machine's description, as JSON and Markdown under
+reports/bench/<id>/ (--out). 'bench all --quick' runs the whole suite in a few
+minutes; 'bench comparison' runs the same training with and without the privacy
+features, alternating, and reports the ratios.`,
 	}
+	groups := suiteGroups()
 	cmd.AddCommand(newBenchEngineCmd())
+	for _, g := range groups {
+		if g.name != "engine" {
+			cmd.AddCommand(newBenchSuiteCmd(g, groups))
+		}
+	}
+	cmd.AddCommand(newBenchSuiteCmd(benchGroup{name: "all"}, groups), newBenchComparisonCmd())
 	return cmd
 }
 
@@ -90,15 +102,26 @@ func summarize(ms []float64) stats {
 
 func newBenchEngineCmd() *cobra.Command {
 	var o engineBenchOptions
+	var so suiteOptions
 	cmd := &cobra.Command{
 		Use:   "engine",
 		Short: "Time DP and plain training steps, the matmul-gradient fix and KV-cache generation",
 		Long: `engine times a full training step (forward_backward + optim_step) with DP-SGD and without,
 on a model shape (tiny = tensafe-tiny, tiny-llama = the fixture's shape, small = h1024/8 layers,
 llama-1b = Llama-3.2-1B's shape), with random weights. Set GOMLX_BACKEND=xla:cuda in a -tags xla
-build to run on a GPU.`,
+build to run on a GPU.
+
+With --out or --quick it runs the suite's engine part instead (forward_backward,
+optim_step and sample with and without DP, alternating, the derived clipping
+and noise costs) and writes the report under <out>/<id>/.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("out") || so.quick {
+				so.shape, so.batch, so.seq = o.shape, o.batch, o.seq
+				groups := suiteGroups()
+				_, err := runSuite(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), "tensafe bench engine"+quickFlag(so.quick), groups[:1], so)
+				return err
+			}
 			rep, err := runEngineBench(cmd.Context(), cmd.ErrOrStderr(), o)
 			if err != nil {
 				return err
@@ -122,6 +145,7 @@ build to run on a GPU.`,
 	f.IntVar(&o.genTokens, "gen-tokens", 0, "also time generation of this many tokens with and without the KV cache (0: skip)")
 	f.BoolVar(&o.matmulCompare, "matmul-compare", false, "also time the DP step with GoMLX v0.26.0's stock DotGeneral gradient")
 	f.BoolVar(&o.asJSON, "json", false, "print JSON")
+	addSuiteFlags(cmd, &so)
 	return cmd
 }
 
