@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs the Python SDK's tests (sdk/python/tests, stdlib unittest) against a
+# real `tensafe serve`, which the tests start on a loopback port in a
+# temporary data dir. This script builds that binary with `go build` into a
+# temporary dir and passes it as $TENSAFE_BIN.
+#
+# Python: the first python3 ≥ 3.9 on PATH (or $PYTHON); when there is none,
+# Debian's python3 is installed with apt-get. The SDK and its tests use the
+# standard library only: nothing is fetched from PyPI. When setuptools and
+# wheel are importable, the package is also installed into a throwaway venv
+# (pip install --no-build-isolation --no-index) to check that it packages.
+#
+# Any failure fails the run, with a message saying what failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "python-tests: FAIL: $*" >&2; exit 1; }
+
+py_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' 2>/dev/null; }
+
+PY="${PYTHON:-}"
+if [ -n "$PY" ]; then
+  py_ok "$PY" || fail "\$PYTHON=$PY is not a Python ≥ 3.9"
+else
+  for c in python3 python3.13 python3.12 python3.11 python3.10 python3.9 /usr/bin/python3; do
+    if command -v "$c" >/dev/null 2>&1 && py_ok "$c"; then PY="$c"; break; fi
+  done
+fi
+if [ -z "$PY" ]; then
+  echo "python-tests: no python3 ≥ 3.9 found; installing Debian's python3 with apt-get"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq || fail "apt-get update"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 >/dev/null || fail "apt-get install python3"
+  PY=/usr/bin/python3
+  py_ok "$PY" || fail "Debian's python3 is older than 3.9"
+fi
+echo "python-tests: using $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "python-tests: go build ./cmd/tensafe"
+go build -o "$tmp/tensafe" ./cmd/tensafe || fail "go build ./cmd/tensafe"
+export TENSAFE_BIN="$tmp/tensafe"
+
+PKGPY=""
+for c in "$PY" /usr/bin/python3; do
+  if [ -x "$(command -v "$c" 2>/dev/null)" ] && py_ok "$c" && "$c" -c 'import setuptools, wheel' 2>/dev/null; then PKGPY="$c"; break; fi
+done
+if [ -n "$PKGPY" ]; then
+  echo "python-tests: packaging check with $PKGPY (pip install --no-build-isolation --no-index ./sdk/python into a venv)"
+  "$PKGPY" -m venv --system-site-packages "$tmp/venv" || fail "python -m venv"
+  "$tmp/venv/bin/python" -m pip install -q --no-build-isolation --no-index ./sdk/python || fail "pip install ./sdk/python"
+  (cd "$tmp" && "$tmp/venv/bin/python" -c '
+import os, tensafe
+d = os.path.dirname(tensafe.__file__)
+assert os.path.exists(os.path.join(d, "py.typed")), "py.typed is not installed"
+assert "site-packages" in d, d
+print("python-tests: installed", tensafe.__version__, "at", d)
+') || fail "the installed package does not import"
+else
+  echo "python-tests: packaging check skipped: no Python ≥ 3.9 here has both setuptools and wheel (Debian: python3-setuptools python3-wheel)"
+fi
+
+echo "python-tests: unittest (sdk/python/tests)"
+cd sdk/python/tests
+PYTHONPATH="$(cd ../src && pwd)" "$PY" -m unittest discover -s . -p 'test_*.py' -v || fail "Python SDK tests"
+echo "python-tests: ok"

@@ -1,0 +1,546 @@
+"""ServiceClient and TrainingClient: the training API of docs/API.md from Python.
+
+A :class:`ServiceClient` talks to one server as one tenant's API key; a
+:class:`TrainingClient` is one DP LoRA training session on it. Training
+operations (``forward_backward``, ``forward``, ``optim_step``) return a
+:class:`~tensafe.futures.FutureHandle` at once, so a caller can submit the
+next batch while the server works; ``sample``, ``save_state`` and
+``load_state`` wait and return their result. Every method has an ``*_async``
+twin for asyncio code that awaits the final result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import ssl
+import threading
+import urllib.parse
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence as Seq,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from . import errors
+from ._transport import NEVER, REFUSED_ONLY, RetryPolicy, Transport
+from .futures import POLL_WAIT, FutureHandle
+from .types import (
+    APIKey,
+    Artifact,
+    AuditEntry,
+    AuditPage,
+    DPMetrics,
+    ForwardBackwardResult,
+    ForwardResult,
+    LoadStateResult,
+    LossLike,
+    OptimStepResult,
+    SampleResult,
+    SamplingParams,
+    SaveStateResult,
+    Sequence,
+    Tenant,
+    TINY_MODEL,
+    TokenizeResult,
+    TrainingClientInfo,
+    TrainingConfig,
+    from_dict,
+    loss_dict,
+)
+
+__all__ = ["ServiceClient", "TrainingClient", "Batch", "Prompt", "CustomLossFn"]
+
+T = TypeVar("T")
+
+Batch = Mapping[str, Any]
+"""A batch: ``{"input_ids": [[...]], "labels": [[...]], ...}`` (docs/API.md, Batch).
+
+Values may be lists or anything with ``tolist()`` (NumPy arrays, tensors)."""
+
+Prompt = Union[str, Seq[int]]
+"""A prompt: text (encoded by the server's tokenizer) or token ids."""
+
+CustomLossFn = Callable[[List[List[float]]], Tuple[Seq[float], Seq[Seq[float]]]]
+"""``loss_fn(logprobs) -> (losses, grads)``: per-example losses and d loss / d logprob per token."""
+
+
+def _listify(v: Any) -> Any:
+    if hasattr(v, "tolist") and callable(v.tolist):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_listify(x) for x in v]
+    return v
+
+
+def _batch_dict(batch: Batch) -> Dict[str, Any]:
+    if not isinstance(batch, Mapping):
+        raise TypeError("batch: must be a mapping such as {'input_ids': [[...]], 'labels': [[...]]}")
+    out: Dict[str, Any] = {}
+    for k, v in batch.items():
+        if not isinstance(k, str):
+            raise TypeError("batch: keys must be strings")
+        if v is None:
+            continue
+        out[k] = _listify(v)
+    return out
+
+
+def _pid(id: str, what: str) -> str:
+    if not isinstance(id, str) or not id:
+        raise ValueError("%s: must be a non-empty string" % what)
+    return urllib.parse.quote(id, safe="")
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+class ServiceClient:
+    """A client of one TenSafe server, as one API key.
+
+    ``ServiceClient("http://127.0.0.1:8080", api_key)``; ``api_key`` None reads
+    the ``TENSAFE_API_KEY`` environment variable. The key is sent only as
+    ``Authorization: Bearer`` and never appears in errors or reprs.
+
+    Requests are retried on 429, 5xx and lost connections with jittered
+    exponential backoff (``retry``); submissions carry an idempotency key, so a
+    retried submission never runs twice.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8080",
+        api_key: Optional[str] = None,
+        *,
+        retry: Optional[RetryPolicy] = None,
+        timeout: float = 60.0,
+        poll_wait: float = POLL_WAIT,
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("TENSAFE_API_KEY", "").strip()
+        if not api_key:
+            raise ValueError("api_key: required (or set TENSAFE_API_KEY)")
+        self._t = Transport(base_url, api_key, retry=retry, timeout=timeout, ssl_context=ssl_context)
+        self._poll_wait = poll_wait
+        self.base_url = self._t.base_url
+
+    def __repr__(self) -> str:
+        return "ServiceClient(%r)" % self.base_url
+
+    # -- training clients --------------------------------------------------
+
+    def create_training_client(self, config: Union[TrainingConfig, Mapping[str, Any]]) -> "TrainingClient":
+        """Create a training client (POST /api/v1/training_clients).
+
+        Not retried on 5xx or a lost answer: the server does not deduplicate
+        creations, so the client might exist.
+        """
+        body = config.to_dict() if isinstance(config, TrainingConfig) else dict(config)
+        info = from_dict(TrainingClientInfo, self._t.request("POST", "/api/v1/training_clients", body=body, mode=REFUSED_ONLY))
+        return TrainingClient(self, info)
+
+    def get_training_client(self, client_id: str) -> "TrainingClient":
+        """An existing training client by id (NotFound for a missing one or another tenant's)."""
+        info = from_dict(TrainingClientInfo, self._t.request("GET", "/api/v1/training_clients/" + _pid(client_id, "client_id")))
+        return TrainingClient(self, info)
+
+    def future(self, future_id: str, decode: Callable[[Any], T] = lambda r: r) -> FutureHandle[T]:
+        """Resume waiting on an operation submitted earlier (for example by another process)."""
+        st = self._t.request("GET", "/api/v1/futures/" + _pid(future_id, "future_id"))
+        return FutureHandle(self._t, st, decode, poll_wait=self._poll_wait)
+
+    # -- artifacts -----------------------------------------------------------
+
+    def list_artifacts(self) -> List[Artifact]:
+        """The tenant's artifacts (encrypted checkpoints)."""
+        out = self._t.request("GET", "/api/v1/artifacts")
+        if not isinstance(out, list):
+            raise errors.MalformedResponse("tensafe: artifacts: want a JSON array")
+        return [from_dict(Artifact, a) for a in out]
+
+    def get_artifact(self, artifact_id: str) -> Artifact:
+        """One artifact's description."""
+        return from_dict(Artifact, self._t.request("GET", "/api/v1/artifacts/" + _pid(artifact_id, "artifact_id")))
+
+    def download_artifact(self, artifact_id: str) -> bytes:
+        """The decrypted checkpoint bytes (audited; the server checks the content hash before sending)."""
+        return self._t.request("GET", "/api/v1/artifacts/%s/download" % _pid(artifact_id, "artifact_id"), raw=True)
+
+    # -- audit ---------------------------------------------------------------
+
+    def audit_logs(self, after: Optional[int] = None, limit: Optional[int] = None) -> AuditPage:
+        """One page of the tenant's audit entries with seq > ``after`` (None: from the start)."""
+        q: Dict[str, Any] = {}
+        if after is not None and after >= 0:
+            q["after"] = int(after)
+        if limit:
+            q["limit"] = int(limit)
+        d = self._t.request("GET", "/api/v1/audit", query=q)
+        if not isinstance(d, dict) or not isinstance(d.get("entries"), list):
+            raise errors.MalformedResponse("tensafe: audit: unexpected answer")
+        nxt = d.get("next_after", -1)
+        if after is not None and nxt < after:
+            nxt = after
+        return AuditPage(entries=[from_dict(AuditEntry, e) for e in d["entries"]], next_after=nxt)
+
+    def iter_audit_logs(self, after: Optional[int] = None, page_size: int = 1000) -> Iterator[AuditEntry]:
+        """Every audit entry of the tenant after ``after``, page by page."""
+        cur = -1 if after is None else after
+        while True:
+            page = self.audit_logs(cur, page_size)
+            yield from page.entries
+            if page.next_after <= cur:
+                return
+            cur = page.next_after
+
+    def verify_audit(self) -> Dict[str, Any]:
+        """Ask the server to verify its audit log's hash chain and signed checkpoints.
+
+        A log that does not verify is an answer (``verified`` False, ``error`` set), not an exception.
+        """
+        return self._t.request("GET", "/api/v1/audit/verify")
+
+    # -- tokenizer -----------------------------------------------------------
+
+    def tokenize(self, texts: Seq[str], model: str = TINY_MODEL, add_special_tokens: bool = False) -> TokenizeResult:
+        """Token ids of ``texts`` under ``model``'s tokenizer (special-token text stays text)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        body = {"model": model, "texts": list(texts), "add_special_tokens": bool(add_special_tokens)}
+        return from_dict(TokenizeResult, self._t.request("POST", "/api/v1/tokenize", body=body))
+
+    def detokenize(self, input_ids: Seq[Seq[int]], model: str = TINY_MODEL) -> List[str]:
+        """Texts of token id sequences under ``model``'s tokenizer."""
+        body = {"model": model, "input_ids": _listify(input_ids)}
+        d = self._t.request("POST", "/api/v1/detokenize", body=body)
+        if not isinstance(d, dict) or not isinstance(d.get("texts"), list):
+            raise errors.MalformedResponse("tensafe: detokenize: unexpected answer")
+        return list(d["texts"])
+
+    # -- administration ------------------------------------------------------
+
+    def create_tenant(self, name: str) -> Tenant:
+        """Create a tenant (an operator admin key: the one ``tensafe serve`` writes to <data-dir>/admin.key)."""
+        return from_dict(Tenant, self._t.request("POST", "/api/v1/tenants", body={"name": name}, mode=REFUSED_ONLY))
+
+    def create_api_key(self, tenant_id: str, role: str = "trainer") -> APIKey:
+        """Create an API key of a tenant with role admin, trainer or viewer. Keep ``.token``: it is shown once."""
+        path = "/api/v1/tenants/%s/api_keys" % _pid(tenant_id, "tenant_id")
+        return from_dict(APIKey, self._t.request("POST", path, body={"role": role}, mode=REFUSED_ONLY))
+
+    def revoke_api_key(self, key_id: str) -> None:
+        """Revoke an API key; requests with it answer 401 from then on."""
+        self._t.request("DELETE", "/api/v1/api_keys/" + _pid(key_id, "key_id"))
+
+    def ready(self) -> None:
+        """Return if the server is ready to take work (GET /readyz); raise otherwise. One try."""
+        self._t.request("GET", "/readyz", mode=NEVER)
+
+    # -- asyncio twins -------------------------------------------------------
+
+    async def create_training_client_async(self, config: Union[TrainingConfig, Mapping[str, Any]]) -> "TrainingClient":
+        return await _in_thread(self.create_training_client, config)
+
+    async def get_training_client_async(self, client_id: str) -> "TrainingClient":
+        return await _in_thread(self.get_training_client, client_id)
+
+    async def list_artifacts_async(self) -> List[Artifact]:
+        return await _in_thread(self.list_artifacts)
+
+    async def audit_logs_async(self, after: Optional[int] = None, limit: Optional[int] = None) -> AuditPage:
+        return await _in_thread(self.audit_logs, after, limit)
+
+    async def tokenize_async(self, texts: Seq[str], model: str = TINY_MODEL, add_special_tokens: bool = False) -> TokenizeResult:
+        return await _in_thread(self.tokenize, texts, model, add_special_tokens)
+
+
+def _decode_sample(prompt_index: int) -> Callable[[Any], List[Sequence]]:
+    def decode(r: Any) -> List[Sequence]:
+        if not isinstance(r, dict) or not isinstance(r.get("sequences"), list):
+            raise errors.MalformedResponse("tensafe: sample: unexpected result")
+        out = []
+        for s in r["sequences"]:
+            seq = from_dict(Sequence, s)
+            seq.prompt_index = prompt_index
+            out.append(seq)
+        return out
+
+    return decode
+
+
+def _decoder(cls: Any) -> Callable[[Any], Any]:
+    return lambda r: from_dict(cls, r)
+
+
+class TrainingClient:
+    """One DP LoRA training session on the server (made by ``ServiceClient.create_training_client``).
+
+    The server runs one client's operations in submission order. Reads
+    (``get_dp_metrics``, ``refresh``) first wait for the operations this object
+    submitted, so ``tc.optim_step(); tc.get_dp_metrics()`` sees the step.
+    """
+
+    def __init__(self, service: ServiceClient, info: TrainingClientInfo) -> None:
+        if not info.id:
+            raise errors.MalformedResponse("tensafe: training client without an id")
+        self.service = service
+        self._t = service._t
+        self.id = info.id
+        self.info = info
+        self._lock = threading.Lock()
+        self._pending: List[FutureHandle[Any]] = []
+
+    def __repr__(self) -> str:
+        return "TrainingClient(id=%r, base_model=%r)" % (self.id, self.info.base_model)
+
+    def _path(self, op: str = "") -> str:
+        p = "/api/v1/training_clients/" + _pid(self.id, "client id")
+        return p + "/" + op if op else p
+
+    def _submit(self, op: str, body: Any, decode: Callable[[Any], T], idempotency_key: Optional[str]) -> FutureHandle[T]:
+        st = self._t.request("POST", self._path(op), body=body, idempotency_key=idempotency_key)
+        h: FutureHandle[T] = FutureHandle(self._t, st, decode, poll_wait=self.service._poll_wait)
+        with self._lock:
+            self._pending = [p for p in self._pending if not p._finished()]
+            self._pending.append(h)
+        return h
+
+    def _settle(self) -> None:
+        """Wait until every operation this object submitted has finished (failures are the handles' to report)."""
+        with self._lock:
+            pending = list(self._pending)
+        for h in pending:
+            h.wait()
+        with self._lock:
+            self._pending = [p for p in self._pending if not p._finished()]
+
+    # -- training ----------------------------------------------------------
+
+    def forward_backward(
+        self,
+        batch: Batch,
+        loss: LossLike = None,
+        *,
+        loss_kwargs: Optional[Mapping[str, Any]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> FutureHandle[ForwardBackwardResult]:
+        """Submit a forward and backward pass; per-example gradients are clipped and accumulated.
+
+        ``loss`` is a server loss name (``"token_ce"``, ``"importance_sampling"``,
+        ``"ppo"``…), a LossSpec or a dict; None uses the client's default.
+        """
+        body: Dict[str, Any] = {"batch": _batch_dict(batch)}
+        ld = loss_dict(loss, loss_kwargs)
+        if ld is not None:
+            body["loss"] = ld
+        return self._submit("forward_backward", body, _decoder(ForwardBackwardResult), idempotency_key)
+
+    def forward(
+        self,
+        batch: Batch,
+        loss: LossLike = None,
+        *,
+        loss_kwargs: Optional[Mapping[str, Any]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> FutureHandle[ForwardResult]:
+        """Submit a forward pass: per-token log-probabilities and per-example losses, no gradients."""
+        body: Dict[str, Any] = {"batch": _batch_dict(batch)}
+        ld = loss_dict(loss, loss_kwargs)
+        if ld is not None:
+            body["loss"] = ld
+        return self._submit("forward", body, _decoder(ForwardResult), idempotency_key)
+
+    def forward_backward_custom(
+        self,
+        batch: Batch,
+        loss_fn: CustomLossFn,
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> FutureHandle[ForwardBackwardResult]:
+        """A client-side loss over the logprobs of ``forward``, backpropagated by the server under DP.
+
+        ``loss_fn(logprobs)`` gets the per-token log-probabilities ([B][T], aligned
+        with ``input_ids`` as ``forward`` returns them) and returns ``(losses,
+        grads)``: one loss per example (reported back only) and d loss_i / d
+        logprob_t per token, same shape as ``logprobs``. The server
+        backpropagates Σ_t g_t·logp_t per example, clips and accumulates like
+        ``forward_backward``, so the update is as private as any other.
+        """
+        b = _batch_dict(batch)
+        fwd = self.forward(b).result()
+        out = loss_fn(fwd.logprobs)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError("loss_fn: must return (losses, grads)")
+        losses, grads = _listify(out[0]), _listify(out[1])
+        ids = b.get("input_ids") or []
+        if not isinstance(grads, list) or len(grads) != len(ids):
+            raise ValueError("loss_fn: grads must have one row per example (%d)" % len(ids))
+        for i, (g, row) in enumerate(zip(grads, ids)):
+            if not isinstance(g, list) or len(g) != len(row):
+                raise ValueError("loss_fn: grads[%d] must have one value per token (%d)" % (i, len(row)))
+        body: Dict[str, Any] = {"batch": b, "logprob_grads": grads}
+        if losses is not None:
+            body["losses"] = [float(x) for x in losses]
+        return self._submit("forward_backward_custom", body, _decoder(ForwardBackwardResult), idempotency_key)
+
+    def optim_step(self, *, idempotency_key: Optional[str] = None) -> FutureHandle[OptimStepResult]:
+        """Submit a DP optimizer step: Gaussian noise on the accumulated clipped gradients, then AdamW.
+
+        Raises PrivacyBudgetExceeded at once when the step (after those already
+        queued) would exceed the budget; nothing is queued then.
+        """
+        return self._submit("optim_step", {}, _decoder(OptimStepResult), idempotency_key)
+
+    def sample(
+        self,
+        prompts: Union[Prompt, Seq[Prompt]],
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        top_k: Optional[int] = None,
+        stop: Optional[Seq[str]] = None,
+        n: Optional[int] = None,
+        seed: Optional[int] = None,
+        *,
+        sampling_params: Optional[SamplingParams] = None,
+        stop_token_ids: Optional[Seq[int]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> SampleResult:
+        """Generate from the current adapter: ``n`` sequences per prompt, in prompt order.
+
+        A prompt is text (the server's tokenizer encodes it; special-token text
+        stays text) or a list of token ids; ``prompts`` is one prompt or a list.
+        Keyword settings override ``sampling_params`` (default SamplingParams()).
+        """
+        p = sampling_params.to_dict() if sampling_params is not None else SamplingParams().to_dict()
+        for k, v in (("max_tokens", max_tokens), ("temperature", temperature), ("top_p", top_p), ("top_k", top_k), ("n", n), ("seed", seed)):
+            if v is not None:
+                p[k] = v
+        if stop is not None:
+            p["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        if stop_token_ids is not None:
+            p["stop_token_ids"] = list(stop_token_ids)
+        pl = _listify(prompts)
+        if isinstance(pl, str) or (isinstance(pl, list) and pl and isinstance(pl[0], int)):
+            plist: List[Any] = [pl]
+        elif isinstance(pl, list):
+            plist = pl
+        else:
+            raise TypeError("prompts: must be a text, a list of token ids, or a list of those")
+        if not plist:
+            raise ValueError("prompts: at least one prompt")
+        handles = []
+        for i, pr in enumerate(plist):
+            body = dict(p)
+            if isinstance(pr, str):
+                body["prompt"] = pr
+            else:
+                body["prompt_tokens"] = [int(x) for x in _listify(pr)]
+            key = None if idempotency_key is None else "%s.%d" % (idempotency_key, i)
+            handles.append(self._submit("sample", body, _decode_sample(i), key))
+        seqs: List[Sequence] = []
+        for h in handles:
+            seqs.extend(h.result())
+        return SampleResult(sequences=seqs)
+
+    # -- checkpoints -------------------------------------------------------
+
+    def save_state(
+        self,
+        name: Optional[str] = None,
+        include_optimizer: bool = True,
+        metadata: Optional[Mapping[str, Any]] = None,
+        *,
+        idempotency_key: Optional[str] = None,
+    ) -> SaveStateResult:
+        """Save an encrypted checkpoint (AES-256-GCM under the tenant's key) and return its artifact.
+
+        ``include_optimizer`` False leaves out the AdamW moments (load_state then
+        starts them at zero); ``metadata`` (a JSON object ≤ 64 KiB) is stored inside
+        the encrypted checkpoint and returned by load_state. Fails with
+        FailedPrecondition while un-noised gradients are pending (call optim_step).
+        """
+        body: Dict[str, Any] = {}
+        if name:
+            body["name"] = name
+        if not include_optimizer:
+            body["include_optimizer"] = False
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise TypeError("metadata: must be a JSON object (a mapping)")
+            body["metadata"] = dict(metadata)
+        return self._submit("save_state", body, _decoder(SaveStateResult), idempotency_key).result()
+
+    def load_state(self, artifact_id: str, *, idempotency_key: Optional[str] = None) -> LoadStateResult:
+        """Restore a checkpoint (adapter, optimizer, accountant and config) into this client."""
+        body = {"artifact_id": artifact_id}
+        return self._submit("load_state", body, _decoder(LoadStateResult), idempotency_key).result()
+
+    # -- reads -------------------------------------------------------------
+
+    def refresh(self) -> TrainingClientInfo:
+        """The client as the server describes it now (after this object's operations finished)."""
+        self._settle()
+        self.info = from_dict(TrainingClientInfo, self._t.request("GET", self._path()))
+        return self.info
+
+    def get_dp_metrics(self) -> DPMetrics:
+        """Privacy spent and left: epsilon_spent, epsilon_remaining, delta, steps, …"""
+        self._settle()
+        return from_dict(DPMetrics, self._t.request("GET", self._path("dp_metrics")))
+
+    def dp_certificate(self) -> Dict[str, Any]:
+        """The client's DP certificate (docs/DP_CERTIFICATE.md), computed from its stored accountant."""
+        self._settle()
+        return self._t.request("GET", self._path("dp_certificate"))
+
+    def audit_logs(self) -> List[AuditEntry]:
+        """The audit entries about this client (metadata only: never tokens, texts or keys)."""
+        self._settle()
+        return [e for e in self.service.iter_audit_logs() if e.resource == self.id]
+
+    def delete(self) -> None:
+        """Delete the client (its artifacts stay)."""
+        self._t.request("DELETE", self._path())
+
+    # -- asyncio twins: each awaits the final result -------------------------
+
+    async def forward_backward_async(self, batch: Batch, loss: LossLike = None, **kw: Any) -> ForwardBackwardResult:
+        return await _in_thread(lambda: self.forward_backward(batch, loss, **kw).result())
+
+    async def forward_async(self, batch: Batch, loss: LossLike = None, **kw: Any) -> ForwardResult:
+        return await _in_thread(lambda: self.forward(batch, loss, **kw).result())
+
+    async def forward_backward_custom_async(self, batch: Batch, loss_fn: CustomLossFn, **kw: Any) -> ForwardBackwardResult:
+        return await _in_thread(lambda: self.forward_backward_custom(batch, loss_fn, **kw).result())
+
+    async def optim_step_async(self, **kw: Any) -> OptimStepResult:
+        return await _in_thread(lambda: self.optim_step(**kw).result())
+
+    async def sample_async(self, prompts: Union[Prompt, Seq[Prompt]], *args: Any, **kw: Any) -> SampleResult:
+        return await _in_thread(self.sample, prompts, *args, **kw)
+
+    async def save_state_async(self, name: Optional[str] = None, include_optimizer: bool = True,
+                               metadata: Optional[Mapping[str, Any]] = None, **kw: Any) -> SaveStateResult:
+        return await _in_thread(self.save_state, name, include_optimizer, metadata, **kw)
+
+    async def load_state_async(self, artifact_id: str, **kw: Any) -> LoadStateResult:
+        return await _in_thread(self.load_state, artifact_id, **kw)
+
+    async def get_dp_metrics_async(self) -> DPMetrics:
+        return await _in_thread(self.get_dp_metrics)
+
+    async def audit_logs_async(self) -> List[AuditEntry]:
+        return await _in_thread(self.audit_logs)
