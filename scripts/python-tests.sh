@@ -51,7 +51,9 @@ done
 if [ -n "$PKGPY" ]; then
   echo "python-tests: packaging check with $PKGPY (pip install --no-build-isolation --no-index ./sdk/python into a venv)"
   "$PKGPY" -m venv --system-site-packages "$tmp/venv" || fail "python -m venv"
-  "$tmp/venv/bin/python" -m pip install -q --no-build-isolation --no-index ./sdk/python || fail "pip install ./sdk/python"
+  # From a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+  mkdir "$tmp/pkg" && cp -R sdk/python/pyproject.toml sdk/python/README.md sdk/python/src "$tmp/pkg/"
+  "$tmp/venv/bin/python" -m pip install -q --no-build-isolation --no-index "$tmp/pkg" || fail "pip install ./sdk/python"
   (cd "$tmp" && "$tmp/venv/bin/python" -c '
 import os, tensafe
 d = os.path.dirname(tensafe.__file__)

@@ -384,12 +384,12 @@ class TrainingClient:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("loss_fn: must return (losses, grads)")
         losses, grads = _listify(out[0]), _listify(out[1])
-        ids = b.get("input_ids") or []
-        if not isinstance(grads, list) or len(grads) != len(ids):
-            raise ValueError("loss_fn: grads must have one row per example (%d)" % len(ids))
-        for i, (g, row) in enumerate(zip(grads, ids)):
+        lps = fwd.logprobs
+        if not isinstance(grads, list) or len(grads) != len(lps):
+            raise ValueError("loss_fn: grads must have one row per example (%d), like logprobs" % len(lps))
+        for i, (g, row) in enumerate(zip(grads, lps)):
             if not isinstance(g, list) or len(g) != len(row):
-                raise ValueError("loss_fn: grads[%d] must have one value per token (%d)" % (i, len(row)))
+                raise ValueError("loss_fn: grads[%d] must have the shape of logprobs[%d] (%d values)" % (i, i, len(row)))
         body: Dict[str, Any] = {"batch": b, "logprob_grads": grads}
         if losses is not None:
             body["losses"] = [float(x) for x in losses]
