@@ -15,8 +15,3 @@ func benchRLVRGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 	r.Skip("rlvr", "package rlvr (REINFORCE, PPO, rewards) is not in this build")
 	return nil
 }
-
-func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) error {
-	r.Skip("api", "not written yet")
-	return nil
-}
