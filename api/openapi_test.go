@@ -44,6 +44,17 @@ func TestOpenAPISchemas(t *testing.T) {
 		"ForwardResult": ForwardResult{}, "OptimStepResult": OptimStepResult{}, "Sequence": Sequence{},
 		"SampleResult": SampleResult{}, "SaveStateResult": SaveStateResult{}, "LoadStateResult": LoadStateResult{},
 		"DPMetrics": DPMetrics{}, "Artifact": Artifact{}, "ErrorResponse": ErrorResponse{}, "ErrorBody": ErrorBody{},
+		"TokenizeRequest": TokenizeRequest{}, "TokenizeResult": TokenizeResult{},
+		"DetokenizeRequest": DetokenizeRequest{}, "DetokenizeResult": DetokenizeResult{},
+		"ForwardBackwardCustomRequest": ForwardBackwardCustomRequest{},
+
+		"ComplianceMetrics": ComplianceMetrics{}, "AuthenticationMetric": AuthenticationMetric{}, "AuthorizationMetric": AuthorizationMetric{},
+		"EncryptionMetric": EncryptionMetric{}, "ArtifactCheckFailure": ArtifactCheckFailure{}, "AuditLogMetric": AuditLogMetric{},
+		"KeyRotationMetric": KeyRotationMetric{}, "TenantKeyAge": TenantKeyAge{}, "RetentionMetric": RetentionMetric{},
+		"ArtifactHash": ArtifactHash{}, "ClientPrivacyMetric": ClientPrivacyMetric{}, "DeterminismMetric": DeterminismMetric{},
+		"ComplianceEvent": ComplianceEvent{}, "ComplianceEventsPage": ComplianceEventsPage{},
+		"ScanSummaryRequest": ScanSummaryRequest{}, "ScanSummaryResult": ScanSummaryResult{},
+		"PackageRequest": PackageRequest{}, "PackageResult": PackageResult{}, "Signer": Signer{},
 	}
 	for name, v := range types {
 		s, ok := doc.Components.Schemas[name]

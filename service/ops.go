@@ -13,6 +13,7 @@ import (
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/store"
+	"github.com/tensafe/tensafe/tssp"
 )
 
 // lossFor returns the request's loss, or the client's.
@@ -36,11 +37,15 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 		return api.Future{}, err
 	}
 	m, _, _ := sess.base.load()
-	b, err := checkBatch(req.Batch, m.Config, true)
+	spec, err := lossFor(sess, req.Loss)
 	if err != nil {
 		return api.Future{}, err
 	}
-	spec, err := lossFor(sess, req.Loss)
+	l, err := resolveLoss("loss", spec, m.Config)
+	if err != nil {
+		return api.Future{}, err
+	}
+	b, err := checkBatch(req.Batch, m.Config, true, l, nil)
 	if err != nil {
 		return api.Future{}, err
 	}
@@ -51,8 +56,10 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 		}
 		det["batch_size"] = fmt.Sprint(len(b.InputIDs))
 		det["loss_type"] = spec.Type
+		det[tssp.BatchDigestDetail] = BatchDigest(req.Batch) // packages.go: the dataset fingerprint
 		return api.ForwardBackwardResult{Loss: r.Loss, PerExampleLoss: r.PerExampleLoss, Tokens: r.Tokens,
-			PerExampleNorms: r.PerExampleNorms, FractionClipped: r.FractionClipped, PendingExamples: r.PendingExamples}, nil
+			PerExampleNorms: r.PerExampleNorms, FractionClipped: r.FractionClipped, PendingExamples: r.PendingExamples,
+			Metrics: r.Metrics}, nil
 	})
 }
 
@@ -67,21 +74,33 @@ func (s *Service) Forward(ctx context.Context, tenant, id string, req api.Forwar
 		return api.Future{}, err
 	}
 	m, _, _ := sess.base.load()
-	b, err := checkBatch(req.Batch, m.Config, false)
-	if err != nil {
-		return api.Future{}, err
-	}
 	spec, err := lossFor(sess, req.Loss)
 	if err != nil {
 		return api.Future{}, err
 	}
+	l, err := resolveLoss("loss", spec, m.Config)
+	if err != nil {
+		return api.Future{}, err
+	}
+	// A loss the request names must be computable; the client's default
+	// loss is computed only when the batch carries what it needs, so that
+	// forward can serve log-probabilities alone (reference policies, RL).
+	withLoss := true
+	b, err := checkBatch(req.Batch, m.Config, false, l, nil)
+	if err != nil && req.Loss == nil {
+		withLoss = false
+		b, err = checkBatch(req.Batch, m.Config, false, loss.Loss{IgnoreLabel: l.IgnoreLabel}, nil)
+	}
+	if err != nil {
+		return api.Future{}, err
+	}
 	return s.submit(ctx, sess, store.KindForward, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
-		lp, pe, err := sess.eng.Forward(ctx, b, spec)
+		r, err := sess.eng.Forward(ctx, b, spec, withLoss)
 		if err != nil {
 			return nil, engineErr(err)
 		}
 		det["batch_size"] = fmt.Sprint(len(b.InputIDs))
-		return api.ForwardResult{LogProbs: lp, PerExampleLoss: pe}, nil
+		return api.ForwardResult{LogProbs: r.LogProbs, PerExampleLoss: r.PerExampleLoss}, nil
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
@@ -45,6 +46,13 @@ type Config struct {
 	// Logger receives operational logs, never data or secrets (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// Packages configures DP certificates and TenSafe Secure Packages
+	// (packages.go).
+	Packages PackageConfig
+	// ArtifactTTL is how long artifacts are kept after their creation;
+	// EnforceRetention (or RunRetention) deletes them once expired. 0: no
+	// TTL (see retention.go).
+	ArtifactTTL time.Duration
 }
 
 // DefaultMaxQueued is the default bound on one client's queue.
@@ -60,6 +68,8 @@ type Service struct {
 	log    *slog.Logger
 	sem    chan struct{}
 	maxQ   int
+	pkg    *packager // package signing key and caches (packages.go)
+	ret    retention // artifact retention policy and sweep state (retention.go)
 
 	// jobCtx is the context operations run under; Close cancels it once
 	// its grace period is over.
@@ -107,8 +117,8 @@ func New(cfg Config) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
 		st: cfg.Store, audit: cfg.Audit, keys: cfg.Keys, dir: cfg.ArtifactDir, models: reg, log: lg,
-		sem: make(chan struct{}, n), maxQ: q, jobCtx: ctx, cancelJob: cancel,
-		sessions: map[string]*session{}, waiters: map[string]chan struct{}{},
+		sem: make(chan struct{}, n), maxQ: q, jobCtx: ctx, cancelJob: cancel, pkg: newPackager(cfg.Packages),
+		sessions: map[string]*session{}, waiters: map[string]chan struct{}{}, ret: retention{ttl: max(cfg.ArtifactTTL, 0)},
 	}, nil
 }
 
@@ -183,7 +193,7 @@ func idempotencyOf(ctx context.Context) string {
 // record appends an audit entry. The operation it describes has happened
 // (or was refused); a failure to log it is reported to the operator.
 func (s *Service) record(ctx context.Context, r audit.Record) {
-	if _, err := s.audit.Append(context.WithoutCancel(ctx), r); err != nil {
+	if _, err := s.audit.Append(context.WithoutCancel(ctx), categorize(r)); err != nil { // compliance.go
 		s.log.Error("service: audit append failed", "operation", r.Operation, "resource", r.Resource, "err", err)
 	}
 }

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/safetensors"
@@ -29,7 +34,7 @@ signed with a hybrid Ed25519 + ML-DSA-65 key. Keys come from
 'tensafe keys signer new' and 'tensafe keys recipient new'. See docs/TSSP_SPEC.md.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newPackageCreateCmd(), newPackageInspectCmd(), newPackageVerifyCmd(), newPackageOpenCmd())
+	cmd.AddCommand(newPackageCreateCmd(), newPackageInspectCmd(), newPackageVerifyCmd(), newPackageOpenCmd(), newPackageSignerCmd())
 	return cmd
 }
 
@@ -39,19 +44,36 @@ func newPackageCreateCmd() *cobra.Command {
 		kf                                                                                         keyringFlags
 		recipientFiles                                                                             []string
 		asJSON                                                                                     bool
+		srv                                                                                        serverFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "create --adapter DIR --base-model NAME --signer KEYFILE --recipient PUBKEYFILE... --out FILE",
-		Short: "Package a PEFT adapter folder: encrypt to recipients, sign",
+		Use:   "create (--adapter DIR --base-model NAME --signer KEYFILE | --artifact ID --server URL) --recipient PUBKEYFILE... --out FILE",
+		Short: "Package a PEFT adapter folder, or a checkpoint saved on a TenSafe server: encrypt to recipients, sign",
 		Long: `Package a PEFT LoRA adapter folder (adapter_config.json and
 adapter_model.safetensors). The weights are encrypted under a fresh data key,
 which is sealed to every --recipient; the manifest is signed with --signer.
 When --base-model is a model folder its hash is recorded too. --dp-certificate
-must certify exactly these weights (its adapter_hash is their SHA-256).`,
+must certify exactly these weights (its adapter_hash is their SHA-256).
+
+With --artifact ID the server packages a checkpoint it saved (save_state): it
+adds the DP certificate of the checkpoint's accountant and the evidence
+(training configuration, steps, loss summary, dataset fingerprint, and the
+audit log entries of the training operations with inclusion proofs), and signs
+with its package signing key. The package is downloaded and verified against
+that key (--trusted-key pins it; otherwise the key the server names is used
+and its id printed) before --out is written. --tenant-key also lets the
+tenant open it with its own KEK. The API key comes from --api-key or
+TENSAFE_API_KEY.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if artifact != "" {
-				return usageError("--artifact: packaging a saved checkpoint needs the TenSafe server, which this build does not have; save the adapter as a PEFT folder and give --adapter DIR")
+				if adapterDir != "" || signerFile != "" || baseModel != "" || certFile != "" || evidenceFile != "" || tenant != "" {
+					return usageError("--artifact: the server makes the whole package; --adapter, --signer, --base-model, --dp-certificate, --evidence and --tenant do not apply (use --tenant-key)")
+				}
+				return createFromArtifact(cmd, srv, artifact, recipientFiles, out, asJSON)
+			}
+			if srv.tenantKey || len(srv.trusted) > 0 || srv.name != "" {
+				return usageError("--tenant-key, --trusted-key and --name apply to --artifact only")
 			}
 			for _, f := range []struct{ name, v string }{{"--adapter", adapterDir}, {"--base-model", baseModel}, {"--signer", signerFile}, {"--out", out}} {
 				if f.v == "" {
@@ -140,7 +162,7 @@ must certify exactly these weights (its adapter_hash is their SHA-256).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&adapterDir, "adapter", "", "PEFT adapter folder (adapter_config.json, adapter_model.safetensors)")
-	f.StringVar(&artifact, "artifact", "", "saved checkpoint id (needs the TenSafe server; not available yet)")
+	f.StringVar(&artifact, "artifact", "", "checkpoint artifact id on the TenSafe server (--server) to package there")
 	f.StringVar(&baseModel, "base-model", "", "base model name or Hugging Face folder (a folder's hash is recorded)")
 	f.StringVar(&baseHash, "base-model-hash", "", `base model hash ("sha256:..."), when --base-model is a name`)
 	f.StringVar(&certFile, "dp-certificate", "", "DP certificate (canonical JSON) of the training run")
@@ -151,6 +173,10 @@ must certify exactly these weights (its adapter_hash is their SHA-256).`,
 	f.StringVar(&tenant, "tenant", "", "also wrap the data key under this tenant's KEK in the keyring, for its own use")
 	f.BoolVar(&asJSON, "json", false, "print the manifest as JSON")
 	kf.register(cmd)
+	srv.register(cmd)
+	f.BoolVar(&srv.tenantKey, "tenant-key", false, "with --artifact: also let the tenant open the package with its own KEK")
+	f.StringArrayVar(&srv.trusted, "trusted-key", nil, "with --artifact: the server's package signing public key file to pin (repeatable)")
+	f.StringVar(&srv.name, "name", "", "with --artifact: name of the package artifact on the server")
 	return cmd
 }
 
@@ -423,4 +449,212 @@ func loadPackageAdapter(cmd *cobra.Command, path, identityFile string, trustedFi
 		return nil, fmt.Errorf("--package %s: %w", path, err)
 	}
 	return lora, nil
+}
+
+// serverFlags are the flags of the package commands that talk to a TenSafe
+// server.
+type serverFlags struct {
+	url, apiKey, name string
+	tenantKey         bool
+	trusted           []string
+}
+
+func (s *serverFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&s.url, "server", "", "TenSafe server URL (e.g. http://127.0.0.1:8080)")
+	f.StringVar(&s.apiKey, "api-key", "", "API key (default $TENSAFE_API_KEY; prefer the variable: flags show in process lists)")
+}
+
+func (s *serverFlags) client(needKey bool) (*client.ServiceClient, error) {
+	if s.url == "" {
+		return nil, usageError("--server is required (the TenSafe server URL)")
+	}
+	key := s.apiKey
+	if key == "" {
+		key = os.Getenv("TENSAFE_API_KEY")
+	}
+	if needKey && key == "" {
+		return nil, usageError("--api-key or TENSAFE_API_KEY is required")
+	}
+	c, err := client.New(s.url, key, client.WithUserAgent("tensafe-cli/"+version))
+	if err != nil {
+		return nil, usageError("--server: %v", err)
+	}
+	return c, nil
+}
+
+// serverSigner fetches the server's package signing key and checks it
+// against the pinned keys, if any.
+func (s *serverFlags) serverSigner(ctx context.Context, c *client.ServiceClient) (*seal.VerifyingKey, error) {
+	var pinned []*seal.VerifyingKey
+	if len(s.trusted) > 0 {
+		var err error
+		if pinned, err = readTrustedKeys(s.trusted); err != nil {
+			return nil, err
+		}
+	}
+	sg, err := c.Signer(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("server signing key: %w", err)
+	}
+	k, err := seal.ParseVerifyingKeyText(sg.PublicKey)
+	if err != nil {
+		return nil, verifyFailed(fmt.Errorf("server signing key: %w", err))
+	}
+	if k.KeyID() != sg.KeyID {
+		return nil, verifyFailed(fmt.Errorf("server signing key: key id %s does not match the key (%s)", sg.KeyID, k.KeyID()))
+	}
+	if len(pinned) > 0 {
+		for _, p := range pinned {
+			if p.Equal(k) {
+				return p, nil
+			}
+		}
+		return nil, verifyFailed(fmt.Errorf("%w: the server signs with %s, which is not among the --trusted-key keys", tssp.ErrUntrustedSigner, k.KeyID()))
+	}
+	return k, nil
+}
+
+// createFromArtifact is `package create --artifact`: the server packages
+// the checkpoint; the package is downloaded to a temporary file beside out,
+// verified against the server's (pinned) signing key, and only then linked
+// to out, which is never overwritten.
+func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, recipientFiles []string, out string, asJSON bool) error {
+	if out == "" {
+		return usageError("--out is required")
+	}
+	if len(recipientFiles) == 0 && !s.tenantKey {
+		return usageError("--recipient is required (a recipient public key file; give it once per recipient), or --tenant-key")
+	}
+	if _, err := os.Lstat(out); err == nil {
+		return usageError("--out %s: %v", out, fs.ErrExist)
+	}
+	req := api.PackageRequest{Name: s.name}
+	for _, path := range recipientFiles {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("--recipient: %w", err)
+		}
+		p, err := seal.ParseRecipientPublicKeyText(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("--recipient %s: %w", path, err)
+		}
+		req.Recipients = append(req.Recipients, p.String())
+	}
+	if s.tenantKey {
+		req.Recipients = append(req.Recipients, api.RecipientTenant)
+	}
+	c, err := s.client(true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
+	defer cancel()
+	signer, err := s.serverSigner(ctx, c)
+	if err != nil {
+		return err
+	}
+	res, err := c.PackageArtifact(ctx, artifact, req)
+	if err != nil {
+		var ae *client.APIError
+		if errors.As(err, &ae) && ae.Field != "" {
+			return fmt.Errorf("server refused the request: %w", err)
+		}
+		return err
+	}
+	if res.Signer != signer.KeyID() {
+		return verifyFailed(fmt.Errorf("%w: the server says it signed with %s, its published key is %s", tssp.ErrUntrustedSigner, res.Signer, signer.KeyID()))
+	}
+	rc, err := c.DownloadArtifact(ctx, res.Artifact.ID)
+	if err != nil {
+		return fmt.Errorf("download package %s: %w", res.Artifact.ID, err)
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".tssp-download-*")
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	n, err := io.Copy(tmp, io.LimitReader(rc, res.Artifact.Size+1))
+	if err != nil {
+		return fmt.Errorf("download package %s: %w", res.Artifact.ID, err)
+	}
+	if n != res.Artifact.Size {
+		return fmt.Errorf("download package %s: %d bytes, the artifact has %d", res.Artifact.ID, n, res.Artifact.Size)
+	}
+	p, err := tssp.Read(tmp, n)
+	if err != nil {
+		return verifyFailed(fmt.Errorf("downloaded package: %w", err))
+	}
+	if err := p.Verify(ctx, []*seal.VerifyingKey{signer}); err != nil {
+		return verifyFailed(fmt.Errorf("downloaded package: %w", err))
+	}
+	m := p.Manifest()
+	if m.PackageID != res.PackageID {
+		return verifyFailed(fmt.Errorf("downloaded package is %s, the server made %s", m.PackageID, res.PackageID))
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	// Link, not rename: it fails when out appeared meanwhile.
+	if err := os.Link(tmp.Name(), out); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	w := cmd.OutOrStdout()
+	if asJSON {
+		return printJSON(w, map[string]any{"result": res, "manifest": m, "verified": true})
+	}
+	pin := "pinned"
+	if len(s.trusted) == 0 {
+		pin = "as published by the server; pin it with --trusted-key"
+	}
+	fmt.Fprintf(w, "wrote %s: package %s of checkpoint %s (artifact %s), verified: signed by %s (%s), %d recipient(s), (ε = %.4g, δ = %g) after %d steps\n",
+		out, m.PackageID, artifact, res.Artifact.ID, m.Signer, pin, len(res.Recipients), res.Epsilon, res.Delta, res.Steps)
+	return nil
+}
+
+// newPackageSignerCmd is `tensafe package signer`: print the server's package
+// signing public key, to pin it (--trusted-key) for verify, open and sample.
+func newPackageSignerCmd() *cobra.Command {
+	var s serverFlags
+	var out string
+	cmd := &cobra.Command{
+		Use:   "signer --server URL [--out FILE]",
+		Short: "Print the TenSafe server's package signing public key (to pin with --trusted-key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := s.client(false)
+			if err != nil {
+				return err
+			}
+			k, err := s.serverSigner(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+				if err != nil {
+					return fmt.Errorf("--out: %w", err)
+				}
+				if _, err := fmt.Fprintln(f, k.String()); err != nil {
+					f.Close()
+					return fmt.Errorf("--out: %w", err)
+				}
+				if err := f.Close(); err != nil {
+					return fmt.Errorf("--out: %w", err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: signer %s\n", out, k.KeyID())
+				return nil
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), k.String())
+			return nil
+		},
+	}
+	s.register(cmd)
+	cmd.Flags().StringVar(&out, "out", "", "write the key to this file (must not exist) instead of printing it")
+	return cmd
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/tssp"
@@ -137,8 +141,8 @@ func TestPackageRoundTripCLI(t *testing.T) {
 		"--signer", filepath.Join(dir, "signer.sec"), "--recipient", filepath.Join(dir, "alice.pub"), "--out", pkg); err == nil || code == 0 {
 		t.Fatal("create over an existing package succeeded")
 	}
-	if _, code, err := runPackageCLI(t, "package", "create", "--artifact", "ckpt-1", "--out", filepath.Join(dir, "x.tssp")); err == nil || code != 2 ||
-		!strings.Contains(err.Error(), "server") {
+	if _, code, err := runPackageCLI(t, "package", "create", "--artifact", "ckpt-1", "--recipient", filepath.Join(dir, "alice.pub"),
+		"--out", filepath.Join(dir, "x.tssp")); err == nil || code != 2 || !strings.Contains(err.Error(), "--server") {
 		t.Fatalf("--artifact: code %d, err %v", code, err)
 	}
 
@@ -343,5 +347,171 @@ func TestPackageBaseModelHash(t *testing.T) {
 	_, err = loadPackageAdapter(cmd, pkg, filepath.Join(dir, "alice.sec"), trusted, other, m)
 	if err == nil || exitCode(err) != 3 || !strings.Contains(err.Error(), "was made for base model") {
 		t.Fatalf("package for another base model: %v", err)
+	}
+}
+
+// TestPackageFromServerCLI: `tensafe serve`, a few DP steps through the SDK,
+// save_state, then `package signer` and `package create --artifact`: the
+// package verifies against the pinned server key, opens for the recipient,
+// and the edge loader samples the same greedy tokens as the server did.
+func TestPackageFromServerCLI(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, serveOptions{dataDir: data, addr: "127.0.0.1:0", rateLimit: -1, grace: 5 * time.Second}, io.Discard,
+			func(a string) { addrc <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	var url string
+	select {
+	case a := <-addrc:
+		url = "http://" + a
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(data, "package-signing.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("package signing key: %v %v", fi, err)
+	}
+	adminTok, err := os.ReadFile(filepath.Join(data, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := client.New(url, strings.TrimSpace(string(adminTok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn, err := admin.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := admin.CreateAPIKey(ctx, tn.ID, "trainer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(url, key.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr := 1e-2
+	tc, err := c.CreateTrainingClient(ctx, api.TrainingConfig{BaseModel: model.TinyName, LoRA: api.LoRAConfig{Rank: 2, Alpha: 4},
+		DP:        &api.DPConfig{NoiseMultiplier: 1, MaxGradNorm: 1, TargetEpsilon: 8, TargetDelta: 1e-5, DatasetSize: 100, ExpectedBatchSize: 2},
+		Optimizer: api.OptimizerConfig{LearningRate: &lr}, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := api.Batch{InputIDs: [][]int{{256, 104, 105}, {256, 111, 107}}, Labels: [][]int{{256, 104, 105}, {256, 111, 107}}}
+	for range 3 {
+		f, err := tc.ForwardBackward(ctx, batch, nil)
+		if err == nil {
+			_, err = f.Result(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := tc.OptimStep(ctx)
+		if err == nil {
+			_, err = g.Result(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs, err := tc.Sample(ctx, api.SampleRequest{Prompt: "hello", MaxTokens: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, err := fs.Result(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsv, err := tc.SaveState(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := fsv.Result(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, k := range []string{"alice", "eve"} {
+		if out, _, err := runPackageCLI(t, "keys", "recipient", "new", "--out", filepath.Join(dir, k)); err != nil {
+			t.Fatal(err, out)
+		}
+	}
+	if out, _, err := runPackageCLI(t, "keys", "signer", "new", "--out", filepath.Join(dir, "other")); err != nil {
+		t.Fatal(err, out)
+	}
+	signerPub := filepath.Join(dir, "server.pub")
+	if out, code, err := runPackageCLI(t, "package", "signer", "--server", url, "--out", signerPub); err != nil || code != 0 {
+		t.Fatalf("package signer: %v\n%s", err, out)
+	}
+	out, _, err := runPackageCLI(t, "package", "signer", "--server", url)
+	if pub, _ := os.ReadFile(signerPub); err != nil || out != string(pub) || !strings.HasPrefix(out, "tensafe-sign-pub-v1:") {
+		t.Fatalf("package signer prints %q (%v), wrote %q", out, err, pub)
+	}
+
+	t.Setenv("TENSAFE_API_KEY", key.Token)
+	pkg := filepath.Join(dir, "model.tssp")
+	create := func(out string, extra ...string) (string, int, error) {
+		return runPackageCLI(t, append([]string{"package", "create", "--artifact", sv.ArtifactID, "--server", url,
+			"--recipient", filepath.Join(dir, "alice.pub"), "--out", out}, extra...)...)
+	}
+	// A pin that is not the server's key: refused, nothing written.
+	wrongPin := filepath.Join(dir, "pinned-wrong.tssp")
+	if _, code, err := create(wrongPin, "--trusted-key", filepath.Join(dir, "other.pub")); !errors.Is(err, tssp.ErrUntrustedSigner) || code != 3 {
+		t.Fatalf("create with a wrong pin: code %d, %v", code, err)
+	}
+	if _, err := os.Stat(wrongPin); !os.IsNotExist(err) {
+		t.Fatal("a refused create wrote --out")
+	}
+	if out, code, err := create(pkg, "--trusted-key", signerPub, "--tenant-key"); err != nil || code != 0 || !strings.Contains(out, "verified") {
+		t.Fatalf("create --artifact: code %d, %v\n%s", code, err, out)
+	}
+	if _, code, err := create(pkg, "--trusted-key", signerPub); err == nil || code != 2 {
+		t.Fatalf("create over an existing file: code %d, %v", code, err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, ".tssp-*")); len(ents) != 0 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+	if _, code, err := runPackageCLI(t, "package", "create", "--artifact", sv.ArtifactID, "--server", url,
+		"--recipient", filepath.Join(dir, "alice.pub"), "--signer", filepath.Join(dir, "other.sec"), "--out", filepath.Join(dir, "x.tssp")); err == nil || code != 2 {
+		t.Fatalf("--artifact with --signer: code %d, %v", code, err)
+	}
+	if _, code, err := runPackageCLI(t, "package", "create", "--artifact", "art_nope", "--server", url,
+		"--recipient", filepath.Join(dir, "alice.pub"), "--out", filepath.Join(dir, "y.tssp")); !client.IsNotFound(err) || code == 0 {
+		t.Fatalf("unknown artifact: code %d, %v", code, err)
+	}
+
+	trusted := []string{"--trusted-key", signerPub}
+	if out, code, err := runPackageCLI(t, append([]string{"package", "verify", pkg}, trusted...)...); err != nil || code != 0 || !strings.HasPrefix(out, "OK ") {
+		t.Fatalf("verify: code %d, %v\n%s", code, err, out)
+	}
+	out, _, err = runPackageCLI(t, "package", "inspect", pkg, "--json")
+	var ins struct {
+		Manifest tssp.Manifest       `json:"manifest"`
+		Cert     privacy.Certificate `json:"dp_certificate"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &ins) != nil || ins.Cert.Steps != 3 || ins.Cert.AdapterHash != ins.Manifest.Weights.PlaintextSHA256 ||
+		ins.Manifest.TenantKEK == nil || len(ins.Manifest.Recipients) != 1 {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	got := sampleTokens(t, "--package", pkg, "--identity", filepath.Join(dir, "alice.sec"), "--trusted-key", signerPub)
+	want := make([]any, len(sr.Sequences[0].Tokens))
+	for i, tok := range sr.Sequences[0].Tokens {
+		want[i] = float64(tok)
+	}
+	if !jsonEqual(got, want) {
+		t.Fatalf("edge loader tokens %v, the server sampled %v", got, want)
+	}
+	if _, code, err := runPackageCLI(t, "package", "open", pkg, "--identity", filepath.Join(dir, "eve.sec"), "--out", filepath.Join(dir, "eve"), "--trusted-key", signerPub); !errors.Is(err, tssp.ErrNotRecipient) || code != 3 {
+		t.Fatalf("open by a non-recipient: code %d, %v", code, err)
 	}
 }

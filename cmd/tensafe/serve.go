@@ -25,22 +25,25 @@ import (
 
 // Files of a data directory (docs/API.md, "tensafe serve").
 const (
-	serveDBFile         = "tensafe.db"        // SQLite metadata and audit log (embedded mode)
-	serveMasterKeyFile  = "master.key"        // the keyring's master key, 0600
-	serveKeyringFile    = "keyring"           // tenants' KEKs, sealed under the master key
-	serveSigningKeyFile = "audit-signing.key" // signs audit checkpoints, 0600
-	serveArtifactDir    = "artifacts"         // encrypted checkpoints
-	serveAdminKeyFile   = "admin.key"         // the bootstrap operator admin API key, 0600
-	serveOperatorFile   = "operator_tenant"   // id of the operator tenant (not secret)
+	serveDBFile         = "tensafe.db"          // SQLite metadata and audit log (embedded mode)
+	serveMasterKeyFile  = "master.key"          // the keyring's master key, 0600
+	serveKeyringFile    = "keyring"             // tenants' KEKs, sealed under the master key
+	serveSigningKeyFile = "audit-signing.key"   // signs audit checkpoints, 0600
+	servePackageKeyFile = "package-signing.key" // signs TSSP package manifests, 0600
+	serveArtifactDir    = "artifacts"           // encrypted checkpoints
+	serveAdminKeyFile   = "admin.key"           // the bootstrap operator admin API key, 0600
+	serveOperatorFile   = "operator_tenant"     // id of the operator tenant (not secret)
 	serveAuditOrigin    = "tensafe.local/audit"
 )
 
 type serveOptions struct {
 	dataDir, addr, postgres string
+	packageSigner           string // signing key file for packages; "" → <data-dir>/package-signing.key
 	rateLimit               float64
 	maxConcurrent           int
 	grace                   time.Duration
-	logger                  *slog.Logger // nil: JSON lines on stderr
+	artifactTTL             time.Duration // 0: keep artifacts; else delete them this long after creation
+	logger                  *slog.Logger  // nil: JSON lines on stderr
 }
 
 func newServeCmd() *cobra.Command {
@@ -70,6 +73,8 @@ gracefully: requests in flight finish, queued operations finish or are marked fa
 	f.Float64Var(&o.rateLimit, "rate-limit", server.DefaultRateLimit, "requests per second per tenant (negative: no limit)")
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "operations running at once over all clients (default GOMAXPROCS)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for requests and operations")
+	f.DurationVar(&o.artifactTTL, "artifact-ttl", 0, "delete artifacts (files and records) this long after creation, e.g. 720h (0: keep)")
+	f.StringVar(&o.packageSigner, "package-signer", "", "signing key file (tensafe keys signer new) for TSSP packages (default: generated once into <data-dir>/package-signing.key, mode 0600)")
 	return cmd
 }
 
@@ -127,6 +132,10 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 	if err != nil {
 		return fmt.Errorf("serve: audit signing key: %w", err)
 	}
+	pkgSigner, err := servePackageSigner(o)
+	if err != nil {
+		return err
+	}
 
 	// Metadata and the audit log.
 	var st store.Store
@@ -162,7 +171,8 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 	closers = append(closers, lg.Close)
 
 	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(o.dataDir, serveArtifactDir),
-		MaxConcurrent: o.maxConcurrent, Logger: logger})
+		MaxConcurrent: o.maxConcurrent, Logger: logger, ArtifactTTL: o.artifactTTL,
+		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: version}})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -172,6 +182,12 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 		return fmt.Errorf("serve: recover: %w", err)
 	} else if n > 0 {
 		logger.Info("operations cut off by the last stop marked failed", "count", n, "code", store.ErrorCodeServerRestarted)
+	}
+	if o.artifactTTL > 0 { // the retention sweeper (service/retention.go), stopped before the store closes
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); svc.RunRetention(rctx, min(max(o.artifactTTL/4, time.Second), time.Minute)) }()
+		closers = append(closers, func() error { stop(); <-done; return nil })
 	}
 	operator, created, err := bootstrapOperator(ctx, st, o.dataDir)
 	if err != nil {
@@ -282,4 +298,35 @@ func bootstrapOperator(ctx context.Context, st store.Store, dataDir string) (id 
 		return "", false, err
 	}
 	return id, true, nil
+}
+
+// servePackageSigner reads the package signing key: --package-signer, or
+// <data-dir>/package-signing.key, generated once (mode 0600). Clients pin its
+// public half (GET /api/v1/signer, tensafe package signer).
+func servePackageSigner(o serveOptions) (*seal.SigningKey, error) {
+	gen := func() (string, error) {
+		k, err := seal.GenerateSigningKey(rand.Reader)
+		if err != nil {
+			return "", err
+		}
+		b, err := k.MarshalText()
+		return string(b), err
+	}
+	path := o.packageSigner
+	if path == "" {
+		path = filepath.Join(o.dataDir, servePackageKeyFile)
+	} else if _, err := os.Stat(path); err != nil {
+		// A named key file must exist: generating one in its place would
+		// silently change the identity clients pinned.
+		return nil, fmt.Errorf("serve: --package-signer: %w", err)
+	}
+	text, err := readOrCreateSecret(path, gen)
+	if err != nil {
+		return nil, err
+	}
+	k, err := seal.ParseSigningKeyText(strings.TrimSpace(text))
+	if err != nil {
+		return nil, fmt.Errorf("serve: package signing key %s: %w", path, err)
+	}
+	return k, nil
 }

@@ -1,0 +1,687 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/engine"
+	"github.com/tensafe/tensafe/keys"
+	"github.com/tensafe/tensafe/model"
+	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/seal"
+	"github.com/tensafe/tensafe/store"
+	"github.com/tensafe/tensafe/tssp"
+)
+
+// PackageConfig configures DP certificates and TenSafe Secure Packages
+// (Config.Packages).
+type PackageConfig struct {
+	// Signer signs package manifests. Without it packaging fails with
+	// ErrFailedPrecondition and PackageSigner reports none.
+	Signer *seal.SigningKey
+	// AuditStore is where Config.Audit keeps its entries: certificates and
+	// evidence read the training operations' entries from it and prove
+	// their inclusion. Without it both fail with ErrFailedPrecondition.
+	AuditStore audit.Store
+	// Version names the software in certificates and manifests (default
+	// "dev").
+	Version string
+}
+
+// packager holds what packaging keeps between calls.
+type packager struct {
+	cfg PackageConfig
+
+	mu         sync.Mutex
+	baseHashes map[string]string // base model name → tssp.BaseModelHash of its folder
+}
+
+func newPackager(cfg PackageConfig) *packager {
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	return &packager{cfg: cfg, baseHashes: map[string]string{}}
+}
+
+// maxLineage bounds how many load_state hops the evidence follows back.
+const maxLineage = 64
+
+// PackageSigner returns the public half of the package signing key, or
+// ErrFailedPrecondition when the service has none.
+func (s *Service) PackageSigner() (*seal.VerifyingKey, error) {
+	if s.pkg.cfg.Signer == nil {
+		return nil, fmt.Errorf("%w: this server has no package signing key", ErrFailedPrecondition)
+	}
+	return s.pkg.cfg.Signer.Public(), nil
+}
+
+// BatchDigest returns the tensafe-batch-digest/v1 of a forward_backward
+// batch: "sha256:" and the hex SHA-256 of the RFC 8785 canonical JSON of the
+// batch object (keys sorted, no whitespace, absent optional fields
+// omitted). The service records it in the operation's audit entry
+// (detail tssp.BatchDigestDetail), and the dataset fingerprint of a
+// certificate combines them.
+func BatchDigest(b api.Batch) string {
+	raw, err := json.Marshal(b)
+	if err != nil {
+		// Batches that passed validation always encode; an error here
+		// still yields a digest that cannot collide with a real one.
+		raw = []byte(err.Error())
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err == nil {
+		// Maps encode with sorted keys, float64s in the shortest form:
+		// the canonical form for this data (integers below 2^53).
+		if c, err := json.Marshal(v); err == nil {
+			raw = c
+		}
+	}
+	s := sha256.Sum256(raw)
+	return seal.ContentHashPrefix + hex.EncodeToString(s[:])
+}
+
+// trainingKinds are the operations whose audit entries the evidence proves.
+var trainingKinds = map[string]bool{
+	"training.create_client": true, "training." + store.KindForwardBackward: true,
+	"training.forward_backward_custom": true, "training." + store.KindOptimStep: true,
+	"training." + store.KindLoadState: true, "training." + store.KindSaveState: true,
+}
+
+// history is what the audit log says about a training run.
+type history struct {
+	origin  string
+	tree    *audit.Tree
+	size    uint64
+	note    []byte
+	entries []audit.Entry // the run's successful training entries, in log order
+	clients []string      // oldest first
+}
+
+// readHistory reads the audit log up to a checkpoint signed now (or its
+// current size, when the log signs none) and returns the successful
+// training entries that led to the state of client at seq before
+// (exclusive): the client's since its last load_state, preceded by those of
+// the client that saved the checkpoint it loaded, and so on.
+func (s *Service) readHistory(ctx context.Context, tenant, client string, until func(entries []audit.Entry) uint64) (*history, error) {
+	st := s.pkg.cfg.AuditStore
+	if st == nil {
+		return nil, fmt.Errorf("%w: this server keeps no readable audit store for evidence", ErrFailedPrecondition)
+	}
+	h := &history{tree: audit.NewTree()}
+	note, err := s.audit.Checkpoint(ctx)
+	if err == nil {
+		sc, perr := audit.ParseCheckpoint(note)
+		if perr != nil {
+			return nil, fmt.Errorf("service: audit checkpoint: %w", perr)
+		}
+		h.size, h.note = sc.Size, note
+	} else {
+		// A log without a signer writes no checkpoints: prove against
+		// the unsigned root the package signer then vouches for.
+		h.size = s.audit.Size()
+	}
+	var all []audit.Entry
+	errStop := errors.New("stop")
+	err = st.Scan(ctx, 0, func(pos uint64, e audit.Entry) error {
+		if pos >= h.size {
+			return errStop
+		}
+		if e.Seq != pos {
+			return fmt.Errorf("audit position %d holds seq %d", pos, e.Seq)
+		}
+		if pos == 0 {
+			h.origin = e.Origin()
+		}
+		h.tree.Append(e.EntryHash)
+		if e.TenantID == tenant && e.Outcome == audit.OutcomeSuccess && trainingKinds[e.Operation] {
+			all = append(all, e)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, fmt.Errorf("service: read audit log: %w", err)
+	}
+	if h.tree.Size() != h.size {
+		return nil, fmt.Errorf("service: read audit log: %d entries, the checkpoint covers %d", h.tree.Size(), h.size)
+	}
+	if h.note != nil {
+		sc, _ := audit.ParseCheckpoint(h.note)
+		if sc.Root != h.tree.Root() {
+			return nil, fmt.Errorf("service: the audit log's root at size %d differs from its checkpoint's", h.size)
+		}
+	}
+	before := until(all)
+	for depth := 0; ; depth++ {
+		var own []audit.Entry
+		for _, e := range all {
+			if e.Resource == client && e.Seq < before {
+				own = append(own, e)
+			}
+		}
+		loaded := ""
+		for i := len(own) - 1; i >= 0; i-- {
+			if own[i].Operation == "training."+store.KindLoadState {
+				loaded, own = own[i].Details["artifact_id"], own[i:]
+				break
+			}
+		}
+		h.entries = append(own, h.entries...)
+		h.clients = append([]string{client}, h.clients...)
+		if loaded == "" {
+			break
+		}
+		if depth >= maxLineage {
+			return nil, fmt.Errorf("%w: more than %d load_state hops behind the checkpoint", ErrFailedPrecondition, maxLineage)
+		}
+		save, ok := findSave(all, loaded)
+		if !ok {
+			return nil, fmt.Errorf("service: the audit log has no save_state of artifact %s, which client %s loaded", loaded, client)
+		}
+		client, before = save.Resource, save.Seq+1
+	}
+	return h, nil
+}
+
+func findSave(all []audit.Entry, artifactID string) (audit.Entry, bool) {
+	for _, e := range all {
+		if e.Operation == "training."+store.KindSaveState && e.Details["artifact_id"] == artifactID {
+			return e, true
+		}
+	}
+	return audit.Entry{}, false
+}
+
+// evidence builds the evidence of h.
+func (s *Service) evidence(ctx context.Context, tenant string, h *history, art tssp.EvidenceArtifact, base string, cfg api.TrainingConfig) (*tssp.Evidence, error) {
+	cj, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("service: evidence: %w", err)
+	}
+	root := h.tree.Root()
+	ev := &tssp.Evidence{
+		Format:     tssp.EvidenceFormat,
+		Checkpoint: art,
+		Training:   tssp.EvidenceTraining{BaseModel: base, Config: cj, Clients: h.clients},
+		Dataset:    tssp.EvidenceDataset{DigestFormat: tssp.BatchDigestFormat},
+		Loss:       tssp.LossSummary{Losses: []float64{}},
+		Audit: tssp.EvidenceAudit{Origin: h.origin, TreeSize: h.size, RootHash: root.String(), Checkpoint: string(h.note),
+			Proofs: []*audit.InclusionProof{}},
+	}
+	var digests []string
+	var sum float64
+	for _, e := range h.entries {
+		hs, err := h.tree.InclusionProof(e.Seq, h.size)
+		if err != nil {
+			return nil, fmt.Errorf("service: evidence: prove entry %d: %w", e.Seq, err)
+		}
+		ev.Audit.Proofs = append(ev.Audit.Proofs, &audit.InclusionProof{Origin: h.origin, Seq: e.Seq, TreeSize: h.size,
+			Entry: e, Root: root, Hashes: hs})
+		switch op := strings.TrimPrefix(e.Operation, "training."); op {
+		case store.KindOptimStep:
+			ev.Training.OptimSteps++
+			var n int64
+			fmt.Sscan(e.Details["example_count"], &n)
+			ev.Training.Examples += n
+		case store.KindForwardBackward, "forward_backward_custom":
+			ev.Training.ForwardBackward++
+			ev.Dataset.Batches++
+			if d, ok := e.Details[tssp.BatchDigestDetail]; ok {
+				digests = append(digests, d)
+			} else {
+				ev.Dataset.BatchesWithoutDigest++
+			}
+			l, ok := s.operationLoss(ctx, tenant, e.Details["operation_id"])
+			if !ok {
+				continue
+			}
+			ls := &ev.Loss
+			if ls.Count == 0 {
+				ls.First, ls.Min, ls.Max = l, l, l
+			}
+			ls.Count++
+			ls.Last, ls.Min, ls.Max = l, math.Min(ls.Min, l), math.Max(ls.Max, l)
+			ls.Losses = append(ls.Losses, l)
+			sum += l
+		}
+	}
+	if ev.Loss.Count > 0 {
+		ev.Loss.Mean = sum / float64(ev.Loss.Count)
+	}
+	ev.Dataset.Fingerprint = tssp.DatasetFingerprint(digests)
+	if len(h.entries) > 0 {
+		ev.Training.StartedAt = privacy.FormatTime(h.entries[0].Time)
+		ev.Training.FinishedAt = privacy.FormatTime(h.entries[len(h.entries)-1].Time)
+	}
+	return ev, nil
+}
+
+// operationLoss returns the loss a succeeded forward_backward reported.
+func (s *Service) operationLoss(ctx context.Context, tenant, opID string) (float64, bool) {
+	if opID == "" {
+		return 0, false
+	}
+	op, err := s.st.GetOperation(ctx, tenant, opID)
+	if err != nil || op.State != store.OpSucceeded {
+		return 0, false
+	}
+	var r struct {
+		Loss *float64 `json:"loss"`
+	}
+	if json.Unmarshal(op.Result, &r) != nil || r.Loss == nil || math.IsNaN(*r.Loss) || math.IsInf(*r.Loss, 0) {
+		return 0, false
+	}
+	return *r.Loss, true
+}
+
+// certificate certifies budget for the adapter weights hashing to
+// adapterHash, trained as h says.
+func (s *Service) certificate(budget *privacy.Budget, cfg api.TrainingConfig, ev *tssp.Evidence, adapterHash, session string, finished time.Time) (*privacy.Certificate, error) {
+	if budget.Steps() == 0 {
+		return nil, fmt.Errorf("%w: no optim_step has been recorded, so there is no guarantee to certify yet", ErrFailedPrecondition)
+	}
+	started := finished
+	if ev.Training.StartedAt != "" {
+		if t, err := time.Parse(time.RFC3339Nano, ev.Training.StartedAt); err == nil && t.Before(finished) {
+			started = t
+		}
+	}
+	in := privacy.CertificateInput{
+		Sampling: privacy.SamplingClientDeclared, ClippingNorm: cfg.DP.MaxGradNorm, DatasetSize: cfg.DP.DatasetSize,
+		TenSafeVersion: s.pkg.cfg.Version, AdapterHash: adapterHash, DatasetFingerprint: ev.Dataset.Fingerprint,
+		SessionID: session, StartedAt: started, FinishedAt: finished, IssuedAt: time.Now(),
+	}
+	if in.IssuedAt.Before(finished) {
+		in.IssuedAt = finished
+	}
+	c, err := privacy.NewCertificate(budget, in)
+	if err != nil {
+		return nil, fmt.Errorf("service: DP certificate: %w", err)
+	}
+	return c, nil
+}
+
+// adapterFiles renders a LoRA adapter as PEFT's adapter_config.json and
+// adapter_model.safetensors, and the SHA-256 of the latter.
+func adapterFiles(l *model.LoRA, base string) (config, weights []byte, hash string, err error) {
+	if config, err = l.PEFTConfigJSON(base); err != nil {
+		return nil, nil, "", err
+	}
+	var w bytes.Buffer
+	if err := l.WriteSafetensors(&w); err != nil {
+		return nil, nil, "", err
+	}
+	sum := sha256.Sum256(w.Bytes())
+	return config, w.Bytes(), seal.ContentHashPrefix + hex.EncodeToString(sum[:]), nil
+}
+
+// DPCertificate returns the canonical JSON of the DP certificate of client
+// id as it stands (docs/DP_CERTIFICATE.md): its accountant's history and ε,
+// the SHA-256 of its current adapter in PEFT form, and the fingerprint of
+// the batches its forward_backward operations recorded in the audit log. It
+// fails with ErrFailedPrecondition while operations are queued or running
+// on the client (the adapter and budget would be moving), and before the
+// first optim_step.
+func (s *Service) DPCertificate(ctx context.Context, tenant, id string) ([]byte, error) {
+	sess, err := s.session(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := sess.errLost(); err != nil {
+		return nil, err
+	}
+	// A consistent snapshot: no operation runs while sess.mu is held and
+	// the queue is empty (a finished operation's audit entry is written
+	// before the next starts).
+	sess.mu.Lock()
+	if sess.running || len(sess.queue) > 0 {
+		sess.mu.Unlock()
+		return nil, fmt.Errorf("%w: operations are queued or running on the training client; wait for them before asking for its certificate", ErrFailedPrecondition)
+	}
+	state, err := sess.budget.MarshalBinary()
+	lora, cfg, base := sess.eng.Adapter(), sess.plan.cfg, sess.base.name
+	logSize := s.audit.Size()
+	sess.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("service: budget state: %w", err)
+	}
+	budget, err := privacy.ParseBudget(state)
+	if err != nil {
+		return nil, fmt.Errorf("service: budget state: %w", err)
+	}
+	if budget.Steps() == 0 {
+		return nil, fmt.Errorf("%w: no optim_step has been recorded, so there is no guarantee to certify yet", ErrFailedPrecondition)
+	}
+	_, _, hash, err := adapterFiles(lora, base)
+	if err != nil {
+		return nil, fmt.Errorf("service: DP certificate: %w", err)
+	}
+	h, err := s.readHistory(ctx, tenant, id, func([]audit.Entry) uint64 { return logSize })
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.evidence(ctx, tenant, h, tssp.EvidenceArtifact{ClientID: id}, base, cfg)
+	if err != nil {
+		return nil, err
+	}
+	finished := time.Now()
+	if n := len(h.entries); n > 0 {
+		finished = h.entries[n-1].Time
+	}
+	c, err := s.certificate(budget, cfg, ev, hash, id, finished)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.CanonicalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("service: DP certificate: %w", err)
+	}
+	s.record(ctx, audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "training.dp_certificate", Resource: id,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"epsilon": fmt.Sprintf("%.6g", c.Epsilon),
+			"steps": fmt.Sprint(c.Steps), "adapter_hash": hash}})
+	return out, nil
+}
+
+// parseRecipients reads PackageRequest.Recipients.
+func parseRecipients(in []string) (rs []*seal.RecipientPublicKey, tenant bool, err error) {
+	if len(in) == 0 {
+		return nil, false, fieldErr("recipients", `is required: recipient public keys ("tensafe-recipient-pub-v1:…") and/or "tenant"`)
+	}
+	if len(in) > tssp.MaxRecipients+1 {
+		return nil, false, fieldErr("recipients", "%d entries, at most %d keys and \"tenant\"", len(in), tssp.MaxRecipients)
+	}
+	seen := map[string]int{}
+	for i, s := range in {
+		field := fmt.Sprintf("recipients[%d]", i)
+		s = strings.TrimSpace(s)
+		if s == api.RecipientTenant {
+			if tenant {
+				return nil, false, fieldErr(field, `"tenant" given twice`)
+			}
+			tenant = true
+			continue
+		}
+		// Never quote the value: a secret key pasted by mistake must not
+		// reach an error message or a log.
+		if strings.HasPrefix(s, seal.RecipientPublicKeyPrefix) {
+			p, err := seal.ParseRecipientPublicKeyText(s)
+			if err == nil {
+				if j, dup := seen[p.KeyID()]; dup {
+					return nil, false, fieldErr(field, "the same key as recipients[%d]", j)
+				}
+				seen[p.KeyID()] = i
+				rs = append(rs, p)
+				continue
+			}
+			return nil, false, fieldErr(field, "is not a valid recipient public key (X25519 + ML-KEM-768, text form %q…)", seal.RecipientPublicKeyPrefix)
+		}
+		if strings.Contains(strings.ToLower(s), "secret") {
+			return nil, false, fieldErr(field, "looks like a secret key; send the recipient's public key (%q…), and treat that secret key as exposed", seal.RecipientPublicKeyPrefix)
+		}
+		return nil, false, fieldErr(field, `is neither a recipient public key (%q…) nor "tenant"`, seal.RecipientPublicKeyPrefix)
+	}
+	if len(rs) > tssp.MaxRecipients {
+		return nil, false, fieldErr("recipients", "%d keys, at most %d", len(rs), tssp.MaxRecipients)
+	}
+	return rs, tenant, nil
+}
+
+// PackageArtifact makes a TenSafe Secure Package (docs/TSSP_SPEC.md) of
+// checkpoint artifactID of tenant and stores it as a new artifact of kind
+// "tssp": the checkpoint's LoRA weights as a PEFT adapter encrypted to the
+// recipients, the DP certificate of the checkpoint's accountant for exactly
+// those weights, and the evidence (configuration, steps, loss summary,
+// dataset fingerprint, and the training operations' audit entries with
+// inclusion proofs against a signed audit checkpoint), signed with the
+// service's package signing key. Another tenant's artifact is ErrNotFound;
+// a bad recipient or an artifact that is not a checkpoint is a
+// *FieldError. The package is written under the tenant's KEK like every
+// artifact; the download is the package file.
+func (s *Service) PackageArtifact(ctx context.Context, tenant, artifactID string, req api.PackageRequest) (res api.PackageResult, err error) {
+	src, err := s.getArtifact(ctx, tenant, artifactID)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		rcd := auditRecordFor(ctx, tenant, "artifact.package", artifactID, err)
+		if rcd.Details == nil {
+			rcd.Details = map[string]string{}
+		}
+		if err == nil {
+			rcd.Details["package_artifact_id"] = res.Artifact.ID
+			rcd.Details["package_id"] = res.PackageID
+			rcd.Details["signer_key_id"] = res.Signer
+			rcd.Details["recipient_count"] = fmt.Sprint(len(res.Recipients))
+		}
+		s.record(ctx, rcd)
+	}()
+	if src.Kind != store.ArtifactCheckpoint {
+		return res, fieldErr("artifact_id", "is a %q artifact; only checkpoints (save_state) can be packaged", src.Kind)
+	}
+	recipients, forTenant, err := parseRecipients(req.Recipients)
+	if err != nil {
+		return res, err
+	}
+	name := req.Name
+	if name == "" {
+		if name = src.Name + ".tssp"; len(name) > store.MaxNameLen {
+			name = src.ID + ".tssp"
+		}
+	}
+	if err := checkName(name); err != nil {
+		return res, err
+	}
+	signer := s.pkg.cfg.Signer
+	if signer == nil {
+		return res, fmt.Errorf("%w: this server has no package signing key", ErrFailedPrecondition)
+	}
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+
+	// The checkpoint: engine state and accountant.
+	rc, err := s.openArtifact(ctx, src)
+	if err != nil {
+		return res, err
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, maxCheckpointSize+1))
+	rc.Close()
+	if err != nil {
+		return res, fmt.Errorf("service: read checkpoint %s: %w", src.ID, err)
+	}
+	defer clear(data)
+	cp, err := parseCheckpoint(data)
+	if err != nil {
+		return res, fmt.Errorf("service: checkpoint %s: %w", src.ID, err)
+	}
+	base, ok := s.models.get(cp.header.BaseModel)
+	if !ok {
+		return res, fmt.Errorf("%w: checkpoint %s is of base model %q, which is no longer registered", ErrFailedPrecondition, src.ID, cp.header.BaseModel)
+	}
+	p, err := validateConfig(cp.header.Config)
+	if err != nil {
+		return res, fmt.Errorf("service: checkpoint %s: config: %w", src.ID, err)
+	}
+	m, _, err := base.load()
+	if err != nil {
+		return res, err
+	}
+	eng, err := engine.New(m, p.engine)
+	if err != nil {
+		return res, fmt.Errorf("service: checkpoint %s: %w", src.ID, err)
+	}
+	if err := eng.Load(bytes.NewReader(cp.engine)); err != nil {
+		return res, fmt.Errorf("service: checkpoint %s: %w", src.ID, err)
+	}
+	budget, err := privacy.ParseBudget(cp.budget)
+	if err != nil {
+		return res, fmt.Errorf("service: checkpoint %s: budget: %w", src.ID, err)
+	}
+	config, weights, weightsHash, err := adapterFiles(eng.Adapter(), base.name)
+	if err != nil {
+		return res, fmt.Errorf("service: checkpoint %s: adapter: %w", src.ID, err)
+	}
+	defer clear(weights)
+
+	// Evidence up to the save_state that wrote the checkpoint.
+	h, err := s.readHistory(ctx, tenant, src.ClientID, func(all []audit.Entry) uint64 {
+		if e, ok := findSave(all, src.ID); ok {
+			return e.Seq + 1
+		}
+		return 0
+	})
+	if err != nil {
+		return res, err
+	}
+	if len(h.entries) == 0 || h.entries[len(h.entries)-1].Details["artifact_id"] != src.ID {
+		return res, fmt.Errorf("%w: the audit log holds no successful save_state of checkpoint %s", ErrFailedPrecondition, src.ID)
+	}
+	ev, err := s.evidence(ctx, tenant, h, tssp.EvidenceArtifact{ArtifactID: src.ID, ContentHash: src.ContentHash,
+		ClientID: src.ClientID, Step: cp.header.Step, CreatedAt: privacy.FormatTime(src.CreatedAt)}, base.name, p.cfg)
+	if err != nil {
+		return res, err
+	}
+	evJSON, err := json.Marshal(ev)
+	if err != nil {
+		return res, fmt.Errorf("service: evidence: %w", err)
+	}
+	if len(evJSON) > tssp.MaxEvidenceSize {
+		return res, fmt.Errorf("%w: the evidence of %d operations is %d bytes, more than a package holds (%d)",
+			ErrFailedPrecondition, len(h.entries), len(evJSON), tssp.MaxEvidenceSize)
+	}
+	cert, err := s.certificate(budget, p.cfg, ev, weightsHash, src.ClientID, h.entries[len(h.entries)-1].Time)
+	if err != nil {
+		return res, err
+	}
+	certJSON, err := cert.CanonicalJSON()
+	if err != nil {
+		return res, fmt.Errorf("service: DP certificate: %w", err)
+	}
+	bm := tssp.BaseModel{Name: base.name}
+	if bm.Hash, err = s.baseModelHash(base); err != nil {
+		return res, err
+	}
+	opts := tssp.CreateOptions{
+		AdapterConfig: config, Weights: bytes.NewReader(weights), BaseModel: bm,
+		Certificate: certJSON, Evidence: evJSON, Signer: signer, Recipients: recipients,
+		Producer: "tensafe " + s.pkg.cfg.Version, TempDir: s.dir,
+	}
+	if forTenant {
+		opts.Tenant = &tssp.TenantKey{Provider: s.keys, Tenant: tenant}
+	}
+	var man *tssp.Manifest
+	meta := map[string]any{"format": tssp.Format, "source_artifact_id": src.ID, "signer": signer.Public().KeyID(),
+		"epsilon": cert.Epsilon, "delta": cert.Delta, "steps": cert.Steps}
+	art, err := s.writeArtifactFunc(ctx, store.Artifact{TenantID: tenant, ClientID: src.ClientID, Kind: api.ArtifactKindTSSP, Name: name},
+		func(w io.Writer) (json.RawMessage, error) {
+			var err error
+			if man, err = tssp.Create(ctx, w, opts); err != nil {
+				return nil, err
+			}
+			meta["package_id"] = man.PackageID
+			return json.Marshal(meta)
+		})
+	if err != nil {
+		if errors.Is(err, tssp.ErrCertificate) || errors.Is(err, tssp.ErrAdapterConfig) || errors.Is(err, tssp.ErrEvidence) {
+			return res, fmt.Errorf("service: package checkpoint %s: %w", src.ID, err)
+		}
+		return res, err
+	}
+	res = api.PackageResult{Artifact: toArtifact(art), PackageID: man.PackageID, Signer: man.Signer,
+		WeightsSHA256: man.Weights.PlaintextSHA256, Epsilon: cert.Epsilon, Delta: cert.Delta, Steps: cert.Steps,
+		Recipients: []string{}}
+	for _, r := range man.Recipients {
+		res.Recipients = append(res.Recipients, r.KeyID)
+	}
+	if man.TenantKEK != nil {
+		res.Recipients = append(res.Recipients, man.TenantKEK.KeyID)
+	}
+	return res, nil
+}
+
+// baseModelHash returns the tssp.BaseModelHash of a registered model
+// folder, computed once; "" for the built-in model, which has no folder.
+func (s *Service) baseModelHash(b *baseModel) (string, error) {
+	if b.dir == "" {
+		return "", nil
+	}
+	s.pkg.mu.Lock()
+	defer s.pkg.mu.Unlock()
+	if h, ok := s.pkg.baseHashes[b.name]; ok {
+		return h, nil
+	}
+	h, err := tssp.BaseModelHash(b.dir)
+	if err != nil {
+		return "", fmt.Errorf("service: base model %q: %w", b.name, err)
+	}
+	s.pkg.baseHashes[b.name] = h
+	return h, nil
+}
+
+// writeArtifactFunc is writeArtifact for content that write streams into
+// the sealing writer; write returns the artifact's metadata. On error
+// nothing is left behind.
+func (s *Service) writeArtifactFunc(ctx context.Context, a store.Artifact, write func(io.Writer) (json.RawMessage, error)) (store.Artifact, error) {
+	id, err := store.NewID("art")
+	if err != nil {
+		return a, err
+	}
+	a.ID, a.Location, a.KeyID = id, id+".tsenv", keys.KeyIDFor(a.TenantID)
+	f, err := os.CreateTemp(s.dir, ".tmp-"+id+"-*")
+	if err != nil {
+		return a, fmt.Errorf("service: write artifact: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	w, err := keys.SealTo(ctx, s.keys, f, seal.Binding{TenantID: a.TenantID, ArtifactID: id})
+	if err != nil {
+		return a, fmt.Errorf("service: seal artifact: %w", err)
+	}
+	if a.Metadata, err = write(w); err != nil {
+		return a, err
+	}
+	if err := w.Close(); err != nil {
+		return a, fmt.Errorf("service: seal artifact: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return a, fmt.Errorf("service: write artifact: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return a, fmt.Errorf("service: write artifact: %w", err)
+	}
+	final := filepath.Join(s.dir, a.Location)
+	if err := os.Rename(tmp, final); err != nil {
+		return a, fmt.Errorf("service: write artifact: %w", err)
+	}
+	syncDir(s.dir)
+	a.ContentHash, a.Size = w.ContentHash(), w.Size()
+	out, err := s.st.CreateArtifact(context.WithoutCancel(ctx), a)
+	if err != nil {
+		os.Remove(final)
+		return a, fmt.Errorf("service: record artifact: %w", err)
+	}
+	ok = true
+	return out, nil
+}
