@@ -83,11 +83,26 @@ type LossSpec struct {
 
 // Batch is a batch of token sequences in Hugging Face's convention: labels
 // are aligned with input_ids and -100 marks positions without a target.
+//
+// The optional per-token inputs of RL and preference losses are aligned
+// with input_ids exactly like labels: the value at position t belongs to
+// token input_ids[t] (the target predicted from position t-1) and the value
+// at t = 0 is ignored. Targets holds one regression target per example
+// (docs/LOSSES.md: an example is one row, or a pair or group of rows for
+// the grouped losses).
 type Batch struct {
 	InputIDs      [][]int     `json:"input_ids"`
 	AttentionMask [][]int     `json:"attention_mask,omitempty"`
 	Labels        [][]int     `json:"labels,omitempty"`
 	Weights       [][]float64 `json:"weights,omitempty"`
+	// Advantages are per-token advantages A_t (RL losses).
+	Advantages [][]float64 `json:"advantages,omitempty"`
+	// SamplingLogprobs are log q(token) under the policy that sampled it.
+	SamplingLogprobs [][]float64 `json:"sampling_logprobs,omitempty"`
+	// ReferenceLogprobs are log p_ref(token) under a reference policy.
+	ReferenceLogprobs [][]float64 `json:"reference_logprobs,omitempty"`
+	// Targets are per-example regression targets (the mse loss).
+	Targets []float64 `json:"targets,omitempty"`
 }
 
 // ForwardBackwardRequest is the body of POST .../{id}/forward_backward.
@@ -123,7 +138,18 @@ type SampleRequest struct {
 // SaveStateRequest is the body of POST .../{id}/save_state.
 type SaveStateRequest struct {
 	Name string `json:"name,omitempty"`
+	// Metadata is a JSON object (at most MaxCheckpointMetadata bytes) kept
+	// inside the encrypted checkpoint and given back by load_state, e.g. an
+	// RL loop's algorithm state. It never reaches the artifact record.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// IncludeOptimizer (default true) saves the AdamW moments; false saves
+	// the LoRA weights and counters only, and load_state then starts the
+	// moments from zero.
+	IncludeOptimizer *bool `json:"include_optimizer,omitempty"`
 }
+
+// MaxCheckpointMetadata bounds SaveStateRequest.Metadata (64 KiB).
+const MaxCheckpointMetadata = 64 << 10
 
 // LoadStateRequest is the body of POST .../{id}/load_state.
 type LoadStateRequest struct {
@@ -176,6 +202,9 @@ type ForwardBackwardResult struct {
 	PerExampleNorms []float64 `json:"per_example_grad_norms,omitempty"`
 	FractionClipped float64   `json:"fraction_clipped"`
 	PendingExamples int       `json:"pending_examples"`
+	// Metrics are the loss's metrics (clip_fraction, reward_accuracy, …),
+	// means over the batch.
+	Metrics map[string]float64 `json:"metrics,omitempty"`
 }
 
 // ForwardResult is the result of forward.
@@ -220,6 +249,11 @@ type LoadStateResult struct {
 	ArtifactID   string  `json:"artifact_id"`
 	Step         int64   `json:"step"`
 	EpsilonSpent float64 `json:"epsilon_spent"`
+	// Metadata is the checkpoint's SaveStateRequest.Metadata, if any.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// OptimizerRestored says whether the checkpoint carried AdamW moments
+	// (false: they restart from zero).
+	OptimizerRestored bool `json:"optimizer_restored"`
 }
 
 // DPMetrics is GET .../{id}/dp_metrics: what the client's privacy budget has

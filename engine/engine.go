@@ -217,11 +217,14 @@ func checkCtx(ctx context.Context) error {
 	return nil
 }
 
-// lossFor resolves a loss spec.
-func lossFor(s loss.Spec) (loss.Func, error) {
-	f, err := loss.Resolve(s)
+// lossFor resolves a loss spec and checks it against the model.
+func (e *Engine) lossFor(s loss.Spec) (loss.Loss, error) {
+	l, err := loss.Resolve(s)
 	if err != nil {
-		return nil, fmt.Errorf("engine: %w", err)
+		return loss.Loss{}, fmt.Errorf("engine: %w", err)
 	}
-	return f, nil
+	if err := CheckLossVocab(l, e.model.Config.VocabSize); err != nil {
+		return loss.Loss{}, err
+	}
+	return l, nil
 }

@@ -56,10 +56,11 @@ func tinyEngine(t testing.TB, dp bool) *Engine {
 
 func meanLoss(t testing.TB, e *Engine, b Batch) float64 {
 	t.Helper()
-	_, per, err := e.Forward(context.Background(), b, loss.Spec{})
+	r, err := e.Forward(context.Background(), b, loss.Spec{}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	per := r.PerExampleLoss
 	var s float64
 	for _, v := range per {
 		s += v

@@ -53,6 +53,11 @@ const (
 	inMask
 	inTargets
 	inWeights
+	inAdv       // advantages [B, T]
+	inSamp      // sampling log-probabilities [B, T]
+	inRef       // reference log-probabilities [B, T]
+	inLPG       // custom loss gradients d loss/d logp [B, T]
+	inExTargets // per-example regression targets [P]
 	inCos
 	inSin
 	inRNG // GoMLX RNG state for LoRA dropout
@@ -68,38 +73,82 @@ const (
 	gradPerExample                 // per-example gradients themselves (inspection, tests)
 )
 
+// lossBatch binds the loss inputs of a training or forward graph.
+func lossBatch(in []*Node) loss.Batch {
+	return loss.Batch{Targets: in[inTargets], Weights: in[inWeights], Mask: in[inMask],
+		Advantages: in[inAdv], SamplingLogProbs: in[inSamp], ReferenceLogProbs: in[inRef],
+		LogProbGrads: in[inLPG], ExampleTargets: in[inExTargets]}
+}
+
+// applyLoss runs the loss and checks what it returns: per-example losses
+// [P] and one scalar per declared metric. A malformed custom loss panics
+// here, while the graph is built; run turns that into an error.
+func applyLoss(l loss.Loss, out loss.Outputs, in []*Node, P int) (perExample *Node, metrics []*Node) {
+	r := l.Func(out, lossBatch(in))
+	if r.PerExample == nil || r.PerExample.Rank() != 1 || r.PerExample.Shape().Dimensions[0] != P {
+		panic(fmt.Sprintf("loss returned per-example losses of shape %v, want [%d]", shapeOf(r.PerExample), P))
+	}
+	perExample = ConvertDType(r.PerExample, out.Logits.DType())
+	for _, name := range l.Metrics {
+		m, ok := r.Metrics[name]
+		if !ok || m == nil {
+			panic(fmt.Sprintf("loss declared metric %q but did not return it", name))
+		}
+		metrics = append(metrics, ConvertDType(StopGradient(ReduceAllMean(m)), out.Logits.DType()))
+	}
+	return perExample, metrics
+}
+
+func shapeOf(n *Node) any {
+	if n == nil {
+		return "nil"
+	}
+	return n.Shape()
+}
+
 // buildTrain builds the training graph: outputs are the per-example losses
-// [B], then for gradClipped the per-example norms [B] followed by the clipped
-// sum of each LoRA tensor; for gradPlain the summed gradient of each LoRA
-// tensor; for gradPerExample the norms and each per-example gradient
-// [B, ...].
-func buildTrain(m *model.Model, lora *model.LoRA, lossFn loss.Func, mode gradMode, clipNorm float64) func([]*Node) []*Node {
+// [P], the loss's metrics (scalars), then for gradClipped the per-example
+// norms [P] followed by the clipped sum of each LoRA tensor; for gradPlain
+// the summed gradient of each LoRA tensor; for gradPerExample the norms and
+// each per-example gradient [P, ...].
+//
+// An example is l.Group() consecutive rows: P = B/G copies of the LoRA
+// weights are made, and copy p is expanded to its G rows, so the gradient
+// with respect to copy p is example p's (the whole group's) gradient.
+func buildTrain(m *model.Model, lora *model.LoRA, l loss.Loss, mode gradMode, clipNorm float64) func([]*Node) []*Node {
 	nBase := len(m.ParamNames())
 	return func(in []*Node) []*Node {
 		ids := in[inIDs]
 		B := ids.Shape().Dimensions[0]
+		G := l.Group()
+		P := B / G
 		base := m.BindBase(in[numFixedInputs : numFixedInputs+nBase])
 		loraIn := in[numFixedInputs+nBase:]
 		nodes := make(map[string]*Node, len(lora.Names))
 		wrt := make([]*Node, len(lora.Names))
 		for i, name := range lora.Names {
 			// The broadcast trick: each example gets its own copy of the
-			// weights, so d(sum of losses)/d(copy b) is example b's
+			// weights, so d(sum of losses)/d(copy p) is example p's
 			// gradient. The plain mode uses it too and sums: on the pure-Go
 			// backend the batched contractions are faster than the
 			// gradient of a weight shared across the batch.
-			w := BroadcastPrefix(loraIn[i], B)
-			nodes[name] = w
+			w := BroadcastPrefix(loraIn[i], P)
 			wrt[i] = w
+			if G > 1 {
+				dims := w.Shape().Dimensions[1:]
+				w = BroadcastToDims(InsertAxes(w, 1), append([]int{P, G}, dims...)...)
+				w = Reshape(w, append([]int{B}, dims...)...)
+			}
+			nodes[name] = w
 		}
 		hidden := m.Forward(base, lora.Adapter(nodes, true, in[inRNG]), model.Inputs{
 			IDs: ids, KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)
-		perExample := lossFn(loss.Outputs{Logits: logits, Hidden: hidden}, loss.Batch{Targets: in[inTargets], Weights: in[inWeights]})
+		perExample, metrics := applyLoss(l, loss.Outputs{Logits: logits, Hidden: hidden}, in, P)
 		grads := Gradient(ReduceAllSum(perExample), wrt...)
+		out := append([]*Node{perExample}, metrics...)
 		if mode == gradPlain {
-			out := []*Node{perExample}
 			for _, g := range grads {
 				out = append(out, ReduceSum(g, 0))
 			}
@@ -119,15 +168,15 @@ func buildTrain(m *model.Model, lora *model.LoRA, lossFn loss.Func, mode gradMod
 				sq = Add(sq, s)
 			}
 		}
-		norms := Sqrt(sq) // [B]
-		out := []*Node{perExample, norms}
+		norms := Sqrt(sq) // [P]
+		out = append(out, norms)
 		if mode == gradPerExample {
 			return append(out, grads...)
 		}
 		// Opacus' rule: factor = min(1, C / (norm + 1e-6)).
 		factor := MinScalar(Div(Scalar(ids.Graph(), norms.DType(), clipNorm), AddScalar(norms, 1e-6)), 1.0)
 		for _, g := range grads {
-			f := Reshape(factor, append([]int{B}, onesDims(g.Rank()-1)...)...)
+			f := Reshape(factor, append([]int{P}, onesDims(g.Rank()-1)...)...)
 			out = append(out, ReduceSum(Mul(g, f), 0))
 		}
 		return out
@@ -143,8 +192,9 @@ func onesDims(n int) []int {
 }
 
 // buildForward builds the evaluation graph: per-token log-probabilities of
-// the targets [B, T] and the per-example losses [B].
-func buildForward(m *model.Model, lora *model.LoRA, lossFn loss.Func) func([]*Node) []*Node {
+// the targets [B, T] and, when l is not nil, the per-example losses [P] and
+// the loss's metrics.
+func buildForward(m *model.Model, lora *model.LoRA, l *loss.Loss) func([]*Node) []*Node {
 	nBase := len(m.ParamNames())
 	return func(in []*Node) []*Node {
 		base := m.BindBase(in[numFixedInputs : numFixedInputs+nBase])
@@ -153,12 +203,15 @@ func buildForward(m *model.Model, lora *model.LoRA, lossFn loss.Func) func([]*No
 			IDs: in[inIDs], KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)
-		logp := LogSoftmax(logits, -1)
-		V := logp.Shape().Dimensions[2]
-		tok := ReduceSum(Mul(logp, OneHot(in[inTargets], V, logp.DType())), -1)
-		tok = Mul(tok, ConvertDType(GreaterThan(in[inWeights], ScalarZero(logp.Graph(), logp.DType())), logp.DType()))
-		perExample := lossFn(loss.Outputs{Logits: logits, Hidden: hidden}, loss.Batch{Targets: in[inTargets], Weights: in[inWeights]})
-		return []*Node{tok, perExample}
+		b := lossBatch(in)
+		_, tok := loss.TokenLogProbs(loss.Outputs{Logits: logits}, b)
+		tok = Mul(tok, loss.TargetMask(b))
+		if l == nil {
+			return []*Node{tok}
+		}
+		B := in[inIDs].Shape().Dimensions[0]
+		perExample, metrics := applyLoss(*l, loss.Outputs{Logits: logits, Hidden: hidden}, in, B/l.Group())
+		return append([]*Node{tok, perExample}, metrics...)
 	}
 }
 

@@ -12,18 +12,20 @@ import (
 	"github.com/tensafe/tensafe/loss"
 )
 
-// ForwardBackwardResult reports one ForwardBackward call.
+// ForwardBackwardResult reports one ForwardBackward call. Per-example
+// values are per example of the loss (a pair or group of rows for the
+// grouped losses), the DP privacy unit.
 type ForwardBackwardResult struct {
-	Loss            float64   `json:"loss"` // mean of the per-example losses
-	PerExampleLoss  []float64 `json:"per_example_loss"`
-	Tokens          int       `json:"tokens"`                 // target tokens in the batch
-	PerExampleNorms []float64 `json:"per_example_grad_norms"` // pre-clip L2 norms (DP only)
-	FractionClipped float64   `json:"fraction_clipped"`       // examples whose norm exceeded C (DP only)
-	PendingExamples int       `json:"pending_examples"`       // accumulated since the last step
+	Loss            float64            `json:"loss"` // mean of the per-example losses
+	PerExampleLoss  []float64          `json:"per_example_loss"`
+	Tokens          int                `json:"tokens"`                 // target tokens in the batch
+	PerExampleNorms []float64          `json:"per_example_grad_norms"` // pre-clip L2 norms (DP only)
+	FractionClipped float64            `json:"fraction_clipped"`       // examples whose norm exceeded C (DP only)
+	PendingExamples int                `json:"pending_examples"`       // accumulated since the last step
+	Metrics         map[string]float64 `json:"metrics,omitempty"`      // the loss's metrics over the batch
 }
 
 func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor) []any {
-	ids, mask, targets, weights := p.tensors()
 	cos, sin := e.model.RotaryTables(0, p.T)
 	// Dropout randomness: reproducible from the client's seed and the
 	// number of graph runs so far (never used for DP noise).
@@ -32,7 +34,11 @@ func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor) []any {
 	if err != nil {
 		panic(err) // only fails on a malformed state shape
 	}
-	args := []any{ids, mask, targets, weights, cos, sin, rng}
+	var args []any
+	for _, t := range p.tensors() {
+		args = append(args, t)
+	}
+	args = append(args, cos, sin, rng)
 	for _, w := range e.model.Weights() {
 		args = append(args, w)
 	}
@@ -47,16 +53,35 @@ func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor) []any {
 // MaxGradNorm per example under DP, plain otherwise. On error nothing
 // changes.
 func (e *Engine) ForwardBackward(ctx context.Context, b Batch, spec loss.Spec) (*ForwardBackwardResult, error) {
-	if err := checkCtx(ctx); err != nil {
+	l, err := e.lossFor(spec)
+	if err != nil {
 		return nil, err
 	}
-	lossFn, err := lossFor(spec)
-	if err != nil {
+	return e.forwardBackward(ctx, b, l, spec.Key(), nil)
+}
+
+// ForwardBackwardCustom is ForwardBackward for a loss computed by the
+// client: logprobGrads[i][t] is d loss_i / d logp_t for the token
+// InputIDs[i][t] (aligned like Labels and like Forward's log-probabilities;
+// the value at t = 0 and at positions without a target is ignored). The
+// engine backpropagates Σ_t g_t·logp_t per example, whose gradient is the
+// client's loss gradient, and clips and accumulates it like any loss, so
+// the DP guarantee is the same. The result's per-example losses are those
+// surrogate values, not the client's losses.
+func (e *Engine) ForwardBackwardCustom(ctx context.Context, b Batch, logprobGrads [][]float64) (*ForwardBackwardResult, error) {
+	if logprobGrads == nil {
+		return nil, batchErr("logprob_grads", "is required")
+	}
+	return e.forwardBackward(ctx, b, loss.LogProbSurrogate(), "custom/logprob_grads", logprobGrads)
+}
+
+func (e *Engine) forwardBackward(ctx context.Context, b Batch, l loss.Loss, key string, lpg [][]float64) (*ForwardBackwardResult, error) {
+	if err := checkCtx(ctx); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p, err := prepare(b, e.model.Config.VocabSize, e.model.Config.MaxPositions, true)
+	p, err := prepare(b, e.model.Config.VocabSize, e.model.Config.MaxPositions, true, l, lpg)
 	if err != nil {
 		return nil, err
 	}
@@ -64,8 +89,8 @@ func (e *Engine) ForwardBackward(ctx context.Context, b Batch, spec loss.Spec) (
 	if e.cfg.DP.Enabled {
 		mode = gradClipped
 	}
-	exec, err := e.graphs.get(fmt.Sprintf("train/%d/%s", mode, spec.Key()), func() (*Exec, error) {
-		return NewExec(e.backend, buildTrain(e.model, e.lora, lossFn, mode, e.cfg.DP.MaxGradNorm))
+	exec, err := e.graphs.get(fmt.Sprintf("train/%d/%s", mode, key), func() (*Exec, error) {
+		return NewExec(e.backend, buildTrain(e.model, e.lora, l, mode, e.cfg.DP.MaxGradNorm))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("engine: build graph: %w", err)
@@ -74,17 +99,18 @@ func (e *Engine) ForwardBackward(ctx context.Context, b Batch, spec loss.Spec) (
 	if err != nil {
 		return nil, err
 	}
-	res := &ForwardBackwardResult{PerExampleLoss: toF64(out[0])}
+	res := &ForwardBackwardResult{PerExampleLoss: toF64(out[0]), Metrics: metricsOf(l, out[1:])}
+	out = out[1+len(l.Metrics):]
 	for _, n := range p.tokens {
 		res.Tokens += n
 	}
-	for _, l := range res.PerExampleLoss {
-		res.Loss += l
+	for _, v := range res.PerExampleLoss {
+		res.Loss += v
 	}
 	res.Loss /= float64(len(res.PerExampleLoss))
-	grads := out[1:]
+	grads := out
 	if mode == gradClipped {
-		res.PerExampleNorms = toF64(out[1])
+		res.PerExampleNorms = toF64(out[0])
 		clipped := 0
 		for _, n := range res.PerExampleNorms {
 			if n > e.cfg.DP.MaxGradNorm {
@@ -92,7 +118,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b Batch, spec loss.Spec) (
 			}
 		}
 		res.FractionClipped = float64(clipped) / float64(len(res.PerExampleNorms))
-		grads = out[2:]
+		grads = out[1:]
 	}
 	// Check before mutating anything, so a failure leaves the accumulator as it was.
 	flat := make([][]float32, len(grads))
@@ -113,30 +139,56 @@ func (e *Engine) ForwardBackward(ctx context.Context, b Batch, spec loss.Spec) (
 			acc[j] += v
 		}
 	}
-	e.accumExamples += p.B
+	e.accumExamples += p.B / p.G
 	res.PendingExamples = e.accumExamples
 	return res, nil
 }
 
+// metricsOf reads the loss's metric outputs (scalars, in l.Metrics order).
+func metricsOf(l loss.Loss, out []*tensors.Tensor) map[string]float64 {
+	if len(l.Metrics) == 0 {
+		return nil
+	}
+	m := make(map[string]float64, len(l.Metrics))
+	for i, name := range l.Metrics {
+		m[name] = toF64(out[i])[0]
+	}
+	return m
+}
+
 // PerExampleGradients returns each example's unclipped gradient of every
-// LoRA tensor (name → [B][values]) and the per-example losses and flat norms.
-// It changes nothing; it exists to inspect and test the DP step.
+// LoRA tensor (name → [P][values], one entry per example of the loss) and
+// the per-example losses and flat norms. It changes nothing; it exists to
+// inspect and test the DP step.
 func (e *Engine) PerExampleGradients(ctx context.Context, b Batch, spec loss.Spec) (grads map[string][][]float32, losses, norms []float64, err error) {
-	if err := checkCtx(ctx); err != nil {
+	l, err := e.lossFor(spec)
+	if err != nil {
 		return nil, nil, nil, err
 	}
-	lossFn, err := lossFor(spec)
-	if err != nil {
+	return e.perExampleGradients(ctx, b, l, spec.Key(), nil)
+}
+
+// PerExampleGradientsCustom is PerExampleGradients for a client-side loss
+// given by its log-probability gradients (see ForwardBackwardCustom).
+func (e *Engine) PerExampleGradientsCustom(ctx context.Context, b Batch, logprobGrads [][]float64) (grads map[string][][]float32, losses, norms []float64, err error) {
+	if logprobGrads == nil {
+		return nil, nil, nil, batchErr("logprob_grads", "is required")
+	}
+	return e.perExampleGradients(ctx, b, loss.LogProbSurrogate(), "custom/logprob_grads", logprobGrads)
+}
+
+func (e *Engine) perExampleGradients(ctx context.Context, b Batch, l loss.Loss, key string, lpg [][]float64) (grads map[string][][]float32, losses, norms []float64, err error) {
+	if err := checkCtx(ctx); err != nil {
 		return nil, nil, nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p, err := prepare(b, e.model.Config.VocabSize, e.model.Config.MaxPositions, true)
+	p, err := prepare(b, e.model.Config.VocabSize, e.model.Config.MaxPositions, true, l, lpg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	exec, err := e.graphs.get("perexample/"+spec.Key(), func() (*Exec, error) {
-		return NewExec(e.backend, buildTrain(e.model, e.lora, lossFn, gradPerExample, 0))
+	exec, err := e.graphs.get("perexample/"+key, func() (*Exec, error) {
+		return NewExec(e.backend, buildTrain(e.model, e.lora, l, gradPerExample, 0))
 	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("engine: build graph: %w", err)
@@ -145,17 +197,20 @@ func (e *Engine) PerExampleGradients(ctx context.Context, b Batch, spec loss.Spe
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	losses = toF64(out[0])
+	out = out[1+len(l.Metrics):]
+	P := p.B / p.G
 	grads = map[string][][]float32{}
 	for i, name := range e.lora.Names {
-		flat := tensors.MustCopyFlatData[float32](out[2+i])
-		per := len(flat) / p.B
-		rows := make([][]float32, p.B)
+		flat := tensors.MustCopyFlatData[float32](out[1+i])
+		per := len(flat) / P
+		rows := make([][]float32, P)
 		for k := range rows {
 			rows[k] = flat[k*per : (k+1)*per]
 		}
 		grads[name] = rows
 	}
-	return grads, toF64(out[0]), toF64(out[1]), nil
+	return grads, losses, toF64(out[0]), nil
 }
 
 // StepResult reports one optimizer step.
@@ -266,46 +321,70 @@ func addGaussianNoise(vals [][]float32, std float64) error {
 	return nil
 }
 
+// ForwardResult reports one Forward call.
+type ForwardResult struct {
+	// LogProbs[i][t] is the log-probability of the token InputIDs[i][t]
+	// (or Labels[i][t]) given the positions before it: aligned with
+	// InputIDs like Labels, Advantages and a custom loss's gradients. The
+	// value at t = 0, at positions without a target and at padding is 0.
+	LogProbs [][]float64
+	// PerExampleLoss and Metrics are the loss's, when it was computed.
+	PerExampleLoss []float64
+	Metrics        map[string]float64
+}
+
 // Forward returns per-token log-probabilities of the batch's targets (labels
-// shifted as in ForwardBackward, or the next input token when Labels is nil)
-// and per-example losses, without gradients and without changing anything.
-// LogProbs[i][j] is the log-probability of the token at position j+1 given
-// positions ≤ j, for j < len-1; masked-out targets report 0.
-func (e *Engine) Forward(ctx context.Context, b Batch, spec loss.Spec) (logprobs [][]float64, perExample []float64, err error) {
+// as in ForwardBackward, or the next input token when Labels is nil) and,
+// when withLoss, the per-example losses and metrics of spec, without
+// gradients and without changing anything. Without withLoss the loss's
+// batch inputs are not required (logprobs for a reference policy need no
+// advantages).
+func (e *Engine) Forward(ctx context.Context, b Batch, spec loss.Spec, withLoss bool) (*ForwardResult, error) {
 	if err := checkCtx(ctx); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	lossFn, err := lossFor(spec)
+	l, err := e.lossFor(spec)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	key := "forward/logprobs"
+	var lp *loss.Loss
+	if withLoss {
+		lp, key = &l, "forward/"+spec.Key()
+	} else {
+		l = loss.Loss{IgnoreLabel: l.IgnoreLabel}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p, err := prepare(b, e.model.Config.VocabSize, e.model.Config.MaxPositions, false)
+	p, err := prepare(b, e.model.Config.VocabSize, e.model.Config.MaxPositions, false, l, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	exec, err := e.graphs.get("forward/"+spec.Key(), func() (*Exec, error) {
-		return NewExec(e.backend, buildForward(e.model, e.lora, lossFn))
+	exec, err := e.graphs.get(key, func() (*Exec, error) {
+		return NewExec(e.backend, buildForward(e.model, e.lora, lp))
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("engine: build graph: %w", err)
+		return nil, fmt.Errorf("engine: build graph: %w", err)
 	}
 	out, err := run(exec, e.trainArgs(p, e.loraTensors()))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	flat := tensors.MustCopyFlatData[float32](out[0])
-	logprobs = make([][]float64, p.B)
-	for i := range logprobs {
-		n := p.lengths[i] - 1
-		row := make([]float64, max(n, 0))
-		for j := range row {
-			row[j] = float64(flat[i*p.T+j])
+	res := &ForwardResult{LogProbs: make([][]float64, p.B)}
+	for i := range res.LogProbs {
+		row := make([]float64, len(b.InputIDs[i]))
+		// Position j's output predicts token j+1.
+		for j := 1; j < p.lengths[i]; j++ {
+			row[j] = float64(flat[i*p.T+j-1])
 		}
-		logprobs[i] = row
+		res.LogProbs[i] = row
 	}
-	return logprobs, toF64(out[1]), nil
+	if withLoss {
+		res.PerExampleLoss = toF64(out[1])
+		res.Metrics = metricsOf(l, out[2:])
+	}
+	return res, nil
 }
 
 func toF64(t *tensors.Tensor) []float64 {

@@ -1,8 +1,10 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/engine"
@@ -10,10 +12,38 @@ import (
 	"github.com/tensafe/tensafe/model"
 )
 
-// checkBatch validates a batch against the model before it is queued, so
-// that a bad request is a 400 naming the field rather than a failed future.
-// needLabels: forward_backward trains on labels and requires them.
-func checkBatch(b api.Batch, cfg model.Config, needLabels bool) (engine.Batch, error) {
+// resolveLoss resolves a loss spec for a model: a bad spec, or a kwarg
+// naming a token outside the vocabulary, is a 400 naming the field.
+func resolveLoss(field string, spec loss.Spec, cfg model.Config) (loss.Loss, error) {
+	l, err := loss.Resolve(spec)
+	if err != nil {
+		return loss.Loss{}, fieldErr(field, "%v", err)
+	}
+	if err := engine.CheckLossVocab(l, cfg.VocabSize); err != nil {
+		return loss.Loss{}, fieldErr(field, "%v", err)
+	}
+	return l, nil
+}
+
+// lossInputsErr turns an engine.BatchError into a 400 naming the request
+// field (batch.advantages, logprob_grads[2], …).
+func lossInputsErr(err error) error {
+	var be *engine.BatchError
+	if errors.As(err, &be) {
+		f := be.Field
+		if !strings.HasPrefix(f, string(loss.FieldLogProbGrads)) {
+			f = "batch." + f
+		}
+		return fieldErr(f, "%s", be.Reason)
+	}
+	return err
+}
+
+// checkBatch validates a batch against the model and the loss before it is
+// queued, so that a bad request is a 400 naming the field rather than a
+// failed future. needLabels: forward_backward trains on labels and requires
+// them. logprobGrads are a custom loss's gradients (nil otherwise).
+func checkBatch(b api.Batch, cfg model.Config, needLabels bool, l loss.Loss, logprobGrads [][]float64) (engine.Batch, error) {
 	B := len(b.InputIDs)
 	switch {
 	case B == 0:
@@ -67,8 +97,8 @@ func checkBatch(b api.Batch, cfg model.Config, needLabels bool) (engine.Batch, e
 				return engine.Batch{}, fieldErr(fmt.Sprintf("batch.labels[%d]", i), "has length %d, input_ids[%d] has %d", len(b.Labels[i]), i, n)
 			}
 			for j, id := range b.Labels[i] {
-				if id != loss.IgnoreIndex && (id < 0 || id >= cfg.VocabSize) {
-					return engine.Batch{}, fieldErr(fmt.Sprintf("batch.labels[%d][%d]", i, j), "%d is outside the vocabulary [0, %d) and is not %d", id, cfg.VocabSize, loss.IgnoreIndex)
+				if id != l.Ignore() && (id < 0 || id >= cfg.VocabSize) {
+					return engine.Batch{}, fieldErr(fmt.Sprintf("batch.labels[%d][%d]", i, j), "%d is outside the vocabulary [0, %d) and is not the ignore index %d", id, cfg.VocabSize, l.Ignore())
 				}
 			}
 		}
@@ -83,5 +113,10 @@ func checkBatch(b api.Batch, cfg model.Config, needLabels bool) (engine.Batch, e
 			}
 		}
 	}
-	return engine.Batch{InputIDs: b.InputIDs, AttentionMask: b.AttentionMask, Labels: b.Labels, Weights: b.Weights}, nil
+	eb := engine.Batch{InputIDs: b.InputIDs, AttentionMask: b.AttentionMask, Labels: b.Labels, Weights: b.Weights,
+		Advantages: b.Advantages, SamplingLogprobs: b.SamplingLogprobs, ReferenceLogprobs: b.ReferenceLogprobs, Targets: b.Targets}
+	if err := engine.CheckLossInputs(eb, l, logprobGrads); err != nil {
+		return engine.Batch{}, lossInputsErr(err)
+	}
+	return eb, nil
 }

@@ -1,0 +1,400 @@
+package loss
+
+import (
+	"fmt"
+	"math"
+
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // GoMLX graph code reads best with its ops unqualified.
+)
+
+// builtins are the losses every registry starts with (docs/LOSSES.md).
+var builtins = map[string]Factory{
+	"token_ce":            newTokenCE,
+	"margin_ranking":      newMarginRanking,
+	"contrastive":         newContrastive,
+	"mse":                 newMSE,
+	"importance_sampling": newImportanceSampling,
+	"ppo":                 newPPO,
+	"dpo":                 newDPO,
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// TokenLogProbs returns log p(v) for the whole vocabulary [B, T, V] and the
+// log-probability of each position's target [B, T] (0 where the target is
+// 0 and unweighted: callers mask with TargetMask).
+func TokenLogProbs(out Outputs, b Batch) (full, target *Node) {
+	full = LogSoftmax(out.Logits, -1)
+	V := full.Shape().Dimensions[2]
+	target = ReduceSum(Mul(full, OneHot(b.Targets, V, full.DType())), -1)
+	return full, target
+}
+
+// TargetMask is 1 at target positions (weight > 0) and 0 elsewhere.
+func TargetMask(b Batch) *Node {
+	return ConvertDType(GreaterThan(b.Weights, ZerosLike(b.Weights)), b.Weights.DType())
+}
+
+// Entropy returns the entropy of the model's distribution at each position
+// [B, T], from the full log-probabilities [B, T, V].
+func Entropy(full *Node) *Node {
+	return Neg(ReduceSum(Mul(Exp(full), full), -1))
+}
+
+// rowSum sums x [B, T] over target positions: [B].
+func rowSum(x, mask *Node) *Node { return ReduceSum(Mul(x, mask), -1) }
+
+// tokenMean is the mean of x [B, T] over every target position of the
+// batch: a scalar metric.
+func tokenMean(x, mask *Node) *Node {
+	return Div(ReduceAllSum(Mul(x, mask)), MaxScalar(ReduceAllSum(mask), 1))
+}
+
+// groups reshapes per-row values [B] to [B/G, G].
+func groups(x *Node, G int) *Node {
+	B := x.Shape().Dimensions[0]
+	return Reshape(x, B/G, G)
+}
+
+// column returns column j of x [P, G] as [P].
+func column(x *Node, j int) *Node {
+	G := x.Shape().Dimensions[1]
+	sel := make([]float64, G)
+	sel[j] = 1
+	return ReduceSum(Mul(x, ExpandLeftToRank(Const(x.Graph(), castSlice(sel, x)), 2)), -1)
+}
+
+func castSlice(v []float64, like *Node) any {
+	if like.DType().Size() == 8 {
+		return v
+	}
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
+}
+
+// TokenCE is token-level cross-entropy. Each example's loss is the weighted
+// mean over its target positions: Σ_t w_t ℓ_t / Σ_t w_t, with
+// ℓ_t = (1-ε)·(−log p(target)) + ε·(−mean_v log p(v)) for label smoothing ε
+// (PyTorch's definition). With unit weights and ε = 0 this is exactly the
+// Hugging Face causal-LM loss of the example alone.
+type TokenCE struct {
+	LabelSmoothing float64 `json:"label_smoothing"`
+	IgnoreIndex    int     `json:"ignore_index"`
+}
+
+func newTokenCE(kw map[string]any) (Loss, error) {
+	c := TokenCE{IgnoreIndex: IgnoreIndex}
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: token_ce: %w", err)
+	}
+	if !(c.LabelSmoothing >= 0 && c.LabelSmoothing < 1) {
+		return Loss{}, fmt.Errorf("loss: token_ce: kwargs.label_smoothing must be in [0, 1), got %v", c.LabelSmoothing)
+	}
+	ignore := c.IgnoreIndex
+	return Loss{Func: c.Func, IgnoreLabel: &ignore}, nil
+}
+
+// Func is the graph function.
+func (c TokenCE) Func(out Outputs, b Batch) Result {
+	full, target := TokenLogProbs(out, b)
+	tok := Neg(target)
+	if c.LabelSmoothing > 0 {
+		smooth := Neg(ReduceMean(full, -1))
+		tok = Add(MulScalar(tok, 1-c.LabelSmoothing), MulScalar(smooth, c.LabelSmoothing))
+	}
+	num := ReduceSum(Mul(tok, b.Weights), -1)
+	den := MaxScalar(ReduceSum(b.Weights, -1), 1e-12)
+	return Result{PerExample: Div(num, den)}
+}
+
+// MarginRanking scores each row by its sequence log-probability
+// s = Σ_t logp_t (or the mean over target tokens) and ranks the chosen row
+// of a pair (row 2i) above the rejected one (row 2i+1):
+// loss = max(0, margin − (s_chosen − s_rejected)).
+type MarginRanking struct {
+	Margin    float64 `json:"margin"`
+	Normalize string  `json:"normalize"`
+}
+
+func newMarginRanking(kw map[string]any) (Loss, error) {
+	c := MarginRanking{Margin: 1, Normalize: "sum"}
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: margin_ranking: %w", err)
+	}
+	if !finite(c.Margin) {
+		return Loss{}, fmt.Errorf("loss: margin_ranking: kwargs.margin must be finite")
+	}
+	if c.Normalize != "sum" && c.Normalize != "mean" {
+		return Loss{}, fmt.Errorf("loss: margin_ranking: kwargs.normalize must be \"sum\" or \"mean\", got %q", c.Normalize)
+	}
+	return Loss{Func: c.Func, GroupSize: 2, Metrics: []string{"accuracy"}}, nil
+}
+
+// Func is the graph function.
+func (c MarginRanking) Func(out Outputs, b Batch) Result {
+	_, target := TokenLogProbs(out, b)
+	mask := TargetMask(b)
+	s := rowSum(target, mask)
+	if c.Normalize == "mean" {
+		s = Div(s, MaxScalar(ReduceSum(mask, -1), 1))
+	}
+	pair := groups(s, 2)
+	diff := Sub(column(pair, 0), column(pair, 1))
+	lossPer := MaxScalar(Neg(AddScalar(diff, -c.Margin)), 0)
+	acc := ReduceAllMean(ConvertDType(GreaterThan(diff, ZerosLike(diff)), diff.DType()))
+	return Result{PerExample: lossPer, Metrics: map[string]*Node{"accuracy": acc}}
+}
+
+// Contrastive is InfoNCE inside each group of GroupSize rows (anchor,
+// positive, negatives…) over the mean-pooled final hidden states of the real
+// tokens, with cosine similarity divided by the temperature:
+// loss = −log softmax_j(cos(a, x_j)/τ)[positive] for j over the group's
+// other rows.
+type Contrastive struct {
+	Temperature float64 `json:"temperature"`
+	GroupSize   int     `json:"group_size"`
+}
+
+func newContrastive(kw map[string]any) (Loss, error) {
+	c := Contrastive{Temperature: 0.05, GroupSize: 3}
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: contrastive: %w", err)
+	}
+	if !(c.Temperature > 0) || !finite(c.Temperature) {
+		return Loss{}, fmt.Errorf("loss: contrastive: kwargs.temperature must be positive and finite, got %v", c.Temperature)
+	}
+	if c.GroupSize < 3 || c.GroupSize > 64 {
+		return Loss{}, fmt.Errorf("loss: contrastive: kwargs.group_size must be in [3, 64] (anchor, positive, at least one negative), got %d", c.GroupSize)
+	}
+	return Loss{Func: c.Func, GroupSize: c.GroupSize, Metrics: []string{"accuracy"}}, nil
+}
+
+// meanPool averages hidden [B, T, H] over the real tokens of each row: [B, H].
+func meanPool(hidden, mask *Node) *Node {
+	m := InsertAxes(mask, -1) // [B, T, 1]
+	sum := ReduceSum(Mul(hidden, m), 1)
+	return Div(sum, MaxScalar(ReduceSum(m, 1), 1))
+}
+
+// Func is the graph function.
+func (c Contrastive) Func(out Outputs, b Batch) Result {
+	pooled := meanPool(out.Hidden, b.Mask) // [B, H]
+	dims := pooled.Shape().Dimensions
+	B, H, G := dims[0], dims[1], c.GroupSize
+	P := B / G
+	// Unit vectors; Div(x, Sqrt(..)) because Rsqrt has no gradient.
+	unit := Div(pooled, Sqrt(AddScalar(ReduceAndKeep(Square(pooled), ReduceSum, -1), 1e-12)))
+	grp := Reshape(unit, P, G, H)
+	anchor := InsertAxes(column3(grp, 0), 1) // [P, 1, H]
+	sims := ReduceSum(Mul(grp, anchor), -1)  // [P, G]; column 0 is the anchor itself
+	logits := DivScalar(sims, c.Temperature) // [P, G]
+	others := ConvertDType(GreaterThan(Iota(grp.Graph(), logits.Shape(), 1), ZerosLike(Iota(grp.Graph(), logits.Shape(), 1))), logits.DType())
+	// Push the anchor's own column out of the softmax.
+	masked := Add(Mul(logits, others), MulScalar(OneMinus(others), -1e9))
+	logp := LogSoftmax(masked, -1)
+	lossPer := Neg(column(logp, 1))
+	best := ReduceMax(masked, -1)
+	acc := ReduceAllMean(ConvertDType(GreaterOrEqual(column(masked, 1), best), logits.DType()))
+	return Result{PerExample: lossPer, Metrics: map[string]*Node{"accuracy": acc}}
+}
+
+// column3 returns x[:, j, :] of x [P, G, H] as [P, H].
+func column3(x *Node, j int) *Node {
+	G := x.Shape().Dimensions[1]
+	sel := make([]float64, G)
+	sel[j] = 1
+	w := Reshape(Const(x.Graph(), castSlice(sel, x)), 1, G, 1)
+	return ReduceSum(Mul(x, w), 1)
+}
+
+// MSE regresses a scalar head on each example's target: the head's value is
+// the logit of HeadToken at the pooled final hidden state (mean over real
+// tokens, or the last real token), that is the LM head's row of HeadToken
+// dotted with the pooled state, so only LoRA weights train.
+// loss = (value − target)².
+type MSE struct {
+	HeadToken *int   `json:"head_token"`
+	Pooling   string `json:"pooling"`
+}
+
+func newMSE(kw map[string]any) (Loss, error) {
+	c := MSE{Pooling: "mean"}
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: mse: %w", err)
+	}
+	if c.HeadToken == nil {
+		return Loss{}, fmt.Errorf("loss: mse: kwargs.head_token is required (the token whose LM-head row is the scalar head)")
+	}
+	if *c.HeadToken < 0 {
+		return Loss{}, fmt.Errorf("loss: mse: kwargs.head_token must be a token id ≥ 0, got %d", *c.HeadToken)
+	}
+	if c.Pooling != "mean" && c.Pooling != "last" {
+		return Loss{}, fmt.Errorf("loss: mse: kwargs.pooling must be \"mean\" or \"last\", got %q", c.Pooling)
+	}
+	return Loss{Func: c.Func, Needs: []Field{FieldTargets}, TokenIDs: map[string]int{"head_token": *c.HeadToken},
+		Metrics: []string{"prediction_mean"}}, nil
+}
+
+// Func is the graph function. By linearity of the (bias-free) LM head, the
+// logit at the pooled state equals the pooled logits, which is how it is
+// computed.
+func (c MSE) Func(out Outputs, b Batch) Result {
+	V := out.Logits.Shape().Dimensions[2]
+	sel := make([]float64, V)
+	sel[*c.HeadToken] = 1
+	head := ReduceSum(Mul(out.Logits, ExpandLeftToRank(Const(out.Logits.Graph(), castSlice(sel, out.Logits)), 3)), -1) // [B, T]
+	var pool *Node
+	if c.Pooling == "mean" {
+		pool = Div(b.Mask, MaxScalar(ReduceAndKeep(b.Mask, ReduceSum, -1), 1))
+	} else {
+		pos := ConvertDType(Iota(b.Mask.Graph(), b.Mask.Shape(), 1), b.Mask.DType())
+		last := AddScalar(ReduceAndKeep(b.Mask, ReduceSum, -1), -1)
+		pool = ConvertDType(Equal(pos, last), b.Mask.DType())
+	}
+	value := ReduceSum(Mul(head, pool), -1)
+	target := ConvertDType(b.ExampleTargets, value.DType())
+	return Result{PerExample: Square(Sub(value, target)), Metrics: map[string]*Node{"prediction_mean": ReduceAllMean(value)}}
+}
+
+// ImportanceSampling is the off-policy policy-gradient loss:
+// loss = −Σ_t exp(logp_t − sampling_logp_t)·A_t − entropy_coef·Σ_t H_t.
+type ImportanceSampling struct {
+	EntropyCoef float64 `json:"entropy_coef"`
+}
+
+func newImportanceSampling(kw map[string]any) (Loss, error) {
+	var c ImportanceSampling
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: importance_sampling: %w", err)
+	}
+	if !finite(c.EntropyCoef) {
+		return Loss{}, fmt.Errorf("loss: importance_sampling: kwargs.entropy_coef must be finite")
+	}
+	return Loss{Func: c.Func, Needs: []Field{FieldAdvantages, FieldSamplingLogProbs},
+		Metrics: []string{"ratio_mean", "entropy"}}, nil
+}
+
+// Func is the graph function.
+func (c ImportanceSampling) Func(out Outputs, b Batch) Result {
+	full, logp := TokenLogProbs(out, b)
+	mask := TargetMask(b)
+	ratio := Exp(Mul(Sub(logp, b.SamplingLogProbs), mask))
+	lossPer := Neg(rowSum(Mul(ratio, b.Advantages), mask))
+	ent := Entropy(full)
+	if c.EntropyCoef != 0 {
+		lossPer = Sub(lossPer, MulScalar(rowSum(ent, mask), c.EntropyCoef))
+	}
+	return Result{PerExample: lossPer, Metrics: map[string]*Node{
+		"ratio_mean": tokenMean(ratio, mask), "entropy": tokenMean(ent, mask)}}
+}
+
+// PPO is the clipped surrogate objective with an optional k3 KL penalty
+// against reference log-probabilities and an entropy bonus:
+// r_t = exp(logp_t − sampling_logp_t),
+// loss = −Σ_t min(r_t·A_t, clip(r_t, low, high)·A_t) + kl_coef·Σ_t KL_t − entropy_coef·Σ_t H_t,
+// KL_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1.
+type PPO struct {
+	ClipLow     float64 `json:"clip_low_threshold"`
+	ClipHigh    float64 `json:"clip_high_threshold"`
+	KLCoef      float64 `json:"kl_coef"`
+	EntropyCoef float64 `json:"entropy_coef"`
+}
+
+func newPPO(kw map[string]any) (Loss, error) {
+	c := PPO{ClipLow: 0.8, ClipHigh: 1.2}
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: ppo: %w", err)
+	}
+	switch {
+	case !(c.ClipLow > 0 && c.ClipLow <= 1):
+		return Loss{}, fmt.Errorf("loss: ppo: kwargs.clip_low_threshold must be in (0, 1], got %v", c.ClipLow)
+	case !(c.ClipHigh >= 1) || !finite(c.ClipHigh):
+		return Loss{}, fmt.Errorf("loss: ppo: kwargs.clip_high_threshold must be finite and ≥ 1, got %v", c.ClipHigh)
+	case !(c.KLCoef >= 0) || !finite(c.KLCoef):
+		return Loss{}, fmt.Errorf("loss: ppo: kwargs.kl_coef must be finite and ≥ 0, got %v", c.KLCoef)
+	case !finite(c.EntropyCoef):
+		return Loss{}, fmt.Errorf("loss: ppo: kwargs.entropy_coef must be finite")
+	}
+	needs := []Field{FieldAdvantages, FieldSamplingLogProbs}
+	if c.KLCoef > 0 {
+		needs = append(needs, FieldReferenceLogProbs)
+	}
+	return Loss{Func: c.Func, Needs: needs, Metrics: []string{"clip_fraction", "approx_kl", "ratio_mean", "entropy"}}, nil
+}
+
+// Func is the graph function.
+func (c PPO) Func(out Outputs, b Batch) Result {
+	full, logp := TokenLogProbs(out, b)
+	mask := TargetMask(b)
+	logRatio := Mul(Sub(logp, b.SamplingLogProbs), mask)
+	ratio := Exp(logRatio)
+	unclipped := Mul(ratio, b.Advantages)
+	clipped := Mul(ClipScalar(ratio, c.ClipLow, c.ClipHigh), b.Advantages)
+	lossPer := Neg(rowSum(Min(unclipped, clipped), mask))
+	if c.KLCoef > 0 {
+		d := Mul(Sub(b.ReferenceLogProbs, logp), mask)
+		kl := Sub(Sub(Exp(d), d), OnesLike(d))
+		lossPer = Add(lossPer, MulScalar(rowSum(kl, mask), c.KLCoef))
+	}
+	ent := Entropy(full)
+	if c.EntropyCoef != 0 {
+		lossPer = Sub(lossPer, MulScalar(rowSum(ent, mask), c.EntropyCoef))
+	}
+	outside := LogicalOr(LessThan(ratio, Scalar(ratio.Graph(), ratio.DType(), c.ClipLow)),
+		GreaterThan(ratio, Scalar(ratio.Graph(), ratio.DType(), c.ClipHigh)))
+	// approx_kl estimates KL(sampling ‖ current) with k3: (r − 1) − log r.
+	approxKL := Sub(Sub(ratio, OnesLike(ratio)), logRatio)
+	return Result{PerExample: lossPer, Metrics: map[string]*Node{
+		"clip_fraction": tokenMean(ConvertDType(outside, ratio.DType()), mask),
+		"approx_kl":     tokenMean(approxKL, mask),
+		"ratio_mean":    tokenMean(ratio, mask),
+		"entropy":       tokenMean(ent, mask),
+	}}
+}
+
+// DPO is direct preference optimisation over pairs (row 2i chosen, row
+// 2i+1 rejected): with s = Σ_t logp_t and r = Σ_t reference_logp_t per row,
+// loss = −log σ(β·((s_c − r_c) − (s_r − r_r))).
+type DPO struct {
+	Beta float64 `json:"beta"`
+}
+
+func newDPO(kw map[string]any) (Loss, error) {
+	c := DPO{Beta: 0.1}
+	if err := DecodeKwargs(kw, &c); err != nil {
+		return Loss{}, fmt.Errorf("loss: dpo: %w", err)
+	}
+	if !(c.Beta > 0) || !finite(c.Beta) {
+		return Loss{}, fmt.Errorf("loss: dpo: kwargs.beta must be positive and finite, got %v", c.Beta)
+	}
+	return Loss{Func: c.Func, GroupSize: 2, Needs: []Field{FieldReferenceLogProbs},
+		Metrics: []string{"reward_accuracy", "reward_margin"}}, nil
+}
+
+// Func is the graph function.
+func (c DPO) Func(out Outputs, b Batch) Result {
+	_, logp := TokenLogProbs(out, b)
+	mask := TargetMask(b)
+	reward := groups(MulScalar(rowSum(Sub(logp, b.ReferenceLogProbs), mask), c.Beta), 2) // [P, 2]
+	z := Sub(column(reward, 0), column(reward, 1))
+	lossPer := Softplus(Neg(z)) // −log σ(z)
+	return Result{PerExample: lossPer, Metrics: map[string]*Node{
+		"reward_accuracy": ReduceAllMean(ConvertDType(GreaterThan(z, ZerosLike(z)), z.DType())),
+		"reward_margin":   ReduceAllMean(z),
+	}}
+}
+
+// LogProbSurrogate is the loss behind client-side custom losses: given
+// g_t = d loss / d logp_t computed by the client, the per-example surrogate
+// Σ_t g_t·logp_t (over target positions) has the client's loss gradient
+// with respect to the model, so the engine can clip and accumulate it like
+// any built-in loss. Its value is not the client's loss.
+func LogProbSurrogate() Loss {
+	return Loss{Needs: []Field{FieldLogProbGrads}, Func: func(out Outputs, b Batch) Result {
+		_, logp := TokenLogProbs(out, b)
+		return Result{PerExample: rowSum(Mul(logp, b.LogProbGrads), TargetMask(b))}
+	}}
+}
