@@ -68,7 +68,7 @@ func (c *Client) EncryptLoRAInput(ctx context.Context, x [][]float64, packing Pa
 		return nil, fmt.Errorf("he: encrypt: packing %q is not a LoRA packing", packing)
 	}
 	p := c.keys.params
-	return c.encrypt(ctx, x, l, loraInputLevel(p), loraInputScale(p))
+	return c.encrypt(ctx, x, l, loraLevel(p, packing), loraScale(p, packing))
 }
 
 // EncryptModelInput encrypts x (tokens×dim) for private inference with a
@@ -343,7 +343,7 @@ func (c *Client) EncryptFeatures(ctx context.Context, x [][]float64, from, to in
 		}
 		sub[t] = row[from:to]
 	}
-	b, err := c.encrypt(ctx, sub, Layout{Packing: PackingThroughput, Dim: to - from, Tokens: len(x)}, loraInputLevel(p), loraInputScale(p))
+	b, err := c.encrypt(ctx, sub, Layout{Packing: PackingThroughput, Dim: to - from, Tokens: len(x)}, loraThroughputLevel(p), loraThroughputScale(p))
 	if err != nil {
 		return nil, err
 	}

@@ -193,6 +193,37 @@ func sortedUnique(els []uint64) []uint64 {
 	return slices.Compact(els)
 }
 
+// loraThroughputLevel is the level at which feature-major LoRA inputs are
+// encrypted: A is applied with integer weights at this level (three primes
+// with the default preset), one rescale drops a prime, and B is applied with
+// integer weights at the level below without a second rescale, so the
+// result sits over two primes. Fewer primes mean fewer residue products.
+func loraThroughputLevel(p Params) int { return min(2, p.MaxLevel()) }
+
+// loraThroughputScale is the plaintext scale of feature-major LoRA inputs:
+// 2^4 above the default, so that after A (integer weights of about 2^20 for
+// the default preset) and one rescale the intermediate sits a few bits
+// below the default scale: its rescaling noise stays far below 1e-4 after B,
+// and the two primes of the output keep more headroom for |delta|.
+func loraThroughputScale(p Params) rlwe.Scale {
+	return rlwe.NewScale(math.Exp2(float64(p.p.LogDefaultScale() + 8)))
+}
+
+// loraLevel and loraScale are the input level and scale of a LoRA packing.
+func loraLevel(p Params, packing Packing) int {
+	if packing == PackingThroughput {
+		return loraThroughputLevel(p)
+	}
+	return loraInputLevel(p)
+}
+
+func loraScale(p Params, packing Packing) rlwe.Scale {
+	if packing == PackingThroughput {
+		return loraThroughputScale(p)
+	}
+	return loraInputScale(p)
+}
+
 // loraInputLevel is the level at which LoRA inputs are encrypted: two levels
 // are consumed (A, then B) and one is kept so the result sits over a modulus
 // of at least two primes, leaving ample room for the delta's magnitude.
@@ -203,5 +234,5 @@ func loraInputLevel(p Params) int { return min(3, p.MaxLevel()) }
 // and the fresh encryption noise are 2^10 smaller relative to the message,
 // while the result (at level 1) still has over 20 bits of headroom.
 func loraInputScale(p Params) rlwe.Scale {
-	return rlwe.NewScale(math.Exp2(float64(p.p.LogDefaultScale() + 10)))
+	return rlwe.NewScale(math.Exp2(float64(p.p.LogDefaultScale() + 8)))
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
-	"math/bits"
 	"regexp"
 	"runtime"
 	"sync"
@@ -170,11 +168,12 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
 // loraAdapter is a registered adapter with its weights pre-encoded.
 type loraAdapter struct {
 	shape LoRAShape
-	level int // input level
-	// Throughput: residues of round(w·q) for each weight, A at level L
-	// (q = q_L) and Scale·B at level L-1 (q = q_{L-1}).
-	aRes [][]uint64 // [j*DIn+i][m], m ≤ L
-	bRes [][]uint64 // [c*Rank+j][m], m ≤ L-1
+	level int // input level of the latency packing
+	// Throughput (feature-major): A quantized at fmLevel, Scale·B at
+	// fmLevel-1 (see featuremajor.go).
+	fmLevel int
+	fmA     fmWeights // [j*DIn+i]
+	fmB     fmWeights // [c*Rank+j]
 	// Latency: diagonal-form plaintext matrices; nil without Galois keys.
 	ltA, ltB  *lintrans.LinearTransformation
 	width, rp int
@@ -196,22 +195,15 @@ func (e *Evaluator) RegisterAdapter(module string, a Adapter) error {
 	if L < 2 {
 		return fmt.Errorf("he: register adapter %s: %s has %d levels, LoRA needs 2", module, p.name, L)
 	}
-	ad := &loraAdapter{shape: s, level: L}
-	q := p.p.Q()
-	if maxTerms := maxWideTerms(q[:L+1]); s.DIn > maxTerms || s.Rank > maxTerms {
-		return fmt.Errorf("he: register adapter %s: d_in %d exceeds %d terms for %s", module, s.DIn, maxTerms, p.name)
+	ad := &loraAdapter{shape: s, level: L, fmLevel: loraThroughputLevel(p)}
+	if ad.fmLevel < 2 {
+		return fmt.Errorf("he: register adapter %s: %s has %d levels, LoRA needs 2", module, p.name, ad.fmLevel)
 	}
-	ad.aRes = make([][]uint64, s.Rank*s.DIn)
-	for j := range s.Rank {
-		for i := range s.DIn {
-			ad.aRes[j*s.DIn+i] = scaledResidues(a.A[j][i], q[L], q[:L+1])
-		}
+	if ad.fmA, err = quantizeFM(a.A, 1, s.DIn, p.p.Q()[:ad.fmLevel+1], fmMaxBitsA); err != nil {
+		return fmt.Errorf("he: register adapter %s: A: %w", module, err)
 	}
-	ad.bRes = make([][]uint64, s.DOut*s.Rank)
-	for c := range s.DOut {
-		for j := range s.Rank {
-			ad.bRes[c*s.Rank+j] = scaledResidues(a.Scale*a.B[c][j], q[L-1], q[:L])
-		}
+	if ad.fmB, err = quantizeFM(a.B, a.Scale, s.Rank, p.p.Q()[:ad.fmLevel], fmMaxBitsB); err != nil {
+		return fmt.Errorf("he: register adapter %s: B: %w", module, err)
 	}
 	if gal, err := loraLatencyGalois(p, s); err == nil && e.hasGalois(gal) {
 		if err := e.encodeLatency(ad, a); err != nil {
@@ -222,25 +214,6 @@ func (e *Evaluator) RegisterAdapter(module string, a Adapter) error {
 	e.adapters[module] = ad
 	e.mu.Unlock()
 	return nil
-}
-
-// scaledResidues returns round(w·scale) reduced modulo each modulus.
-func scaledResidues(w float64, scale uint64, moduli []uint64) []uint64 {
-	f := new(big.Float).SetPrec(128).SetFloat64(w)
-	f.Mul(f, new(big.Float).SetPrec(128).SetUint64(scale))
-	if f.Sign() >= 0 {
-		f.Add(f, big.NewFloat(0.5))
-	} else {
-		f.Sub(f, big.NewFloat(0.5))
-	}
-	v, _ := f.Int(nil) // truncation after ±0.5 rounds half away from zero
-	out := make([]uint64, len(moduli))
-	r := new(big.Int)
-	for m, qm := range moduli {
-		r.Mod(v, new(big.Int).SetUint64(qm))
-		out[m] = r.Uint64()
-	}
-	return out
 }
 
 func (e *Evaluator) encodeLatency(ad *loraAdapter, a Adapter) error {
@@ -430,237 +403,6 @@ func (e *Evaluator) DeltaStream(ctx context.Context, module string, next func(i 
 		return fmt.Errorf("he: delta stream %s: %w", module, err)
 	}
 	return nil
-}
-
-// chunk is how many input ciphertexts are pulled before the accumulators
-// are updated in parallel.
-const chunk = 8
-
-// deltaFeatureMajor: y_j = Σ_i A[j][i]·x_i (plaintext-scalar products
-// accumulated in 128 bits and reduced once), rescale; delta_c = Σ_j
-// Scale·B[c][j]·y_j, rescale. No rotations, no keys.
-func (e *Evaluator) deltaFeatureMajor(ctx context.Context, ad *loraAdapter, next func(i int) (*rlwe.Ciphertext, error), emit func(c int, ct *rlwe.Ciphertext) error) error {
-	p := e.params
-	s := ad.shape
-	L := ad.level
-	N := p.p.N()
-	q := p.p.Q()
-	workers := e.workers()
-
-	// Phase 1: rank accumulators over d_in inputs.
-	acc := make([]*wideAcc, s.Rank)
-	for j := range acc {
-		acc[j] = newWideAcc(2, L+1, N)
-	}
-	var first *rlwe.Ciphertext
-	buf := make([]*rlwe.Ciphertext, 0, chunk)
-	flush := func(base int) error {
-		return parallelFor(ctx, s.Rank, workers, func() any { return nil }, func(_ any, j int) error {
-			ws := make([][]uint64, len(buf))
-			for k := range buf {
-				ws[k] = ad.aRes[j*s.DIn+base+k]
-			}
-			acc[j].mulAddMany(buf, ws, L+1)
-			return nil
-		})
-	}
-	for i := 0; i < s.DIn; i++ {
-		ct, err := next(i)
-		if err != nil {
-			return fmt.Errorf("input %d: %w", i, err)
-		}
-		if ct.Level() != L {
-			return fmt.Errorf("input %d at level %d, want %d", i, ct.Level(), L)
-		}
-		if first == nil {
-			first = ct
-		} else if !ct.Scale.Equal(first.Scale) {
-			return fmt.Errorf("input %d scale differs from input 0", i)
-		}
-		buf = append(buf, ct)
-		if len(buf) == chunk || i == s.DIn-1 {
-			if err := flush(i + 1 - len(buf)); err != nil {
-				return err
-			}
-			buf = buf[:0]
-		}
-	}
-	ys := make([]*rlwe.Ciphertext, s.Rank)
-	err := parallelFor(ctx, s.Rank, workers, func() any { return e.evalPool.Get() }, func(st any, j int) error {
-		ev := st.(*ckks.Evaluator)
-		ct := rlwe.NewCiphertext(p.p, 1, L)
-		*ct.MetaData = *first.MetaData
-		ct.Scale = first.Scale.Mul(rlwe.NewScale(q[L]))
-		acc[j].reduceInto(ct, q)
-		acc[j] = nil
-		y := rlwe.NewCiphertext(p.p, 1, L-1)
-		if err := ev.Rescale(ct, y); err != nil {
-			return err
-		}
-		ys[j] = y
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-
-	// Phase 2: d_out outputs, each over rank intermediates, emitted in order.
-	outBlock := max(256, workers*32) // few blocks: each allocates per-worker evaluator state
-	outs := make([]*rlwe.Ciphertext, outBlock)
-	for base := 0; base < s.DOut; base += outBlock {
-		n := min(outBlock, s.DOut-base)
-		err := parallelFor(ctx, n, workers, func() any {
-			return struct {
-				ev  *ckks.Evaluator
-				acc *wideAcc
-			}{e.evalPool.Get().(*ckks.Evaluator), newWideAcc(2, L, N)}
-		}, func(st any, k int) error {
-			t := st.(struct {
-				ev  *ckks.Evaluator
-				acc *wideAcc
-			})
-			c := base + k
-			t.acc.reset()
-			t.acc.mulAddMany(ys, ad.bRes[c*s.Rank:(c+1)*s.Rank], L)
-			ct := rlwe.NewCiphertext(p.p, 1, L-1)
-			*ct.MetaData = *ys[0].MetaData
-			ct.Scale = ys[0].Scale.Mul(rlwe.NewScale(q[L-1]))
-			t.acc.reduceInto(ct, q)
-			o := rlwe.NewCiphertext(p.p, 1, L-2)
-			if err := t.ev.Rescale(ct, o); err != nil {
-				return err
-			}
-			outs[k] = o
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for k := range n {
-			if err := emit(base+k, outs[k]); err != nil {
-				return fmt.Errorf("emit %d: %w", base+k, err)
-			}
-			outs[k] = nil
-		}
-	}
-	return nil
-}
-
-// wideAcc accumulates Σ c·w over residues in 128 bits per coefficient, so
-// that thousands of products need one modular reduction at the end.
-type wideAcc struct {
-	lo, hi [][][]uint64 // [poly][modulus][coeff]
-}
-
-func newWideAcc(polys, moduli, n int) *wideAcc {
-	a := &wideAcc{lo: make([][][]uint64, polys), hi: make([][][]uint64, polys)}
-	for p := range polys {
-		a.lo[p] = make([][]uint64, moduli)
-		a.hi[p] = make([][]uint64, moduli)
-		for m := range moduli {
-			a.lo[p][m] = make([]uint64, n)
-			a.hi[p][m] = make([]uint64, n)
-		}
-	}
-	return a
-}
-
-// maxWideTerms is how many products of residues below the moduli fit in a
-// 128-bit accumulator.
-func maxWideTerms(moduli []uint64) int {
-	b := 0
-	for _, q := range moduli {
-		b = max(b, bits.Len64(q))
-	}
-	if 128-2*b >= 30 {
-		return 1 << 30
-	}
-	return 1 << (128 - 2*b)
-}
-
-func (a *wideAcc) reset() {
-	for p := range a.lo {
-		for m := range a.lo[p] {
-			clear(a.lo[p][m])
-			clear(a.hi[p][m])
-		}
-	}
-}
-
-// accBlock is the coefficient block kept in L1 while several ciphertexts
-// are accumulated into it (16 KiB of accumulator per block).
-const accBlock = 1024
-
-// mulAddMany adds Σ_i cts[i]·ws[i] (ws[i][m] the scalar's residue mod q_m)
-// over the first moduli, blocked so an accumulator block stays in cache
-// across the ciphertexts. With moduli below 2^b each product is below
-// 2^(2b), so 2^(128-2b) products fit: 2^62 for the default preset's 33-bit
-// moduli, 2^18 for the 55-bit first modulus of CKKS-N14-QP435.
-// RegisterAdapter enforces the bound.
-func (a *wideAcc) mulAddMany(cts []*rlwe.Ciphertext, ws [][]uint64, moduli int) {
-	for p := range a.lo {
-		for m := range moduli {
-			lo, hi := a.lo[p][m], a.hi[p][m]
-			n := len(lo)
-			for b0 := 0; b0 < n; b0 += accBlock {
-				b1 := min(b0+accBlock, n)
-				lob, hib := lo[b0:b1], hi[b0:b1]
-				i := 0
-				for ; i+4 <= len(cts); i += 4 {
-					s0, s1, s2, s3 := ws[i][m], ws[i+1][m], ws[i+2][m], ws[i+3][m]
-					x0 := cts[i].Value[p].Coeffs[m][b0:b1]
-					x1 := cts[i+1].Value[p].Coeffs[m][b0:b1]
-					x2 := cts[i+2].Value[p].Coeffs[m][b0:b1]
-					x3 := cts[i+3].Value[p].Coeffs[m][b0:b1]
-					x0, x1, x2, x3 = x0[:len(lob)], x1[:len(lob)], x2[:len(lob)], x3[:len(lob)]
-					hib := hib[:len(lob)]
-					for k := range lob {
-						l, h := lob[k], hib[k]
-						var c uint64
-						ph, pl := bits.Mul64(x0[k], s0)
-						l, c = bits.Add64(l, pl, 0)
-						h += ph + c
-						ph, pl = bits.Mul64(x1[k], s1)
-						l, c = bits.Add64(l, pl, 0)
-						h += ph + c
-						ph, pl = bits.Mul64(x2[k], s2)
-						l, c = bits.Add64(l, pl, 0)
-						h += ph + c
-						ph, pl = bits.Mul64(x3[k], s3)
-						l, c = bits.Add64(l, pl, 0)
-						h += ph + c
-						lob[k], hib[k] = l, h
-					}
-				}
-				for ; i < len(cts); i++ {
-					s := ws[i][m]
-					src := cts[i].Value[p].Coeffs[m][b0:b1]
-					src = src[:len(lob)]
-					hib := hib[:len(lob)]
-					for k, c := range src {
-						h, l := bits.Mul64(c, s)
-						var carry uint64
-						lob[k], carry = bits.Add64(lob[k], l, 0)
-						hib[k] += h + carry
-					}
-				}
-			}
-		}
-	}
-}
-
-// reduceInto writes the accumulated values modulo each q_m into ct.
-func (a *wideAcc) reduceInto(ct *rlwe.Ciphertext, q []uint64) {
-	for p := range a.lo {
-		for m := range ct.Value[p].Coeffs {
-			dst := ct.Value[p].Coeffs[m]
-			lo, hi := a.lo[p][m], a.hi[p][m]
-			qm := q[m]
-			for k := range dst {
-				dst[k] = bits.Rem64(hi[k], lo[k], qm)
-			}
-		}
-	}
 }
 
 func (e *Evaluator) deltaLatency(ctx context.Context, ad *loraAdapter, in *Batch) (*Batch, error) {
