@@ -1,0 +1,222 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/seal"
+	"github.com/tensafe/tensafe/tssp"
+)
+
+// TestBatchDigest pins tensafe-batch-digest/v1 to values computed
+// independently (Python: sha256(json.dumps(batch, separators=(",", ":"),
+// sort_keys=True))).
+func TestBatchDigest(t *testing.T) {
+	for _, c := range []struct {
+		b    api.Batch
+		want string
+	}{
+		{api.Batch{InputIDs: [][]int{{256, 104, 105}}, Labels: [][]int{{256, 104, 105}}},
+			"sha256:d0d57bd8a21d986fb8360542f865d72bcb3aedad52a6111f448279c5977cebae"},
+		{api.Batch{InputIDs: [][]int{{1, 2}}, Weights: [][]float64{{0.5, 1}}},
+			"sha256:2dc87ecf68ab13ce41f47919864e480fea1e2626e2a495d6c5a393b7c0bcd229"},
+	} {
+		if got := BatchDigest(c.b); got != c.want {
+			t.Errorf("BatchDigest(%+v) = %s, want %s", c.b, got, c.want)
+		}
+	}
+}
+
+func TestParseRecipients(t *testing.T) {
+	k1, _ := seal.GenerateRecipientKey()
+	k2, _ := seal.GenerateRecipientKey()
+	secret, _ := k1.MarshalText()
+	signer, _ := seal.GenerateSigningKey(rand.Reader)
+	for _, c := range []struct {
+		name   string
+		in     []string
+		keys   int
+		tenant bool
+		field  string
+	}{
+		{"keys and tenant", []string{k1.Public().String(), " tenant ", k2.Public().String() + "\n"}, 2, true, ""},
+		{"tenant only", []string{"tenant"}, 0, true, ""},
+		{"none", nil, 0, false, "recipients"},
+		{"empty string", []string{""}, 0, false, "recipients[0]"},
+		{"tenant twice", []string{"tenant", "tenant"}, 0, false, "recipients[1]"},
+		{"same key twice", []string{k1.Public().String(), k1.Public().String()}, 0, false, "recipients[1]"},
+		{"a secret key", []string{"tenant", string(secret)}, 0, false, "recipients[1]"},
+		{"a signing key", []string{signer.Public().String()}, 0, false, "recipients[0]"},
+		{"truncated key", []string{k1.Public().String()[:60]}, 0, false, "recipients[0]"},
+		{"too many", make([]string, tssp.MaxRecipients+2), 0, false, "recipients"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rs, tenant, err := parseRecipients(c.in)
+			if c.field == "" {
+				if err != nil || len(rs) != c.keys || tenant != c.tenant {
+					t.Fatalf("got %d keys, tenant %v, %v", len(rs), tenant, err)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != c.field {
+				t.Fatalf("error %v, want one naming %s", err, c.field)
+			}
+			if strings.Contains(err.Error(), string(secret[len(secret)-16:])) {
+				t.Fatal("the error quotes the secret key")
+			}
+		})
+	}
+}
+
+// trainAndSave runs steps DP steps on a new client of tenant and saves it.
+func trainAndSave(t testing.TB, f *fixture, cfg api.TrainingConfig, steps int) (client string, sv api.SaveStateResult) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := f.svc.CreateTrainingClient(ctx, f.tenA, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range steps {
+		fb, err := f.svc.ForwardBackward(ctx, f.tenA, c.ID, api.ForwardBackwardRequest{Batch: textBatch("package", "me")})
+		await(t, f.svc, f.tenA, fb, err, nil)
+		os, err := f.svc.OptimStep(ctx, f.tenA, c.ID)
+		await(t, f.svc, f.tenA, os, err, nil)
+	}
+	fs, err := f.svc.SaveState(ctx, f.tenA, c.ID, api.SaveStateRequest{})
+	await(t, f.svc, f.tenA, fs, err, &sv)
+	return c.ID, sv
+}
+
+// TestPackageUnsignedLog packages through a service whose audit log signs no
+// checkpoints: the evidence proves inclusion against the unsigned root,
+// which the package signature vouches for; and packaging needs a signer and
+// an audit store.
+func TestPackageUnsignedLog(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	client, sv := trainAndSave(t, f, tinyConfig(1, 10, 2, 100), 2)
+	req := api.PackageRequest{Recipients: []string{"tenant"}}
+
+	if _, err := f.svc.PackageArtifact(ctx, f.tenA, sv.ArtifactID, req); !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("without a signing key: %v", err)
+	}
+	if _, err := f.svc.PackageSigner(); !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("PackageSigner without a key: %v", err)
+	}
+	signer, _ := seal.GenerateSigningKey(rand.Reader)
+	f.svc.pkg = newPackager(PackageConfig{Signer: signer})
+	if _, err := f.svc.PackageArtifact(ctx, f.tenA, sv.ArtifactID, req); !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("without an audit store: %v", err)
+	}
+	if _, err := f.svc.DPCertificate(ctx, f.tenA, client); !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("certificate without an audit store: %v", err)
+	}
+	f.svc.pkg = newPackager(PackageConfig{Signer: signer, AuditStore: f.as})
+	before, _ := f.st.ListArtifacts(ctx, f.tenA)
+	if _, err := f.svc.PackageArtifact(ctx, f.tenB, sv.ArtifactID, req); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tenant B: %v", err)
+	}
+	res, err := f.svc.PackageArtifact(ctx, f.tenA, sv.ArtifactID, api.PackageRequest{Recipients: []string{"tenant"}, Name: "mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := f.st.ListArtifacts(ctx, f.tenA)
+	if len(after) != len(before)+1 || res.Artifact.Name != "mine" || res.Artifact.Kind != api.ArtifactKindTSSP {
+		t.Fatalf("artifacts %d → %d, result %+v", len(before), len(after), res)
+	}
+	rc, _, err := f.svc.OpenArtifact(ctx, f.tenA, res.Artifact.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tssp.Read(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := tssp.Load(ctx, p, []*seal.VerifyingKey{signer.Public()}, tssp.TenantIdentity(f.svc.keys, f.tenA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := tssp.ParseEvidence(a.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Audit.Checkpoint != "" || len(ev.Audit.Proofs) != 1+2*2+1 || ev.Training.Clients[0] != client {
+		t.Fatalf("evidence %+v", ev)
+	}
+	if err := ev.VerifyAudit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.VerifyAudit(signer.Public()); !errors.Is(err, tssp.ErrEvidence) {
+		t.Fatalf("a key without a checkpoint: %v", err)
+	}
+	cert, err := privacy.ParseCertificate(a.Certificate)
+	if err != nil || cert.Steps != 2 || cert.TenSafeVersion != "dev" || cert.AdapterHash != res.WeightsSHA256 {
+		t.Fatalf("certificate %+v, %v", cert, err)
+	}
+	// Packaging is on the audit record, metadata only.
+	var rec *audit.Entry
+	err = auditScan(f, func(e audit.Entry) {
+		if e.Operation == "artifact.package" && e.Outcome == audit.OutcomeSuccess {
+			rec = &e
+		}
+	})
+	if err != nil || rec == nil || rec.Details["package_id"] != res.PackageID || rec.Resource != sv.ArtifactID {
+		t.Fatalf("audit entry %+v, %v", rec, err)
+	}
+	// A failed request changes nothing.
+	if _, err := f.svc.PackageArtifact(ctx, f.tenA, sv.ArtifactID, api.PackageRequest{Recipients: []string{"nobody"}}); err == nil {
+		t.Fatal("a bad recipient was accepted")
+	}
+	if now, _ := f.st.ListArtifacts(ctx, f.tenA); len(now) != len(after) {
+		t.Fatalf("a refused request stored an artifact")
+	}
+}
+
+// BenchmarkPackageArtifact packages a saved tensafe-tiny checkpoint through
+// the service: open the sealed checkpoint, render the PEFT adapter, read
+// the audit log and build the inclusion proofs, certify, encrypt to one
+// recipient and the tenant, sign, and seal the package as a new artifact.
+func BenchmarkPackageArtifact(b *testing.B) {
+	for _, c := range []struct {
+		rank    int
+		modules []string
+	}{{8, nil}, {64, []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}} {
+		b.Run(fmt.Sprintf("rank%d_modules%d", c.rank, max(len(c.modules), 4)), func(b *testing.B) {
+			f := newFixture(b)
+			signer, _ := seal.GenerateSigningKey(rand.Reader)
+			f.svc.pkg = newPackager(PackageConfig{Signer: signer, AuditStore: f.as})
+			cfg := tinyConfig(1, 50, 2, 100)
+			cfg.LoRA.Rank, cfg.LoRA.TargetModules = c.rank, c.modules
+			_, sv := trainAndSave(b, f, cfg, 4)
+			rk, _ := seal.GenerateRecipientKey()
+			req := api.PackageRequest{Recipients: []string{rk.Public().String(), "tenant"}}
+			ctx := context.Background()
+			var size int64
+			b.ResetTimer()
+			for b.Loop() {
+				res, err := f.svc.PackageArtifact(ctx, f.tenA, sv.ArtifactID, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = res.Artifact.Size
+			}
+			b.ReportMetric(float64(size), "package-bytes")
+			b.ReportMetric(float64(sv.Size), "checkpoint-bytes")
+		})
+	}
+}
