@@ -93,6 +93,13 @@ func (tc *TrainingClient) SaveState(ctx context.Context, name string) (*Future[a
 	return submit[api.SaveStateResult](ctx, tc, "save_state", api.SaveStateRequest{Name: name})
 }
 
+// SaveStateWith writes an encrypted checkpoint with the full request's
+// options: Metadata (a JSON object of at most 64 KiB kept inside the
+// encrypted checkpoint and returned by LoadState) and IncludeOptimizer.
+func (tc *TrainingClient) SaveStateWith(ctx context.Context, req api.SaveStateRequest) (*Future[api.SaveStateResult], error) {
+	return submit[api.SaveStateResult](ctx, tc, "save_state", req)
+}
+
 // LoadState restores a checkpoint artifact (adapter, optimizer and
 // accountant state) into the client.
 func (tc *TrainingClient) LoadState(ctx context.Context, artifactID string) (*Future[api.LoadStateResult], error) {

@@ -85,6 +85,13 @@ func (e *Engine) Sample(ctx context.Context, req SampleRequest, dec Decoder) ([]
 			return nil, fmt.Errorf("engine: sample: stop_token_ids[%d] = %d is outside the vocabulary", i, id)
 		}
 	}
+	// A model's vocabulary may be padded past its tokenizer's (tensafe-tiny:
+	// 264 rows, 259 byte-tokenizer ids): never sample an id the tokenizer
+	// cannot decode.
+	known := c.VocabSize
+	if v, ok := dec.(interface{ VocabSize() int }); ok && v.VocabSize() > 0 && v.VocabSize() < known {
+		known = v.VocabSize()
+	}
 	stopIDs := map[int]bool{}
 	for _, id := range append(append([]int{}, c.EOS...), req.StopTokens...) {
 		stopIDs[id] = true
@@ -125,7 +132,7 @@ func (e *Engine) Sample(ctx context.Context, req SampleRequest, dec Decoder) ([]
 				tokens[i] = append(tokens[i], tokens[i][len(tokens[i])-1])
 				continue
 			}
-			tok, lp := pick(logits[i], req.Temperature, req.TopK, req.TopP, rng)
+			tok, lp := pick(logits[i][:known], req.Temperature, req.TopK, req.TopP, rng)
 			tokens[i] = append(tokens[i], tok)
 			seqs[i].Tokens = append(seqs[i].Tokens, tok)
 			seqs[i].LogProbs = append(seqs[i].LogProbs, lp)

@@ -52,9 +52,22 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 	if err := checkName(req.Name); err != nil {
 		return api.Future{}, err
 	}
+	var metadata json.RawMessage
+	if len(req.Metadata) > 0 && string(req.Metadata) != "null" {
+		if err := checkMetadata(req.Metadata); err != nil {
+			return api.Future{}, err
+		}
+		// Compact: the stored bytes do not depend on the caller's spacing.
+		var b bytes.Buffer
+		if err := json.Compact(&b, req.Metadata); err != nil {
+			return api.Future{}, fieldErr("metadata", "must be a JSON object")
+		}
+		metadata = b.Bytes()
+	}
+	skipOptimizer := req.IncludeOptimizer != nil && !*req.IncludeOptimizer
 	return s.submit(ctx, sess, store.KindSaveState, nil, nil, func(ctx context.Context, det map[string]string) (any, error) {
 		var eb bytes.Buffer
-		if err := sess.eng.Save(&eb); err != nil {
+		if err := sess.eng.SaveWith(&eb, engine.SaveOptions{SkipOptimizer: skipOptimizer}); err != nil {
 			return nil, engineErr(err)
 		}
 		sess.mu.Lock()
@@ -69,7 +82,7 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 			return nil, fmt.Errorf("service: privacy budget: %w", err)
 		}
 		step := int64(sess.eng.Step())
-		payload, err := marshalCheckpoint(checkpointHeader{BaseModel: base, Config: p.cfg, Step: step}, bs, eb.Bytes())
+		payload, err := marshalCheckpoint(checkpointHeader{BaseModel: base, Config: p.cfg, Step: step, Metadata: metadata}, bs, eb.Bytes())
 		if err != nil {
 			return nil, err
 		}
@@ -77,8 +90,10 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 		if name == "" {
 			name = fmt.Sprintf("checkpoint-step-%d", step)
 		}
+		// The artifact record is not encrypted: the caller's metadata stays
+		// inside the checkpoint.
 		meta, err := json.Marshal(map[string]any{"format": CheckpointFormat, "base_model": base, "step": step,
-			"epsilon_spent": sp.Epsilon, "delta": sp.Delta, "accountant": sp.Accountant})
+			"epsilon_spent": sp.Epsilon, "delta": sp.Delta, "accountant": sp.Accountant, "optimizer_state": !skipOptimizer})
 		if err != nil {
 			return nil, err
 		}
@@ -90,6 +105,7 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 		det["artifact_id"] = art.ID
 		det["content_hash"] = art.ContentHash
 		det["step"] = fmt.Sprint(step)
+		det["include_optimizer"] = fmt.Sprint(!skipOptimizer)
 		return api.SaveStateResult{ArtifactID: art.ID, ContentHash: art.ContentHash, Size: art.Size, Step: step}, nil
 	})
 }
@@ -279,6 +295,10 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		if err := eng.Load(bytes.NewReader(cp.engine)); err != nil {
 			return nil, fmt.Errorf("service: checkpoint %s: %w", art.ID, err)
 		}
+		restored, err := engine.StateHasOptimizer(cp.engine)
+		if err != nil {
+			return nil, fmt.Errorf("service: checkpoint %s: %w", art.ID, err)
+		}
 		cj, err := json.Marshal(p.cfg)
 		if err != nil {
 			return nil, err
@@ -302,7 +322,8 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		}
 		det["step"] = fmt.Sprint(eng.Step())
 		det["epsilon_spent"] = fmt.Sprintf("%.6g", sp.Epsilon)
-		return api.LoadStateResult{ArtifactID: art.ID, Step: int64(eng.Step()), EpsilonSpent: sp.Epsilon}, nil
+		return api.LoadStateResult{ArtifactID: art.ID, Step: int64(eng.Step()), EpsilonSpent: sp.Epsilon,
+			Metadata: cp.header.Metadata, OptimizerRestored: restored}, nil
 	})
 }
 

@@ -12,8 +12,12 @@ import (
 )
 
 // CheckpointFormat names the plaintext inside a checkpoint artifact's
-// envelope (docs/API.md, "Checkpoint artifacts").
-const CheckpointFormat = "tensafe-service-checkpoint/v1"
+// envelope (docs/API.md, "Checkpoint artifacts"). v2 adds the header's
+// metadata field; readers also accept CheckpointFormatV1.
+const CheckpointFormat = "tensafe-service-checkpoint/v2"
+
+// CheckpointFormatV1 is the previous format: v2 without metadata.
+const CheckpointFormatV1 = "tensafe-service-checkpoint/v1"
 
 const (
 	checkpointMagic     = "TSSVCKP1"
@@ -29,6 +33,9 @@ type checkpointHeader struct {
 	Step       int64              `json:"step"`
 	BudgetSize int64              `json:"budget_size"`
 	EngineSize int64              `json:"engine_size"`
+	// Metadata is the caller's JSON object (SaveStateRequest.Metadata), v2
+	// only.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
 // checkpoint is a decoded checkpoint: the header, the accountant's state
@@ -84,8 +91,16 @@ func parseCheckpoint(data []byte) (*checkpoint, error) {
 	if dec.More() {
 		return nil, fmt.Errorf("%w: header: trailing data", errCheckpoint)
 	}
-	if h.Format != CheckpointFormat {
-		return nil, fmt.Errorf("%w: format %q, want %q", errCheckpoint, h.Format, CheckpointFormat)
+	switch {
+	case h.Format == CheckpointFormatV1 && h.Metadata != nil:
+		return nil, fmt.Errorf("%w: metadata is not a field of %s", errCheckpoint, CheckpointFormatV1)
+	case h.Format != CheckpointFormat && h.Format != CheckpointFormatV1:
+		return nil, fmt.Errorf("%w: format %q, want %q or %q", errCheckpoint, h.Format, CheckpointFormat, CheckpointFormatV1)
+	}
+	if h.Metadata != nil {
+		if err := checkMetadata(h.Metadata); err != nil {
+			return nil, fmt.Errorf("%w: %w", errCheckpoint, err)
+		}
 	}
 	rest = rest[n:]
 	switch {
@@ -99,4 +114,17 @@ func parseCheckpoint(data []byte) (*checkpoint, error) {
 		return nil, fmt.Errorf("%w: sizes %d + %d do not match the %d bytes that follow the header", errCheckpoint, h.BudgetSize, h.EngineSize, len(rest))
 	}
 	return &checkpoint{header: h, budget: rest[:h.BudgetSize], engine: rest[h.BudgetSize:]}, nil
+}
+
+// checkMetadata accepts a JSON object of at most api.MaxCheckpointMetadata
+// bytes.
+func checkMetadata(m json.RawMessage) error {
+	if len(m) > api.MaxCheckpointMetadata {
+		return fieldErr("metadata", "%d bytes, at most %d allowed", len(m), api.MaxCheckpointMetadata)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(m, &obj); err != nil || obj == nil {
+		return fieldErr("metadata", "must be a JSON object")
+	}
+	return nil
 }

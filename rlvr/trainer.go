@@ -1,0 +1,364 @@
+package rlvr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/client"
+)
+
+// Algorithms.
+const (
+	// REINFORCE: one update per batch with the importance_sampling loss
+	// (on-policy, so the ratio is 1 and the gradient is −A·∇log p), a
+	// moving-average or group-mean baseline, optional normalization and an
+	// entropy bonus.
+	REINFORCE = "reinforce"
+	// PPO: the clipped ppo loss for several epochs over each batch, with
+	// an optional KL penalty against a reference client.
+	PPO = "ppo"
+	// GRPO: group-normalized advantages (several completions per prompt)
+	// with the ppo loss.
+	GRPO = "grpo"
+)
+
+// Config configures a Trainer.
+type Config struct {
+	// Algorithm is reinforce (default), ppo or grpo.
+	Algorithm string
+	// Model is the base model's name, for tokenizing prompts; empty means
+	// the policy client's base model.
+	Model string
+	// Prompts are the tasks; each step draws PromptsPerStep of them
+	// (without replacement within the step).
+	Prompts        []Prompt
+	PromptsPerStep int
+	Sampling       SamplingParams
+	Advantage      AdvantageConfig
+	// EntropyCoef weights the entropy bonus (the losses' entropy_coef).
+	EntropyCoef float64
+	// Epochs is PPO's and GRPO's number of updates per batch (default 4
+	// for ppo, 1 for grpo; reinforce always 1). Each is one optim_step.
+	Epochs int
+	// ClipLow and ClipHigh bound the ratio (defaults 0.8 and 1.2).
+	ClipLow, ClipHigh float64
+	// KLCoef weights the KL penalty against Reference (ppo, grpo).
+	KLCoef float64
+	// Reference is a training client on the same base model that is never
+	// trained: its forward gives the reference log-probabilities. Required
+	// when KLCoef > 0.
+	Reference *client.TrainingClient
+	// KeepZeroAdvantage keeps rows whose advantage is 0 (they add no
+	// gradient; by default they are not sent).
+	KeepZeroAdvantage bool
+	// Seed seeds prompt selection and sampling (never DP noise).
+	Seed uint64
+}
+
+// Trainer runs RLVR steps on a policy training client.
+type Trainer struct {
+	svc    *client.ServiceClient
+	policy *client.TrainingClient
+	reward RewardFunc
+	cfg    Config
+	pcg    *rand.PCG
+	rng    *rand.Rand
+	state  State
+}
+
+// NewTrainer checks cfg and returns a trainer of policy (a client of svc)
+// scored by reward.
+func NewTrainer(svc *client.ServiceClient, policy *client.TrainingClient, reward RewardFunc, cfg Config) (*Trainer, error) {
+	if svc == nil || policy == nil {
+		return nil, errors.New("rlvr: trainer: a service client and a policy client are required")
+	}
+	if reward == nil {
+		return nil, errors.New("rlvr: trainer: a reward is required")
+	}
+	switch cfg.Algorithm {
+	case "":
+		cfg.Algorithm = REINFORCE
+	case REINFORCE, PPO, GRPO:
+	default:
+		return nil, fmt.Errorf("rlvr: trainer: algorithm %q, want %s, %s or %s", cfg.Algorithm, REINFORCE, PPO, GRPO)
+	}
+	if len(cfg.Prompts) == 0 {
+		return nil, errors.New("rlvr: trainer: no prompts")
+	}
+	if cfg.PromptsPerStep == 0 {
+		cfg.PromptsPerStep = min(len(cfg.Prompts), 4)
+	}
+	if cfg.PromptsPerStep < 1 || cfg.PromptsPerStep > len(cfg.Prompts) {
+		return nil, fmt.Errorf("rlvr: trainer: prompts_per_step must be in [1, %d], got %d", len(cfg.Prompts), cfg.PromptsPerStep)
+	}
+	if cfg.Sampling.N == 0 {
+		cfg.Sampling.N = 4
+	}
+	if cfg.Sampling.MaxTokens == 0 {
+		cfg.Sampling.MaxTokens = 32
+	}
+	if cfg.Algorithm == GRPO {
+		cfg.Advantage.GroupNormalize = true
+		if cfg.Sampling.N < 2 {
+			return nil, errors.New("rlvr: trainer: grpo needs at least 2 samples per prompt")
+		}
+	}
+	if _, err := cfg.Advantage.withDefaults(); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Algorithm == REINFORCE:
+		if cfg.Epochs > 1 {
+			return nil, errors.New("rlvr: trainer: reinforce makes one update per batch; use ppo for several epochs")
+		}
+		if cfg.KLCoef != 0 {
+			return nil, errors.New("rlvr: trainer: kl_coef applies to ppo and grpo")
+		}
+		cfg.Epochs = 1
+	case cfg.Epochs == 0 && cfg.Algorithm == PPO:
+		cfg.Epochs = 4
+	case cfg.Epochs == 0:
+		cfg.Epochs = 1
+	}
+	if cfg.Epochs < 1 || cfg.Epochs > 64 {
+		return nil, fmt.Errorf("rlvr: trainer: epochs must be in [1, 64], got %d", cfg.Epochs)
+	}
+	if cfg.ClipLow == 0 {
+		cfg.ClipLow = 0.8
+	}
+	if cfg.ClipHigh == 0 {
+		cfg.ClipHigh = 1.2
+	}
+	if !(cfg.ClipLow > 0 && cfg.ClipLow <= 1 && cfg.ClipHigh >= 1) {
+		return nil, fmt.Errorf("rlvr: trainer: clip thresholds must satisfy 0 < low ≤ 1 ≤ high, got %v, %v", cfg.ClipLow, cfg.ClipHigh)
+	}
+	if !(cfg.KLCoef >= 0) || !(cfg.EntropyCoef >= 0) {
+		return nil, errors.New("rlvr: trainer: kl_coef and entropy_coef must be ≥ 0")
+	}
+	if cfg.KLCoef > 0 && cfg.Reference == nil {
+		return nil, errors.New("rlvr: trainer: kl_coef > 0 needs a reference client")
+	}
+	if cfg.Model == "" {
+		cfg.Model = policy.Info.BaseModel
+		if cfg.Model == "" {
+			cfg.Model = policy.Info.Config.BaseModel
+		}
+	}
+	if cfg.Model == "" {
+		return nil, errors.New("rlvr: trainer: the base model is unknown; set Config.Model")
+	}
+	pcg := rand.NewPCG(cfg.Seed, cfg.Seed^0x5851f42d4c957f2d)
+	t := &Trainer{svc: svc, policy: policy, reward: reward, cfg: cfg, pcg: pcg, rng: rand.New(pcg)}
+	t.state = State{Format: StateFormat, Algorithm: cfg.Algorithm}
+	return t, nil
+}
+
+// StepResult reports one step.
+type StepResult struct {
+	Step         int
+	MeanReward   float64
+	Rewards      []float64 // every trajectory's reward, prompt-major
+	Trajectories []Trajectory
+	// Rows is how many rows were trained (trajectories with a non-zero
+	// advantage unless KeepZeroAdvantage).
+	Rows int
+	// Updates holds each epoch's forward_backward result (nil when no row
+	// was sent) and optim_step result.
+	Updates []Update
+}
+
+// Update is one epoch of a step.
+type Update struct {
+	ForwardBackward *api.ForwardBackwardResult
+	OptimStep       *api.OptimStepResult
+}
+
+// State returns a copy of the algorithm state (RNG filled in).
+func (t *Trainer) State() (State, error) {
+	s := t.state
+	s.RewardHistory = slices.Clone(s.RewardHistory)
+	b, err := t.pcg.MarshalBinary()
+	if err != nil {
+		return State{}, fmt.Errorf("rlvr: rng state: %w", err)
+	}
+	s.RNG = b
+	return s, nil
+}
+
+// Config returns the trainer's configuration with defaults filled in.
+func (t *Trainer) Config() Config { return t.cfg }
+
+func (t *Trainer) lossSpec() *api.LossSpec {
+	if t.cfg.Algorithm == REINFORCE {
+		kw := map[string]any{}
+		if t.cfg.EntropyCoef != 0 {
+			kw["entropy_coef"] = t.cfg.EntropyCoef
+		}
+		return &api.LossSpec{Type: "importance_sampling", Kwargs: kw}
+	}
+	kw := map[string]any{"clip_low_threshold": t.cfg.ClipLow, "clip_high_threshold": t.cfg.ClipHigh}
+	if t.cfg.KLCoef != 0 {
+		kw["kl_coef"] = t.cfg.KLCoef
+	}
+	if t.cfg.EntropyCoef != 0 {
+		kw["entropy_coef"] = t.cfg.EntropyCoef
+	}
+	return &api.LossSpec{Type: "ppo", Kwargs: kw}
+}
+
+// Step runs one RLVR step: draw prompts, roll out, score, compute
+// advantages, and update the policy (one or Epochs forward_backward +
+// optim_step rounds). Every update is a DP-SGD step of the server.
+func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
+	idx := t.rng.Perm(len(t.cfg.Prompts))[:t.cfg.PromptsPerStep]
+	prompts := make([]Prompt, len(idx))
+	seeds := make([]uint64, len(idx))
+	for i, j := range idx {
+		prompts[i] = t.cfg.Prompts[j]
+		seeds[i] = t.rng.Uint64()
+	}
+	groups, err := Rollout(ctx, t.policy, t.svc, t.cfg.Model, prompts, seeds, t.cfg.Sampling, t.reward)
+	if err != nil {
+		return nil, err
+	}
+	baseline := t.state.Baseline
+	if err := Advantages(groups, t.cfg.Advantage, &baseline); err != nil {
+		return nil, err
+	}
+	res := &StepResult{Step: t.state.Step + 1}
+	var rows []Trajectory
+	for _, g := range groups {
+		for _, tr := range g {
+			tr.Prompt = idx[tr.Prompt]
+			res.Trajectories = append(res.Trajectories, tr)
+			res.Rewards = append(res.Rewards, tr.Reward)
+			if tr.Advantage != 0 || t.cfg.KeepZeroAdvantage {
+				rows = append(rows, tr)
+			}
+		}
+	}
+	res.MeanReward, _ = meanStd(res.Rewards)
+	res.Rows = len(rows)
+	var batch api.Batch
+	if len(rows) > 0 {
+		if batch, err = BuildBatch(rows); err != nil {
+			return nil, err
+		}
+		if t.cfg.KLCoef > 0 {
+			if err := t.referenceLogProbs(ctx, &batch); err != nil {
+				return nil, err
+			}
+		}
+	}
+	loss := t.lossSpec()
+	for range t.cfg.Epochs {
+		var u Update
+		if len(rows) > 0 {
+			f, err := t.policy.ForwardBackward(ctx, batch, loss)
+			if err != nil {
+				return nil, fmt.Errorf("rlvr: step %d: forward_backward: %w", res.Step, err)
+			}
+			if u.ForwardBackward, err = f.Result(ctx); err != nil {
+				return nil, fmt.Errorf("rlvr: step %d: forward_backward: %w", res.Step, err)
+			}
+		}
+		// Under DP a step with no rows is a noise-only release; it is
+		// still taken so that every step is one accounted update.
+		f, err := t.policy.OptimStep(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("rlvr: step %d: optim_step: %w", res.Step, err)
+		}
+		if u.OptimStep, err = f.Result(ctx); err != nil {
+			return nil, fmt.Errorf("rlvr: step %d: optim_step: %w", res.Step, err)
+		}
+		res.Updates = append(res.Updates, u)
+	}
+	t.state.Baseline = baseline
+	t.state.Step++
+	t.state.RewardHistory = append(t.state.RewardHistory, res.MeanReward)
+	if n := len(t.state.RewardHistory); n > maxHistory {
+		t.state.RewardHistory = slices.Clone(t.state.RewardHistory[n-maxHistory:])
+	}
+	return res, nil
+}
+
+// referenceLogProbs fills batch.ReferenceLogprobs from the reference
+// client's forward pass, aligned like sampling_logprobs.
+func (t *Trainer) referenceLogProbs(ctx context.Context, batch *api.Batch) error {
+	f, err := t.cfg.Reference.Forward(ctx, api.Batch{InputIDs: batch.InputIDs, Labels: batch.Labels}, nil)
+	if err != nil {
+		return fmt.Errorf("rlvr: reference forward: %w", err)
+	}
+	fr, err := f.Result(ctx)
+	if err != nil {
+		return fmt.Errorf("rlvr: reference forward: %w", err)
+	}
+	ref, err := alignLogProbs(fr.LogProbs, batch.InputIDs)
+	if err != nil {
+		return fmt.Errorf("rlvr: reference forward: %w", err)
+	}
+	batch.ReferenceLogprobs = ref
+	return nil
+}
+
+// Save writes an encrypted checkpoint of the policy with the algorithm
+// state in its metadata, so that Load resumes the run exactly.
+func (t *Trainer) Save(ctx context.Context, name string) (*api.SaveStateResult, error) {
+	s, err := t.State()
+	if err != nil {
+		return nil, err
+	}
+	meta, err := s.metadata()
+	if err != nil {
+		return nil, err
+	}
+	f, err := t.policy.SaveStateWith(ctx, api.SaveStateRequest{Name: name, Metadata: meta})
+	if err != nil {
+		return nil, fmt.Errorf("rlvr: save: %w", err)
+	}
+	r, err := f.Result(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rlvr: save: %w", err)
+	}
+	return r, nil
+}
+
+// Load restores a checkpoint written by Save into the policy client and
+// the algorithm state into the trainer. A checkpoint of another algorithm
+// is refused before anything is loaded only if its metadata says so; the
+// policy is loaded first, then the state.
+func (t *Trainer) Load(ctx context.Context, artifactID string) error {
+	f, err := t.policy.LoadState(ctx, artifactID)
+	if err != nil {
+		return fmt.Errorf("rlvr: load: %w", err)
+	}
+	r, err := f.Result(ctx)
+	if err != nil {
+		return fmt.Errorf("rlvr: load: %w", err)
+	}
+	return t.Restore(r.Metadata)
+}
+
+// Restore sets the algorithm state from checkpoint metadata (as returned
+// by load_state).
+func (t *Trainer) Restore(meta []byte) error {
+	s, err := parseState(meta)
+	if err != nil {
+		return err
+	}
+	if s.Algorithm != t.cfg.Algorithm {
+		return fmt.Errorf("rlvr: the checkpoint's state is of algorithm %q, this trainer runs %q", s.Algorithm, t.cfg.Algorithm)
+	}
+	pcg := &rand.PCG{}
+	if err := pcg.UnmarshalBinary(s.RNG); err != nil {
+		return fmt.Errorf("rlvr: state: rng: %w", err)
+	}
+	t.pcg, t.rng = pcg, rand.New(pcg)
+	s.RNG = nil
+	t.state = s
+	return nil
+}
