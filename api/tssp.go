@@ -42,6 +42,10 @@ type Signer struct {
 	// PublicKey is the hybrid Ed25519 + ML-DSA-65 verifying key in the
 	// text form `tensafe keys signer new` writes.
 	PublicKey string `json:"public_key"`
+	// AuditPublicKey is the key that signs the audit log's checkpoints
+	// (same text form), against which the inclusion proofs in a package's
+	// evidence verify; absent when the server does not publish it.
+	AuditPublicKey string `json:"audit_public_key,omitempty"`
 }
 
 // ArtifactKindTSSP is the kind of an artifact holding a package.

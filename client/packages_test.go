@@ -74,7 +74,7 @@ func newPkgEnv(t testing.TB) *pkgEnv {
 		t.Fatal(err)
 	}
 	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(dir, "artifacts"), MaxConcurrent: 2,
-		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: "test"}})
+		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: "test", AuditKey: auditSigner.Public()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestPackageCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	pinned, err := seal.ParseVerifyingKeyText(sg.PublicKey)
-	if err != nil || !pinned.Equal(e.signerKey) || sg.KeyID != e.signerKey.KeyID() {
+	if err != nil || !pinned.Equal(e.signerKey) || sg.KeyID != e.signerKey.KeyID() || sg.AuditPublicKey != e.auditKey.String() {
 		t.Fatalf("signer %+v: %v", sg, err)
 	}
 

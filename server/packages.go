@@ -44,5 +44,9 @@ func (s *Server) signer(w http.ResponseWriter, r *http.Request, _ principal) {
 		s.writeErr(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.Signer{KeyID: k.KeyID(), PublicKey: k.String()})
+	out := api.Signer{KeyID: k.KeyID(), PublicKey: k.String()}
+	if ak := s.cfg.Service.AuditCheckpointKey(); ak != nil {
+		out.AuditPublicKey = ak.String()
+	}
+	writeJSON(w, http.StatusOK, out)
 }

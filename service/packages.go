@@ -40,6 +40,10 @@ type PackageConfig struct {
 	// Version names the software in certificates and manifests (default
 	// "dev").
 	Version string
+	// AuditKey is the public half of the key that signs Config.Audit's
+	// checkpoints, published with the package signer so that receivers can
+	// check the evidence's inclusion proofs (optional).
+	AuditKey *seal.VerifyingKey
 }
 
 // packager holds what packaging keeps between calls.
@@ -68,6 +72,10 @@ func (s *Service) PackageSigner() (*seal.VerifyingKey, error) {
 	}
 	return s.pkg.cfg.Signer.Public(), nil
 }
+
+// AuditCheckpointKey returns the audit log's checkpoint verifying key, or nil
+// when it was not configured.
+func (s *Service) AuditCheckpointKey() *seal.VerifyingKey { return s.pkg.cfg.AuditKey }
 
 // BatchDigest returns the tensafe-batch-digest/v1 of a forward_backward
 // batch: "sha256:" and the hex SHA-256 of the RFC 8785 canonical JSON of the

@@ -322,14 +322,30 @@ func newPackageInspectCmd() *cobra.Command {
 
 func newPackageVerifyCmd() *cobra.Command {
 	var trustedFiles []string
+	var auditKeyFile string
 	cmd := &cobra.Command{
-		Use:   "verify FILE --trusted-key KEY...",
+		Use:   "verify FILE --trusted-key KEY... [--audit-key KEY]",
 		Short: "Verify signer, signature, every member hash and the DP certificate; exit 0 only when all hold",
-		Args:  cobra.ExactArgs(1),
+		Long: `Verify signer, signature, every member hash and the DP certificate; exit 0 only
+when all hold. With --audit-key (the server's audit checkpoint key, printed by
+'tensafe package signer --audit'), also check the evidence a TenSafe server
+packaged: every training operation's audit entry and its inclusion proof
+against the signed audit checkpoint, and the dataset fingerprint they give.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			trusted, err := readTrustedKeys(trustedFiles)
 			if err != nil {
 				return err
+			}
+			var auditKey *seal.VerifyingKey
+			if auditKeyFile != "" {
+				b, err := os.ReadFile(auditKeyFile)
+				if err != nil {
+					return fmt.Errorf("--audit-key: %w", err)
+				}
+				if auditKey, err = seal.ParseVerifyingKeyText(string(b)); err != nil {
+					return fmt.Errorf("--audit-key %s: %w", auditKeyFile, err)
+				}
 			}
 			p, closeFile, err := tssp.ReadFile(args[0])
 			if err != nil {
@@ -340,12 +356,31 @@ func newPackageVerifyCmd() *cobra.Command {
 				return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
 			}
 			m := p.Manifest()
-			fmt.Fprintf(cmd.OutOrStdout(), "OK %s: package %s signed by %s, %d members, %d recipient(s)\n",
-				args[0], m.PackageID, m.Signer, len(m.Members), len(m.Recipients))
+			proofs := ""
+			if auditKey != nil {
+				b, err := p.Member(tssp.NameEvidence)
+				if err != nil {
+					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
+				}
+				if b == nil {
+					return verifyFailed(fmt.Errorf("%s: --audit-key: %w: the package has no evidence.json", args[0], tssp.ErrEvidence))
+				}
+				ev, err := tssp.ParseEvidence(b)
+				if err == nil {
+					err = ev.VerifyAudit(auditKey)
+				}
+				if err != nil {
+					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
+				}
+				proofs = fmt.Sprintf(", %d audit entries proven in %s at size %d", len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "OK %s: package %s signed by %s, %d members, %d recipient(s)%s\n",
+				args[0], m.PackageID, m.Signer, len(m.Members), len(m.Recipients), proofs)
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVar(&trustedFiles, "trusted-key", nil, "trusted signer public key file (repeatable)")
+	cmd.Flags().StringVar(&auditKeyFile, "audit-key", "", "the server's audit checkpoint public key file: also verify the evidence's inclusion proofs")
 	return cmd
 }
 
@@ -622,17 +657,34 @@ func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, reci
 func newPackageSignerCmd() *cobra.Command {
 	var s serverFlags
 	var out string
+	var auditKey bool
 	cmd := &cobra.Command{
-		Use:   "signer --server URL [--out FILE]",
+		Use:   "signer --server URL [--audit] [--out FILE]",
 		Short: "Print the TenSafe server's package signing public key (to pin with --trusted-key)",
-		Args:  cobra.NoArgs,
+		Long: `Print the TenSafe server's package signing public key, to pin with
+--trusted-key. With --audit, print instead the key that signs the server's
+audit log checkpoints, for 'tensafe package verify --audit-key'. Fetching a key
+from the server you are about to trust proves little: compare its key id with
+one obtained out of band.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := s.client(false)
 			if err != nil {
 				return err
 			}
-			k, err := s.serverSigner(cmd.Context(), c)
-			if err != nil {
+			var k *seal.VerifyingKey
+			if auditKey {
+				sg, err := c.Signer(cmd.Context())
+				if err != nil {
+					return fmt.Errorf("server signing key: %w", err)
+				}
+				if sg.AuditPublicKey == "" {
+					return fmt.Errorf("the server publishes no audit checkpoint key")
+				}
+				if k, err = seal.ParseVerifyingKeyText(sg.AuditPublicKey); err != nil {
+					return verifyFailed(fmt.Errorf("audit checkpoint key: %w", err))
+				}
+			} else if k, err = s.serverSigner(cmd.Context(), c); err != nil {
 				return err
 			}
 			if out != "" {
@@ -656,5 +708,6 @@ func newPackageSignerCmd() *cobra.Command {
 	}
 	s.register(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "write the key to this file (must not exist) instead of printing it")
+	cmd.Flags().BoolVar(&auditKey, "audit", false, "print the audit log's checkpoint key instead")
 	return cmd
 }

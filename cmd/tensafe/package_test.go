@@ -494,6 +494,18 @@ func TestPackageFromServerCLI(t *testing.T) {
 	if out, code, err := runPackageCLI(t, append([]string{"package", "verify", pkg}, trusted...)...); err != nil || code != 0 || !strings.HasPrefix(out, "OK ") {
 		t.Fatalf("verify: code %d, %v\n%s", code, err, out)
 	}
+	// The evidence's inclusion proofs, against the audit checkpoint key.
+	auditPub := filepath.Join(dir, "audit.pub")
+	if out, code, err := runPackageCLI(t, "package", "signer", "--server", url, "--audit", "--out", auditPub); err != nil || code != 0 {
+		t.Fatalf("package signer --audit: %v\n%s", err, out)
+	}
+	if out, code, err := runPackageCLI(t, append([]string{"package", "verify", pkg, "--audit-key", auditPub}, trusted...)...); err != nil || code != 0 ||
+		!strings.Contains(out, "8 audit entries proven") {
+		t.Fatalf("verify --audit-key: code %d, %v\n%s", code, err, out)
+	}
+	if _, code, err := runPackageCLI(t, append([]string{"package", "verify", pkg, "--audit-key", signerPub}, trusted...)...); !errors.Is(err, tssp.ErrEvidence) || code != 3 {
+		t.Fatalf("verify with the wrong audit key: code %d, %v", code, err)
+	}
 	out, _, err = runPackageCLI(t, "package", "inspect", pkg, "--json")
 	var ins struct {
 		Manifest tssp.Manifest       `json:"manifest"`

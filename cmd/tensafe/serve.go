@@ -172,7 +172,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 
 	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(o.dataDir, serveArtifactDir),
 		MaxConcurrent: o.maxConcurrent, Logger: logger, ArtifactTTL: o.artifactTTL,
-		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: version}})
+		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: version, AuditKey: signer.Public()}})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
