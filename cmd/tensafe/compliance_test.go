@@ -2,13 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/compliance"
+	"github.com/tensafe/tensafe/model"
 )
 
 func runComplianceCLI(t *testing.T, args ...string) (string, error) {
@@ -80,3 +89,263 @@ func TestComplianceScanCLI(t *testing.T) {
 		t.Errorf("bad region: exit %d (%v)", exitCode(err), err)
 	}
 }
+
+// liveServer runs `tensafe serve` in-process on a fresh data directory
+// until the test ends; it returns the base URL and the data directory.
+func liveServer(t *testing.T, ttl time.Duration) (string, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() {
+		done <- runServe(ctx, serveOptions{dataDir: dir, addr: "127.0.0.1:0", rateLimit: -1, grace: 5 * time.Second,
+			artifactTTL: ttl, logger: discardLogger()}, &out, func(a string) { addrc <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		return "http://" + a, dir
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	return "", ""
+}
+
+// trainAndSave creates a tenant with a trainer key, runs a short DP
+// training run (two steps) and saves a checkpoint; it returns the trainer
+// client's token and the artifact id.
+func trainAndSave(t *testing.T, base, dir string) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	admKey, err := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm, err := client.New(base, strings.TrimSpace(string(admKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn, err := adm.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := adm.CreateAPIKey(ctx, tn.ID, client.RoleTrainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(base, key.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr := 0.01
+	tc, err := c.CreateTrainingClient(ctx, api.TrainingConfig{BaseModel: model.TinyName, LoRA: api.LoRAConfig{Rank: 4, Alpha: 8},
+		DP:        &api.DPConfig{NoiseMultiplier: 1.1, MaxGradNorm: 1, TargetEpsilon: 8, TargetDelta: 1e-5, DatasetSize: 100, ExpectedBatchSize: 2},
+		Optimizer: api.OptimizerConfig{LearningRate: &lr}, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := api.Batch{InputIDs: [][]int{{1, 72, 105, 33}, {1, 66, 121, 101}}, Labels: [][]int{{1, 72, 105, 33}, {1, 66, 121, 101}}}
+	for range 2 {
+		fb, err := tc.ForwardBackward(ctx, batch, nil)
+		if err == nil {
+			_, err = fb.Result(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := tc.OptimStep(ctx)
+		if err == nil {
+			_, err = st.Result(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	sf, err := tc.SaveState(ctx, "after-two-steps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := sf.Result(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key.Token, sv.ArtifactID
+}
+
+func statuses(t *testing.T, p *compliance.Pack) map[string]compliance.Status {
+	t.Helper()
+	out := map[string]compliance.Status{}
+	for _, c := range p.Evidence.Controls {
+		out[c.ID] = c.Status
+	}
+	return out
+}
+
+// TestEvidencePackLive: an evidence pack built against a live in-process
+// server after a short DP training run, a minimized dataset and scans
+// has evidence for every control but authentication (failures are not
+// audited: Partial); then a checkpoint file replaced by plaintext and an
+// audit entry rewritten in the database make their controls Gaps. No
+// API token appears in any pack.
+func TestEvidencePackLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains through a live server")
+	}
+	base, dir := liveServer(t, time.Hour)
+	token, artID := trainAndSave(t, base, dir)
+	admKey, _ := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
+
+	// A dataset with personal data, minimized with the default policy.
+	work := t.TempDir()
+	raw := filepath.Join(work, "raw.jsonl")
+	if err := os.WriteFile(raw, []byte(`{"text":"write to ann@example.com","uid":"7"}`+"\n"+
+		`{"text":"card 4111 1111 1111 1111","uid":"8"}`+"\n"+`{"text":"plain","uid":"9"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	minimized := filepath.Join(work, "train.jsonl")
+	if out, err := runComplianceCLI(t, "compliance", "filter", raw, "--out", minimized, "--drop-fields", "uid"); err != nil {
+		t.Fatalf("filter: %v\n%s", err, out)
+	}
+	report := minimized + ".minimization.json"
+
+	pack := func(name string) *compliance.Pack {
+		t.Helper()
+		p, _, err := runEvidence(context.Background(), evidenceOptions{server: base, apiKeyFile: filepath.Join(dir, serveAdminKeyFile),
+			out: filepath.Join(work, name), scan: []string{minimized}, minimization: []string{report}, region: "US",
+			keyRotationDays: compliance.DefaultKeyRotationDays})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"metrics.json", "evidence.json", "evidence.md", "events.json", "pii_scan.json", "secrets_scan.json"} {
+			b, err := os.ReadFile(filepath.Join(work, name, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, secret := range []string{token, strings.TrimSpace(string(admKey))} {
+				if bytes.Contains(b, []byte(secret)) {
+					t.Fatalf("%s/%s holds an API token", name, f)
+				}
+			}
+		}
+		return p
+	}
+
+	p := pack("healthy")
+	got := statuses(t, p)
+	for _, c := range compliance.Controls() {
+		want := compliance.StatusPresent
+		if c.ID == "TS-AUTH-1" {
+			want = compliance.StatusPartial
+		}
+		if got[c.ID] != want {
+			r, _ := p.Control(c.ID)
+			t.Errorf("healthy %s: %s (%s), want %s", c.ID, got[c.ID], r.Reason, want)
+		}
+	}
+	d := p.Metrics.Deployment
+	if d == nil || len(d.TrainingClients) != 1 || d.TrainingClients[0].Steps != 2 || d.TrainingClients[0].EpsilonSpent <= 0 ||
+		!d.AuditLog.Verified || d.AuditLog.Root == "" || len(d.Artifacts) != 1 || d.Artifacts[0].ID != artID {
+		t.Fatalf("deployment metrics %+v", d)
+	}
+	cats := p.Events.Counts
+	for _, c := range []string{api.CategoryChange, api.CategoryEncryption, api.CategoryPIIScan, api.CategorySecretsScan, api.CategoryAuditLog} {
+		if cats[c] == 0 {
+			t.Errorf("no %s event: %v", c, cats)
+		}
+	}
+
+	// Break encryption at rest: the checkpoint replaced by plaintext.
+	artPath := filepath.Join(dir, serveArtifactDir, artID+".tsenv")
+	if err := os.WriteFile(artPath, []byte("TSSVCKP1 {\"format\":\"plaintext\"}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Break the audit log: rewrite an entry in the database, past the
+	// append-only triggers, as an intruder with file access would.
+	db, err := sql.Open("sqlite", filepath.Join(dir, serveDBFile)+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		"DROP TRIGGER audit_entries_no_update",
+		"UPDATE audit_entries SET entry = replace(entry, 'training.optim_step', 'training.optim_stop') WHERE log = 'main' AND seq = (SELECT min(seq) FROM audit_entries WHERE log = 'main' AND entry LIKE '%training.optim_step%')",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	p = pack("broken")
+	got = statuses(t, p)
+	if got["TS-ENC-1"] != compliance.StatusGap || got["TS-AUD-1"] != compliance.StatusGap {
+		t.Fatalf("broken controls: encryption %s, audit %s", got["TS-ENC-1"], got["TS-AUD-1"])
+	}
+	for _, id := range []string{"TS-DP-1", "TS-DET-1", "TS-MIN-1", "TS-KEY-1"} {
+		if got[id] != compliance.StatusPresent {
+			t.Errorf("unbroken %s: %s", id, got[id])
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(work, "broken", "evidence.md"))
+	if !strings.Contains(string(md), "Gaps to close") || !strings.Contains(string(md), "TS-AUD-1") {
+		t.Errorf("evidence.md:\n%s", md)
+	}
+}
+
+// TestRetentionLive: `serve --artifact-ttl` deletes an expired checkpoint:
+// the file is gone, the download answers 404, and the RETENTION event is
+// exported.
+func TestRetentionLive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains through a live server")
+	}
+	base, dir := liveServer(t, time.Second)
+	token, artID := trainAndSave(t, base, dir)
+	ctx := context.Background()
+	c, err := client.New(base, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := c.Artifact(ctx, artID)
+		var ae *client.APIError
+		if errors.As(err, &ae) && ae.Status == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("artifact not deleted within a minute of its 1 s TTL: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if rc, err := c.DownloadArtifact(ctx, artID); err == nil {
+		rc.Close()
+		t.Fatal("download of an expired artifact succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, serveArtifactDir, artID+".tsenv")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("artifact file: %v", err)
+	}
+	admKey, _ := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
+	adm, _ := client.New(base, strings.TrimSpace(string(admKey)))
+	evs, err := adm.AllComplianceEvents(ctx, client.EventFilter{Categories: []string{api.CategoryRetention}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs {
+		if e.Category != api.CategoryRetention {
+			t.Errorf("filter let through %+v", e)
+		}
+		found = found || e.Resource == artID && e.Operation == "retention.delete_artifact" && !e.Derived
+	}
+	if !found {
+		t.Fatalf("no RETENTION event for %s in %+v", artID, evs)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
