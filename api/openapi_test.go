@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tensafe/tensafe/he"
 	"gopkg.in/yaml.v3"
 )
 
@@ -35,6 +36,7 @@ func TestOpenAPISchemas(t *testing.T) {
 		t.Fatalf("openapi %q", doc.OpenAPI)
 	}
 	types := map[string]any{
+		"HERegisterKeysRequest": he.RegisterKeysRequest{}, "HERegisterKeysResponse": he.RegisterKeysResponse{}, "HEKeyInfo": he.KeyInfo{}, "HECapabilities": he.Capabilities{}, "HELoRAShape": he.LoRAShape{}, "HERegisterAdapterRequest": he.RegisterAdapterRequest{}, "HERegisterAdapterResponse": he.RegisterAdapterResponse{}, "HEDeltaRequest": he.DeltaRequest{}, "HEDeltaResponse": he.DeltaResponse{}, "HEBundle": he.Bundle{}, "HELayout": he.Layout{}, "HERegisterModelRequest": he.RegisterModelRequest{}, "HERegisterModelResponse": he.RegisterModelResponse{}, "HEMLP": he.MLP{}, "HELayer": he.Layer{}, "HEActivation": he.Activation{}, "HEModelInfo": he.ModelInfo{}, "HEInferenceRequest": he.InferenceRequest{}, "HEInferenceResponse": he.InferenceResponse{},
 		"TrainingConfig": TrainingConfig{}, "LoRAConfig": LoRAConfig{}, "DPConfig": DPConfig{},
 		"OptimizerConfig": OptimizerConfig{}, "LossSpec": LossSpec{}, "Batch": Batch{},
 		"ForwardBackwardRequest": ForwardBackwardRequest{}, "ForwardRequest": ForwardRequest{},

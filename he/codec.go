@@ -182,49 +182,53 @@ func (b *Bundle) Batch(p Params, lim Limits) (*Batch, error) {
 		if b.Compression == CompressionDeflate {
 			var err error
 			if raw, err = inflate(enc, maxCt); err != nil {
-				return nil, fmt.Errorf("he: bundle: ciphertext %d: %w", i, err)
+				return nil, fieldErrorf(fmt.Sprintf("ciphertexts[%d]", i), "he: bundle: ciphertext %d: %w", i, err)
 			}
 		}
 		ct, err := UnmarshalCiphertext(p, raw, maxCt)
 		if err != nil {
-			return nil, fmt.Errorf("he: bundle: ciphertext %d: %w", i, err)
+			return nil, fieldErrorf(fmt.Sprintf("ciphertexts[%d]", i), "he: bundle: ciphertext %d: %w", i, err)
 		}
 		h.add(raw)
 		out.Ciphertexts[i] = ct
 	}
 	if got := h.sum(); got != b.ContentHash {
-		return nil, fmt.Errorf("he: bundle: content_hash %q does not match content (%s)", b.ContentHash, got)
+		return nil, fieldErrorf("content_hash", "he: bundle: content_hash %q does not match content (%s)", b.ContentHash, got)
 	}
 	return out, nil
 }
 
 func (b *Bundle) checkHeader(p Params, lim Limits) error {
 	if b.Format != BundleFormat || b.Version != BundleVersion {
-		return fmt.Errorf("he: bundle: format %q version %d, want %q version %d", b.Format, b.Version, BundleFormat, BundleVersion)
+		f := "format"
+		if b.Format == BundleFormat {
+			f = "version"
+		}
+		return fieldErrorf(f, "he: bundle: format %q version %d, want %q version %d", b.Format, b.Version, BundleFormat, BundleVersion)
 	}
 	if !bundleKinds[b.Kind] {
-		return fmt.Errorf("he: bundle: unknown kind %q", b.Kind)
+		return fieldErrorf("kind", "he: bundle: unknown kind %q", b.Kind)
 	}
 	if b.Params != p.name {
-		return fmt.Errorf("he: bundle: params %q, want %q", b.Params, p.name)
+		return fieldErrorf("params", "he: bundle: params %q, want %q", b.Params, p.name)
 	}
 	if !ValidKeyID(b.KeyID) {
-		return fmt.Errorf("he: bundle: key_id %q is not a key id", b.KeyID)
+		return fieldErrorf("key_id", "he: bundle: key_id %q is not a key id", b.KeyID)
 	}
 	if b.Compression != CompressionNone && b.Compression != CompressionDeflate {
-		return fmt.Errorf("he: bundle: unknown compression %q", b.Compression)
+		return fieldErrorf("compression", "he: bundle: unknown compression %q", b.Compression)
 	}
 	if err := b.Layout.validate(p.Slots()); err != nil {
-		return fmt.Errorf("he: bundle: %w", err)
+		return fieldErrorf("layout", "he: bundle: %w", err)
 	}
 	if lim.MaxCiphertexts > 0 && len(b.Ciphertexts) > lim.MaxCiphertexts {
-		return fmt.Errorf("he: bundle: %d ciphertexts exceeds limit %d", len(b.Ciphertexts), lim.MaxCiphertexts)
+		return fieldErrorf("ciphertexts", "he: bundle: %d ciphertexts exceeds limit %d", len(b.Ciphertexts), lim.MaxCiphertexts)
 	}
 	if want := b.Layout.Ciphertexts(p.Slots()); len(b.Ciphertexts) != want {
-		return fmt.Errorf("he: bundle: %d ciphertexts, layout needs %d", len(b.Ciphertexts), want)
+		return fieldErrorf("ciphertexts", "he: bundle: %d ciphertexts, layout needs %d", len(b.Ciphertexts), want)
 	}
 	if len(b.ContentHash) != len("sha256:")+64 || b.ContentHash[:7] != "sha256:" {
-		return fmt.Errorf("he: bundle: content_hash %q is not sha256:<64 hex>", b.ContentHash)
+		return fieldErrorf("content_hash", "he: bundle: content_hash %q is not sha256:<64 hex>", b.ContentHash)
 	}
 	return nil
 }

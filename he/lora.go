@@ -37,33 +37,33 @@ type Adapter struct {
 // Shape validates the adapter and returns its shape.
 func (a Adapter) Shape() (LoRAShape, error) {
 	if len(a.A) == 0 || len(a.A[0]) == 0 {
-		return LoRAShape{}, errors.New("he: adapter: A must be non-empty (rank×d_in)")
+		return LoRAShape{}, fieldErrorf("a", "he: adapter: A must be non-empty (rank×d_in)")
 	}
 	if len(a.B) == 0 {
-		return LoRAShape{}, errors.New("he: adapter: B must be non-empty (d_out×rank)")
+		return LoRAShape{}, fieldErrorf("b", "he: adapter: B must be non-empty (d_out×rank)")
 	}
 	s := LoRAShape{DIn: len(a.A[0]), DOut: len(a.B), Rank: len(a.A)}
 	for j, row := range a.A {
 		if len(row) != s.DIn {
-			return LoRAShape{}, fmt.Errorf("he: adapter: A row %d has %d columns, want %d", j, len(row), s.DIn)
+			return LoRAShape{}, fieldErrorf(fmt.Sprintf("a[%d]", j), "he: adapter: A row %d has %d columns, want %d", j, len(row), s.DIn)
 		}
 		if err := finite(row); err != nil {
-			return LoRAShape{}, fmt.Errorf("he: adapter: A row %d: %w", j, err)
+			return LoRAShape{}, fieldErrorf(fmt.Sprintf("a[%d]", j), "he: adapter: A row %d: %w", j, err)
 		}
 	}
 	for i, row := range a.B {
 		if len(row) != s.Rank {
-			return LoRAShape{}, fmt.Errorf("he: adapter: B row %d has %d columns, want rank %d", i, len(row), s.Rank)
+			return LoRAShape{}, fieldErrorf(fmt.Sprintf("b[%d]", i), "he: adapter: B row %d has %d columns, want rank %d", i, len(row), s.Rank)
 		}
 		if err := finite(row); err != nil {
-			return LoRAShape{}, fmt.Errorf("he: adapter: B row %d: %w", i, err)
+			return LoRAShape{}, fieldErrorf(fmt.Sprintf("b[%d]", i), "he: adapter: B row %d: %w", i, err)
 		}
 	}
 	if math.IsNaN(a.Scale) || math.IsInf(a.Scale, 0) || a.Scale == 0 {
-		return LoRAShape{}, fmt.Errorf("he: adapter: scale must be finite and non-zero, got %v", a.Scale)
+		return LoRAShape{}, fieldErrorf("scale", "he: adapter: scale must be finite and non-zero, got %v", a.Scale)
 	}
 	if err := s.validate(); err != nil {
-		return LoRAShape{}, err
+		return LoRAShape{}, &FieldError{Field: "a", Err: err}
 	}
 	return s, nil
 }
@@ -164,6 +164,10 @@ func (e *Evaluator) hasGalois(els []uint64) bool {
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$`)
+
+// ValidName reports whether s may name an adapter (module) or a model: 1 to
+// 128 letters, digits and . _ / -, starting with a letter or digit.
+func ValidName(s string) bool { return namePattern.MatchString(s) }
 
 // loraAdapter is a registered adapter with its weights pre-encoded.
 type loraAdapter struct {

@@ -1,5 +1,7 @@
 package he
 
+import "fmt"
+
 // Request and response bodies for the HTTP API the server will expose
 // (issue 8, item 5). They are defined here, next to the formats they carry,
 // so the server and SDKs share one definition; the server maps them onto
@@ -91,4 +93,49 @@ type InferenceResponse struct {
 	Output   Bundle `json:"output" cbor:"output"`
 	HELayers int    `json:"he_layers" cbor:"he_layers"`
 	Layers   int    `json:"layers" cbor:"layers"`
+}
+
+// Media types of the HE routes' bodies. Both carry the same structures:
+// JSON with ciphertexts and keys as standard base64 strings, CBOR (core
+// deterministic encoding) with byte strings, about 25% smaller.
+const (
+	MediaTypeJSON = "application/json"
+	MediaTypeCBOR = "application/cbor"
+)
+
+// FieldError names the field of a wire value (a bundle, an adapter) that
+// failed validation, as a JSON path relative to that value ("ciphertexts[3]",
+// "content_hash", "a[2]"). Callers prefix it with where the value sits in
+// their request.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Err.Error() }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErrorf(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// MarshalWireCBOR encodes an API body (one of the request or response types
+// of this file) as CBOR in the core deterministic encoding.
+func MarshalWireCBOR(v any) ([]byte, error) {
+	out, err := cborEnc.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("he: wire cbor: %w", err)
+	}
+	return out, nil
+}
+
+// UnmarshalWireCBOR decodes an API body strictly: unknown fields, duplicate
+// keys, indefinite lengths, tags and trailing data are errors. The caller
+// bounds len(data); bundles inside still need Bundle.Batch.
+func UnmarshalWireCBOR(data []byte, v any) error {
+	if err := cborDec.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("he: wire cbor: %w", err)
+	}
+	return nil
 }

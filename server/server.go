@@ -237,6 +237,13 @@ func (s *Server) register() {
 		{"GET /api/v1/compliance/metrics", admin, s.complianceMetrics},
 		{"GET /api/v1/compliance/events", admin, s.complianceEvents},
 		{"POST /api/v1/compliance/scans", admin, s.recordScan},
+		{"POST /api/v1/he/keys", train, s.heRegisterKeys},
+		{"GET /api/v1/he/keys", read, s.heListKeys},
+		{"GET /api/v1/he/keys/{id}", read, s.heGetKey},
+		{"POST /api/v1/he/adapters", train, s.heRegisterAdapter},
+		{"POST /api/v1/he/deltas", train, s.heDeltas},
+		{"POST /api/v1/he/models", train, s.heRegisterModel},
+		{"POST /api/v1/he/inference", train, s.heInference},
 	}
 	for _, r := range routes {
 		s.routes = append(s.routes, r.pattern)

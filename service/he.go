@@ -1,0 +1,594 @@
+package service
+
+// Homomorphic encryption (package he) for tenants that do not want the
+// service to see activations: evaluation keys, plaintext LoRA adapters and
+// HE-friendly models are registered per tenant and kept as artifacts sealed
+// under the tenant's KEK; encrypted deltas and private inference run on
+// ciphertext bundles and return ciphertext bundles. The secret key never
+// reaches the service: the key decoder accepts public, relinearization and
+// Galois keys only.
+//
+// Nothing is cached between calls: each call unseals the key bundle and the
+// adapters or model it names and builds a fresh he.Evaluator. That keeps the
+// service free of per-tenant HE state (a restart loses nothing) at the cost
+// of a key load per call, small next to the homomorphic work itself.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/he"
+	"github.com/tensafe/tensafe/store"
+)
+
+// Artifact kinds of the HE objects of a tenant.
+const (
+	ArtifactHEKeys    = "he_evaluation_keys"
+	ArtifactHEAdapter = "he_adapter"
+	ArtifactHEModel   = "he_model"
+)
+
+// Bounds of the HE calls.
+const (
+	// MaxHEModules bounds the modules of one delta request.
+	MaxHEModules = 64
+	// maxHEAdapterBytes bounds a stored adapter or model (its CBOR).
+	maxHEAdapterBytes = 1 << 30
+)
+
+// heLimits bounds the bundles of HE requests: the server's body limit
+// already bounds their encoded size.
+func heLimits() he.Limits { return he.DefaultLimits() }
+
+// heKeyMeta is the metadata of an evaluation-key artifact.
+type heKeyMeta struct {
+	KeyID        string          `json:"key_id"`
+	Params       string          `json:"params"`
+	Capabilities he.Capabilities `json:"capabilities"`
+	Created      time.Time       `json:"created"`
+	Bytes        int             `json:"bytes"`
+	GaloisKeys   int             `json:"galois_keys"`
+}
+
+type heKey struct {
+	info he.KeyInfo
+	art  store.Artifact
+}
+
+// heKeys returns the tenant's evaluation keys, oldest first: the newest is
+// active, every other retired (when the next one was stored).
+func (s *Service) heKeys(ctx context.Context, tenant string) ([]heKey, error) {
+	as, err := s.st.ListArtifacts(ctx, tenant)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
+			return nil, fmt.Errorf("%w: tenant", ErrNotFound)
+		}
+		return nil, fmt.Errorf("service: list he keys: %w", err)
+	}
+	var out []heKey
+	for _, a := range as {
+		if a.Kind != ArtifactHEKeys {
+			continue
+		}
+		var m heKeyMeta
+		if err := json.Unmarshal(a.Metadata, &m); err != nil {
+			return nil, fmt.Errorf("service: he key artifact %s: metadata: %w", a.ID, err)
+		}
+		out = append(out, heKey{art: a, info: he.KeyInfo{ID: m.KeyID, State: he.KeyRetired, Params: m.Params,
+			Capabilities: m.Capabilities, Created: m.Created, Stored: a.CreatedAt, Bytes: m.Bytes}})
+	}
+	for i := range out {
+		if i == len(out)-1 {
+			out[i].info.State = he.KeyActive
+		} else {
+			t := out[i+1].art.CreatedAt
+			out[i].info.Retired = &t
+		}
+	}
+	return out, nil
+}
+
+// heKey finds key id of tenant; another tenant's key is not found.
+func (s *Service) heKey(ctx context.Context, tenant, id string) (heKey, error) {
+	ks, err := s.heKeys(ctx, tenant)
+	if err != nil {
+		return heKey{}, err
+	}
+	for i := len(ks) - 1; i >= 0; i-- {
+		if ks[i].info.ID == id {
+			return ks[i], nil
+		}
+	}
+	return heKey{}, fmt.Errorf("%w: HE key %s", ErrNotFound, id)
+}
+
+// RegisterHEKeys stores a tenant's evaluation keys (he.EvaluationKeys in
+// their binary format), sealed under the tenant's KEK. The new key becomes
+// active; the previous active key is retired (rotation). Registering a key
+// id twice is a conflict.
+func (s *Service) RegisterHEKeys(ctx context.Context, tenant string, req he.RegisterKeysRequest) (he.RegisterKeysResponse, error) {
+	var res he.RegisterKeysResponse
+	if len(req.EvaluationKeys) == 0 {
+		return res, fieldErr("evaluation_keys", "is required")
+	}
+	k, err := he.UnmarshalEvaluationKeys(req.EvaluationKeys, 0)
+	if err != nil {
+		return res, fieldErr("evaluation_keys", "%v", err)
+	}
+	ks, err := s.heKeys(ctx, tenant)
+	if err != nil {
+		return res, err
+	}
+	for _, x := range ks {
+		if x.info.ID == k.ID {
+			return res, fmt.Errorf("%w: HE key %s is already registered", store.ErrConflict, k.ID)
+		}
+	}
+	meta, err := json.Marshal(heKeyMeta{KeyID: k.ID, Params: k.Params.Name(), Capabilities: k.Capabilities,
+		Created: k.Created, Bytes: len(req.EvaluationKeys), GaloisKeys: len(k.Galois)})
+	if err != nil {
+		return res, fmt.Errorf("service: he key metadata: %w", err)
+	}
+	art, err := s.writeArtifact(ctx, store.Artifact{TenantID: tenant, Kind: ArtifactHEKeys, Name: k.ID, Metadata: meta}, req.EvaluationKeys)
+	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.register_keys", Resource: k.ID,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"params": k.Params.Name(),
+			"galois_keys": fmt.Sprint(len(k.Galois)), "relinearization_key": fmt.Sprint(k.Relin != nil),
+			"bytes": fmt.Sprint(len(req.EvaluationKeys))}}
+	if err != nil {
+		rcd.Outcome = audit.OutcomeFailure
+		s.record(ctx, rcd)
+		return res, err
+	}
+	rcd.Details["artifact_id"] = art.ID
+	rcd.Details["content_hash"] = art.ContentHash
+	s.record(ctx, rcd)
+	if len(ks) > 0 {
+		rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.retire_key", Resource: ks[len(ks)-1].info.ID,
+			Outcome: audit.OutcomeSuccess, Details: map[string]string{"replaced_by": k.ID}}
+		s.record(ctx, rcd)
+	}
+	return he.RegisterKeysResponse{Key: he.KeyInfo{ID: k.ID, State: he.KeyActive, Params: k.Params.Name(),
+		Capabilities: k.Capabilities, Created: k.Created, Stored: art.CreatedAt, Bytes: len(req.EvaluationKeys)}}, nil
+}
+
+// ListHEKeys returns the tenant's evaluation keys, oldest first.
+func (s *Service) ListHEKeys(ctx context.Context, tenant string) ([]he.KeyInfo, error) {
+	ks, err := s.heKeys(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]he.KeyInfo, len(ks))
+	for i, k := range ks {
+		out[i] = k.info
+	}
+	return out, nil
+}
+
+// GetHEKey describes evaluation key id of tenant.
+func (s *Service) GetHEKey(ctx context.Context, tenant, id string) (he.KeyInfo, error) {
+	if !he.ValidKeyID(id) {
+		return he.KeyInfo{}, fmt.Errorf("%w: HE key", ErrNotFound)
+	}
+	k, err := s.heKey(ctx, tenant, id)
+	if err != nil {
+		return he.KeyInfo{}, err
+	}
+	return k.info, nil
+}
+
+// heEvaluator loads key id of tenant for new work (it must be active) and
+// returns an evaluator for it. field names the request field carrying id.
+func (s *Service) heEvaluator(ctx context.Context, tenant, id, field string) (*he.Evaluator, error) {
+	if id == "" {
+		return nil, fieldErr(field, "is required")
+	}
+	if !he.ValidKeyID(id) {
+		return nil, fieldErr(field, "is not an HE key id (hek_ and 32 hex digits)")
+	}
+	k, err := s.heKey(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.info.State != he.KeyActive {
+		return nil, fmt.Errorf("%w: HE key %s is retired; encrypt under the active key", ErrFailedPrecondition, id)
+	}
+	raw, err := s.readHEArtifact(ctx, k.art, he.DefaultMaxKeyBytes)
+	if err != nil {
+		return nil, err
+	}
+	evk, err := he.UnmarshalEvaluationKeys(raw, 0)
+	if err != nil {
+		return nil, fmt.Errorf("service: HE key %s: %w", id, err)
+	}
+	if evk.ID != id {
+		return nil, fmt.Errorf("service: HE key artifact %s holds key %s, not %s", k.art.ID, evk.ID, id)
+	}
+	ev, err := he.NewEvaluator(evk)
+	if err != nil {
+		return nil, fmt.Errorf("service: HE key %s: %w", id, err)
+	}
+	return ev, nil
+}
+
+func (s *Service) readHEArtifact(ctx context.Context, a store.Artifact, limit int64) ([]byte, error) {
+	rc, err := s.openArtifact(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("service: read artifact %s: %w", a.ID, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("service: artifact %s exceeds %d bytes", a.ID, limit)
+	}
+	return data, nil
+}
+
+// heNamed returns the newest artifact of kind named name of tenant.
+func (s *Service) heNamed(ctx context.Context, tenant, kind, name string) (store.Artifact, bool, error) {
+	as, err := s.st.ListArtifacts(ctx, tenant)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
+			return store.Artifact{}, false, fmt.Errorf("%w: tenant", ErrNotFound)
+		}
+		return store.Artifact{}, false, fmt.Errorf("service: list artifacts: %w", err)
+	}
+	for i := len(as) - 1; i >= 0; i-- {
+		if as[i].Kind == kind && as[i].Name == name {
+			return as[i], true, nil
+		}
+	}
+	return store.Artifact{}, false, nil
+}
+
+// heFieldErr turns a validation error of package he into a *FieldError
+// under prefix (the request field holding the value).
+func heFieldErr(prefix string, err error) error {
+	var fe *he.FieldError
+	if errors.As(err, &fe) {
+		return fieldErr(prefix+"."+fe.Field, "%v", fe.Err)
+	}
+	return fieldErr(prefix, "%v", err)
+}
+
+// RegisterHEAdapter registers (or replaces) the tenant's plaintext LoRA
+// adapter of a module for encrypted deltas: A (rank×d_in), B (d_out×rank)
+// and scale, sealed under the tenant's KEK. The response lists the packings
+// it can serve under the tenant's active key: feature_major always,
+// interleaved when the key declares the shape.
+func (s *Service) RegisterHEAdapter(ctx context.Context, tenant string, req he.RegisterAdapterRequest) (he.RegisterAdapterResponse, error) {
+	var res he.RegisterAdapterResponse
+	if !he.ValidName(req.Module) {
+		return res, fieldErr("module", "must be 1 to 128 letters, digits and . _ / -, starting with a letter or digit")
+	}
+	shape, err := req.Adapter().Shape()
+	if err != nil {
+		var fe *he.FieldError
+		if errors.As(err, &fe) {
+			return res, fieldErr(fe.Field, "%v", fe.Err)
+		}
+		return res, fieldErr("a", "%v", err)
+	}
+	ks, err := s.heKeys(ctx, tenant)
+	if err != nil {
+		return res, err
+	}
+	packings := []he.Packing{he.PackingThroughput}
+	if len(ks) > 0 && slices.Contains(ks[len(ks)-1].info.Capabilities.LoRA, shape) {
+		packings = append(packings, he.PackingLatency)
+	}
+	payload, err := he.MarshalWireCBOR(req)
+	if err != nil {
+		return res, err
+	}
+	meta, err := json.Marshal(map[string]any{"module": req.Module, "shape": shape})
+	if err != nil {
+		return res, err
+	}
+	art, err := s.writeArtifact(ctx, store.Artifact{TenantID: tenant, Kind: ArtifactHEAdapter, Name: req.Module, Metadata: meta}, payload)
+	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.register_adapter", Resource: req.Module,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"d_in": fmt.Sprint(shape.DIn), "d_out": fmt.Sprint(shape.DOut),
+			"rank": fmt.Sprint(shape.Rank)}}
+	if err != nil {
+		rcd.Outcome = audit.OutcomeFailure
+		s.record(ctx, rcd)
+		return res, err
+	}
+	rcd.Details["artifact_id"] = art.ID
+	rcd.Details["content_hash"] = art.ContentHash
+	s.record(ctx, rcd)
+	return he.RegisterAdapterResponse{Module: req.Module, Shape: shape, Packings: packings}, nil
+}
+
+func (s *Service) heAdapter(ctx context.Context, tenant, module string) (he.Adapter, error) {
+	art, ok, err := s.heNamed(ctx, tenant, ArtifactHEAdapter, module)
+	if err != nil {
+		return he.Adapter{}, err
+	}
+	if !ok {
+		return he.Adapter{}, fmt.Errorf("%w: HE adapter %q", ErrNotFound, module)
+	}
+	raw, err := s.readHEArtifact(ctx, art, maxHEAdapterBytes)
+	if err != nil {
+		return he.Adapter{}, err
+	}
+	var req he.RegisterAdapterRequest
+	if err := he.UnmarshalWireCBOR(raw, &req); err != nil {
+		return he.Adapter{}, fmt.Errorf("service: HE adapter %q: %w", module, err)
+	}
+	return req.Adapter(), nil
+}
+
+// withSlot runs fn holding one of the service's concurrency slots (shared
+// with training operations): homomorphic work is CPU-bound.
+func (s *Service) withSlot(ctx context.Context, fn func() error) error {
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return fn()
+}
+
+func checkCompression(c he.Compression) error {
+	if c != "" && c != he.CompressionNone && c != he.CompressionDeflate {
+		return fieldErr("compression", "must be %q or %q, got %q", he.CompressionNone, he.CompressionDeflate, c)
+	}
+	return nil
+}
+
+// heInput validates a request's input bundle for ev: kind, key and strict
+// decoding of every ciphertext.
+func heInput(ev *he.Evaluator, keyID, kind string, in *he.Bundle) (*he.Batch, error) {
+	if in.Kind != kind {
+		return nil, fieldErr("input.kind", "must be %q, got %q", kind, in.Kind)
+	}
+	if in.KeyID != keyID {
+		return nil, fieldErr("input.key_id", "is %q, the request names key %q", in.KeyID, keyID)
+	}
+	b, err := in.Batch(ev.Params(), heLimits())
+	if err != nil {
+		return nil, heFieldErr("input", err)
+	}
+	return b, nil
+}
+
+// heComputeErr classifies an error of the evaluator: missing keys are a
+// failed precondition, unknown names not found, anything else a property of
+// the input that the evaluator refused.
+func heComputeErr(err error) error {
+	switch {
+	case errors.Is(err, he.ErrMissingKeys):
+		return fmt.Errorf("%w: %w", ErrFailedPrecondition, err)
+	case errors.Is(err, he.ErrUnknownAdapter), errors.Is(err, he.ErrUnknownModel):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fieldErr("input", "%v", err)
+}
+
+// HEDeltas computes the encrypted LoRA deltas of the named modules over an
+// encrypted input bundle (kind lora_input, packing feature_major or
+// interleaved as the client chose) under the tenant's active key id. It
+// returns one lora_delta bundle per module, in order.
+func (s *Service) HEDeltas(ctx context.Context, tenant string, req he.DeltaRequest) (he.DeltaResponse, error) {
+	var res he.DeltaResponse
+	switch {
+	case len(req.Modules) == 0:
+		return res, fieldErr("modules", "is required")
+	case len(req.Modules) > MaxHEModules:
+		return res, fieldErr("modules", "%d modules, at most %d", len(req.Modules), MaxHEModules)
+	}
+	for i, m := range req.Modules {
+		if !he.ValidName(m) {
+			return res, fieldErr(fmt.Sprintf("modules[%d]", i), "is not a module name")
+		}
+		if slices.Index(req.Modules, m) != i {
+			return res, fieldErr(fmt.Sprintf("modules[%d]", i), "%q is listed twice", m)
+		}
+	}
+	if err := checkCompression(req.Compression); err != nil {
+		return res, err
+	}
+	ev, err := s.heEvaluator(ctx, tenant, req.KeyID, "key_id")
+	if err != nil {
+		return res, err
+	}
+	in, err := heInput(ev, req.KeyID, he.KindLoRAInput, &req.Input)
+	if err != nil {
+		return res, err
+	}
+	for i, m := range req.Modules {
+		a, err := s.heAdapter(ctx, tenant, m)
+		if err != nil {
+			return res, err
+		}
+		if err := ev.RegisterAdapter(m, a); err != nil {
+			return res, fmt.Errorf("service: HE adapter %q: %w", m, err)
+		}
+		if sh, _ := a.Shape(); sh.DIn != in.Layout.Dim {
+			return res, fieldErr("input.layout.dim", "is %d; module %s (modules[%d]) takes d_in = %d", in.Layout.Dim, m, i, sh.DIn)
+		}
+	}
+	start := time.Now()
+	var outs []*he.Batch
+	err = s.withSlot(ctx, func() error {
+		var err error
+		outs, err = ev.DeltaMany(ctx, req.Modules, in)
+		return err
+	})
+	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.deltas", Resource: req.KeyID,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"modules": truncate(strings.Join(req.Modules, ","), 500),
+			"packing": string(in.Layout.Packing), "tokens": fmt.Sprint(in.Layout.Tokens),
+			"ciphertexts_in": fmt.Sprint(len(in.Ciphertexts)), "input_hash": req.Input.ContentHash}}
+	if err != nil {
+		rcd.Outcome = audit.OutcomeFailure
+		rcd.Details["error"] = truncate(err.Error(), 200)
+		s.record(ctx, rcd)
+		return res, heComputeErr(err)
+	}
+	res.Deltas = make([]he.Bundle, len(outs))
+	n := 0
+	for i, o := range outs {
+		b, err := he.NewBundle(he.KindLoRADelta, o, req.Compression)
+		if err != nil {
+			return res, fmt.Errorf("service: HE delta bundle: %w", err)
+		}
+		res.Deltas[i] = *b
+		n += len(b.Ciphertexts)
+	}
+	rcd.Details["ciphertexts_out"] = fmt.Sprint(n)
+	rcd.Details["duration_ms"] = fmt.Sprint(time.Since(start).Milliseconds())
+	s.record(ctx, rcd)
+	return res, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// RegisterHEModel registers (or replaces) an HE-friendly model of the tenant
+// for private inference under a profile (encrypted_input, hybrid, full),
+// checked against the tenant's active key: its Galois keys must cover the
+// model's width, and its parameters the depth.
+func (s *Service) RegisterHEModel(ctx context.Context, tenant string, req he.RegisterModelRequest) (he.RegisterModelResponse, error) {
+	var res he.RegisterModelResponse
+	if !he.ValidName(req.Name) {
+		return res, fieldErr("name", "must be 1 to 128 letters, digits and . _ / -, starting with a letter or digit")
+	}
+	if err := req.Model.Validate(); err != nil {
+		return res, fieldErr("model", "%v", err)
+	}
+	if _, err := req.Profile.HELayers(len(req.Model.Layers), req.HybridLayers); err != nil {
+		if req.Profile == he.ProfileHybrid {
+			return res, fieldErr("hybrid_layers", "%v", err)
+		}
+		return res, fieldErr("profile", "%v", err)
+	}
+	ks, err := s.heKeys(ctx, tenant)
+	if err != nil {
+		return res, err
+	}
+	if len(ks) == 0 {
+		return res, fmt.Errorf("%w: register HE evaluation keys (with the model's width in mlp_widths) first", ErrFailedPrecondition)
+	}
+	ev, err := s.heEvaluator(ctx, tenant, ks[len(ks)-1].info.ID, "key_id")
+	if err != nil {
+		return res, err
+	}
+	if err := ev.RegisterModel(req.Name, &req.Model, req.Profile, req.HybridLayers); err != nil {
+		if errors.Is(err, he.ErrMissingKeys) {
+			return res, fmt.Errorf("%w: the active HE key cannot evaluate this model: %w", ErrFailedPrecondition, err)
+		}
+		return res, fieldErr("model", "%v", err)
+	}
+	info, err := ev.Model(req.Name)
+	if err != nil {
+		return res, err
+	}
+	payload, err := he.MarshalWireCBOR(req)
+	if err != nil {
+		return res, err
+	}
+	meta, err := json.Marshal(info)
+	if err != nil {
+		return res, err
+	}
+	art, err := s.writeArtifact(ctx, store.Artifact{TenantID: tenant, Kind: ArtifactHEModel, Name: req.Name, Metadata: meta}, payload)
+	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.register_model", Resource: req.Name,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"profile": string(info.Profile),
+			"he_layers": fmt.Sprint(info.HELayers), "layers": fmt.Sprint(info.Layers), "width": fmt.Sprint(info.Width)}}
+	if err != nil {
+		rcd.Outcome = audit.OutcomeFailure
+		s.record(ctx, rcd)
+		return res, err
+	}
+	rcd.Details["artifact_id"] = art.ID
+	s.record(ctx, rcd)
+	return he.RegisterModelResponse{Model: info}, nil
+}
+
+// HEInference runs the tenant's registered model on an encrypted input
+// bundle (kind model_input, packing interleaved_real) under active key
+// key_id and returns the encrypted output of its HE layers (kind
+// model_output).
+func (s *Service) HEInference(ctx context.Context, tenant string, req he.InferenceRequest) (he.InferenceResponse, error) {
+	var res he.InferenceResponse
+	if !he.ValidName(req.Model) {
+		return res, fieldErr("model", "is not a model name")
+	}
+	if err := checkCompression(req.Compression); err != nil {
+		return res, err
+	}
+	ev, err := s.heEvaluator(ctx, tenant, req.KeyID, "key_id")
+	if err != nil {
+		return res, err
+	}
+	art, ok, err := s.heNamed(ctx, tenant, ArtifactHEModel, req.Model)
+	if err != nil {
+		return res, err
+	}
+	if !ok {
+		return res, fmt.Errorf("%w: HE model %q", ErrNotFound, req.Model)
+	}
+	raw, err := s.readHEArtifact(ctx, art, maxHEAdapterBytes)
+	if err != nil {
+		return res, err
+	}
+	var reg he.RegisterModelRequest
+	if err := he.UnmarshalWireCBOR(raw, &reg); err != nil {
+		return res, fmt.Errorf("service: HE model %q: %w", req.Model, err)
+	}
+	if err := ev.RegisterModel(reg.Name, &reg.Model, reg.Profile, reg.HybridLayers); err != nil {
+		if errors.Is(err, he.ErrMissingKeys) {
+			return res, fmt.Errorf("%w: key %s cannot evaluate model %q: %w", ErrFailedPrecondition, req.KeyID, req.Model, err)
+		}
+		return res, fmt.Errorf("service: HE model %q: %w", req.Model, err)
+	}
+	info, err := ev.Model(reg.Name)
+	if err != nil {
+		return res, err
+	}
+	in, err := heInput(ev, req.KeyID, he.KindModelInput, &req.Input)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	var out *he.Batch
+	err = s.withSlot(ctx, func() error {
+		var err error
+		out, err = ev.Infer(ctx, reg.Name, in)
+		return err
+	})
+	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.inference", Resource: req.Model,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"key_id": req.KeyID, "profile": string(info.Profile),
+			"he_layers": fmt.Sprint(info.HELayers), "tokens": fmt.Sprint(in.Layout.Tokens),
+			"ciphertexts_in": fmt.Sprint(len(in.Ciphertexts)), "input_hash": req.Input.ContentHash}}
+	if err != nil {
+		rcd.Outcome = audit.OutcomeFailure
+		rcd.Details["error"] = truncate(err.Error(), 200)
+		s.record(ctx, rcd)
+		return res, heComputeErr(err)
+	}
+	b, err := he.NewBundle(he.KindModelOutput, out, req.Compression)
+	if err != nil {
+		return res, fmt.Errorf("service: HE output bundle: %w", err)
+	}
+	rcd.Details["duration_ms"] = fmt.Sprint(time.Since(start).Milliseconds())
+	s.record(ctx, rcd)
+	return he.InferenceResponse{Output: *b, HELayers: info.HELayers, Layers: info.Layers}, nil
+}
