@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 )
@@ -140,6 +141,31 @@ func TestParsePolicy(t *testing.T) {
 		_, err := ParsePolicy([]byte(c.in))
 		if !errors.Is(err, ErrBadPolicy) || !strings.Contains(err.Error(), c.field) {
 			t.Errorf("%s: %v (want field %s)", c.in, err, c.field)
+		}
+	}
+}
+
+// BenchmarkMinimize measures the default policy over a JSONL dataset with
+// some personal data (bytes of input per second).
+func BenchmarkMinimize(b *testing.B) {
+	var in bytes.Buffer
+	for i := range 2000 {
+		switch i % 10 {
+		case 0:
+			in.WriteString(`{"prompt":"contact jane.doe@example.com about the order","completion":"done","user":"u"}` + "\n")
+		case 5:
+			in.WriteString(`{"prompt":"card 4111 1111 1111 1111 on file","completion":"ok","user":"u"}` + "\n")
+		default:
+			in.WriteString(`{"prompt":"Summarize the discharge note: patient stable, follow up in two weeks.","completion":"Stable; follow up in 2 weeks.","user":"u"}` + "\n")
+		}
+	}
+	s := newTestScanner(b)
+	p := DefaultPolicy()
+	p.DropFields = []string{"user"}
+	b.SetBytes(int64(in.Len()))
+	for b.Loop() {
+		if _, err := s.Minimize(context.Background(), bytes.NewReader(in.Bytes()), io.Discard, p); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
