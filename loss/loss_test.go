@@ -77,12 +77,12 @@ func (x *in) args(coef []float64) []any {
 // harness runs a loss and the gradient of Σ_i coef_i·loss_i with respect to
 // the logits and the hidden states.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	l    Loss
 	exec *Exec
 }
 
-func newHarness(t *testing.T, l Loss) *harness {
+func newHarness(t testing.TB, l Loss) *harness {
 	t.Helper()
 	b, err := compute.Backend()
 	if err != nil {
