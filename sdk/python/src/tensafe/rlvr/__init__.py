@@ -1,0 +1,95 @@
+"""RL with verifiable rewards (RLVR) over TenSafe's training API, mirroring the Go package rlvr.
+
+The pieces, each usable alone:
+
+* rewards — a registry of verifiable reward functions (``keyword_contains``,
+  ``length_penalty``, ``format_compliance``, ``exact_match``,
+  ``numeric_match``) resolved by name with validated kwargs, plus your own
+  callables (``register_reward``, ``resolve_reward``);
+* ``rollout`` — n samples per prompt through the real ``sample`` endpoint, the
+  sampling log-probabilities kept;
+* ``compute_advantages`` — moving-average or group-mean baselines,
+  normalization, GRPO group normalization;
+* ``build_batch`` — rows whose labels mask the prompt and whose
+  ``advantages``/``sampling_logprobs`` sit on the completion tokens;
+* ``Trainer`` — REINFORCE (the ``importance_sampling`` loss), PPO (the clipped
+  ``ppo`` loss over several epochs, a KL penalty against a never-trained
+  reference client) and GRPO, with its state saved in the encrypted
+  checkpoint's metadata (the Go trainer's format: runs resume across SDKs).
+
+Every update is a DP-SGD step of the server: clipping, noise, the accountant
+and the audit log apply to RL exactly as to supervised fine-tuning.
+
+    reward = resolve_reward("keyword_contains", keywords=["yes"])
+    trainer = Trainer(service, tc, reward, TrainerConfig(prompts=[Prompt("Q: ...")]))
+    for _ in range(10):
+        print(trainer.step().mean_reward)
+"""
+
+from .core import (
+    GRPO,
+    METADATA_KEY,
+    PCG,
+    PPO,
+    REINFORCE,
+    STATE_FORMAT,
+    AdvantageConfig,
+    MovingBaseline,
+    NoState,
+    Prompt,
+    RolloutParams,
+    State,
+    StepResult,
+    Trainer,
+    TrainerConfig,
+    Trajectory,
+    Update,
+    build_batch,
+    compute_advantages,
+    rollout,
+)
+from .rewards import (
+    RewardFn,
+    RewardRegistry,
+    RewardSpec,
+    UnknownReward,
+    last_number,
+    register_reward,
+    register_reward_func,
+    resolve_reward,
+    resolve_rewards,
+    reward_names,
+)
+
+__all__ = [
+    "REINFORCE",
+    "PPO",
+    "GRPO",
+    "STATE_FORMAT",
+    "METADATA_KEY",
+    "PCG",
+    "Prompt",
+    "Trajectory",
+    "RolloutParams",
+    "AdvantageConfig",
+    "MovingBaseline",
+    "TrainerConfig",
+    "Trainer",
+    "StepResult",
+    "Update",
+    "State",
+    "NoState",
+    "rollout",
+    "compute_advantages",
+    "build_batch",
+    "RewardFn",
+    "RewardSpec",
+    "RewardRegistry",
+    "UnknownReward",
+    "register_reward",
+    "register_reward_func",
+    "resolve_reward",
+    "resolve_rewards",
+    "reward_names",
+    "last_number",
+]
