@@ -174,7 +174,7 @@ func parseJSON(text string) (any, bool) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, false
 	}
-	if _, err := dec.Token(); err == nil {
+	if strings.TrimSpace(text[dec.InputOffset():]) != "" {
 		return nil, false // trailing data
 	}
 	return v, true
