@@ -7,6 +7,7 @@ import (
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/loss"
+	"github.com/tensafe/tensafe/tssp"
 )
 
 // kindForwardBackwardCustom is the operation kind of forward_backward_custom.
@@ -50,6 +51,7 @@ func (s *Service) ForwardBackwardCustom(ctx context.Context, tenant, id string, 
 		}
 		det["batch_size"] = fmt.Sprint(len(b.InputIDs))
 		det["loss_type"] = "custom"
+		det[tssp.BatchDigestDetail] = BatchDigest(req.Batch) // packages.go: the dataset fingerprint
 		res := api.ForwardBackwardResult{Tokens: r.Tokens, PerExampleNorms: r.PerExampleNorms,
 			FractionClipped: r.FractionClipped, PendingExamples: r.PendingExamples}
 		if req.Losses != nil {
