@@ -211,7 +211,7 @@ func clientPrivacy(c store.TrainingClient) api.ClientPrivacyMetric {
 // the artifact directory is a sealed envelope (an unrecorded plaintext file
 // is a failure).
 func (s *Service) checkEncryption(ctx context.Context, arts []store.Artifact, all bool) (api.EncryptionMetric, error) {
-	m := api.EncryptionMetric{Envelope: "TSENV1 (docs/ENVELOPE.md)", ArtifactsRecorded: len(arts), Failures: []api.ArtifactCheckFailure{}}
+	m := api.EncryptionMetric{Envelope: "TSEV v1, AES-256-GCM segments, DEK wrapped under the tenant KEK (docs/ENVELOPE.md)", ArtifactsRecorded: len(arts), Failures: []api.ArtifactCheckFailure{}}
 	recorded := map[string]bool{}
 	for _, a := range arts {
 		recorded[a.Location] = true
