@@ -14,6 +14,7 @@ import (
 	"github.com/tensafe/tensafe/benchsuite"
 	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/model"
+	"github.com/tensafe/tensafe/seal"
 )
 
 // embeddedServer is `tensafe serve` run in this process on a loopback port
@@ -146,15 +147,41 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 		}); err != nil {
 		return err
 	}
+	var saved *api.SaveStateResult
 	if _, err := r.Measure(ctx, spec("save_state (API, encrypted)", "", train, "checkpoint", "engine state + accountant sealed under the tenant KEK, fsync, recorded, audited"),
 		func(ctx context.Context) error {
 			f, err := tc.SaveState(ctx, "bench")
 			if err != nil {
 				return err
 			}
-			_, err = f.Result(ctx)
+			saved, err = f.Result(ctx)
 			return err
 		}); err != nil {
+		return err
+	}
+	if _, err := r.Measure(ctx, spec("GET dp_certificate", "", fast, "request", "the DP certificate computed from the stored accountant"),
+		func(ctx context.Context) error { _, err := tc.DPCertificate(ctx); return err }); err != nil {
+		return err
+	}
+	rk, err := seal.GenerateRecipientKey()
+	if err != nil {
+		return err
+	}
+	rpub, err := rk.Public().MarshalText()
+	if err != nil {
+		return err
+	}
+	if _, err := r.Measure(ctx, spec("package checkpoint as TSSP (API)", "", train, "package",
+		"server side: decrypt the checkpoint, PEFT adapter, DP certificate, evidence with audit inclusion proofs, sign, seal to a recipient and the tenant KEK"),
+		func(ctx context.Context) error {
+			_, err := svc.PackageArtifact(ctx, saved.ArtifactID, api.PackageRequest{Recipients: []string{string(rpub), api.RecipientTenant}})
+			return err
+		}); err != nil {
+		return err
+	}
+	if _, err := r.Measure(ctx, spec("GET compliance metrics (API, admin)", "", iters(o, 5, 20), "request",
+		"what an evidence pack collects: artifacts opened, audit verified, key ages, DP per client"),
+		func(ctx context.Context) error { _, err := admin.ComplianceMetrics(ctx); return err }); err != nil {
 		return err
 	}
 	_, err = r.Measure(ctx, spec("verify audit (API)", "", iters(o, 5, 20), "whole tenant log", "hash chain, Merkle roots, signed checkpoints"),
