@@ -286,10 +286,13 @@ func (s *Service) operationLoss(ctx context.Context, tenant, opID string) (float
 	if err != nil || op.State != store.OpSucceeded {
 		return 0, false
 	}
+	// A custom loss whose client reported no losses has no loss: its
+	// per_example_loss is empty.
 	var r struct {
-		Loss *float64 `json:"loss"`
+		Loss           *float64  `json:"loss"`
+		PerExampleLoss []float64 `json:"per_example_loss"`
 	}
-	if json.Unmarshal(op.Result, &r) != nil || r.Loss == nil || math.IsNaN(*r.Loss) || math.IsInf(*r.Loss, 0) {
+	if json.Unmarshal(op.Result, &r) != nil || r.Loss == nil || len(r.PerExampleLoss) == 0 || math.IsNaN(*r.Loss) || math.IsInf(*r.Loss, 0) {
 		return 0, false
 	}
 	return *r.Loss, true
