@@ -28,7 +28,7 @@ func (c *ServiceClient) ComplianceMetrics(ctx context.Context) (*api.ComplianceM
 type EventFilter struct {
 	Categories   []string  // api.Category* values
 	Since, Until time.Time // Since ≤ time < Until
-	After        int64     // events with seq > After (-1: from the start)
+	After        int64     // events with seq > After (0: from the start; seq 0 is the genesis entry, never an event)
 	Limit        int       // per page (server default when 0)
 }
 

@@ -349,3 +349,79 @@ func TestRetentionLive(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestComplianceFilterCLI(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(in, []byte(`{"text":"call +1 415-555-0132","uid":"1"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "o.jsonl")
+	if s, err := runComplianceCLI(t, "compliance", "filter", in, "--out", out, "--drop-fields", "uid"); err != nil ||
+		!strings.Contains(s, "1 examples in, 1 out") {
+		t.Fatalf("filter: %v\n%s", err, s)
+	}
+	b, _ := os.ReadFile(out)
+	if string(b) != `{"text":"call [REDACTED:phone]"}`+"\n" {
+		t.Fatalf("output %q", b)
+	}
+	rep, err := compliance.ReadMinimizationReport(out + ".minimization.json")
+	if err != nil || rep.FieldsDropped["uid"] != 1 || rep.RedactedByKind[compliance.KindPhone] != 1 || rep.Output != "o.jsonl" {
+		t.Fatalf("report %+v, %v", rep, err)
+	}
+	// A bad policy names its field; nothing is written.
+	pol := filepath.Join(dir, "policy.json")
+	os.WriteFile(pol, []byte(`{"format":"tensafe.compliance.policy/v1","pii":{"email":"shred"},"secrets":"allow"}`), 0o600)
+	out2 := filepath.Join(dir, "o2.jsonl")
+	if _, err := runComplianceCLI(t, "compliance", "filter", in, "--out", out2, "--policy", pol); err == nil || !strings.Contains(err.Error(), "pii.email") {
+		t.Fatalf("bad policy: %v", err)
+	}
+	if _, err := os.Stat(out2); !os.IsNotExist(err) {
+		t.Fatalf("output written for a bad policy: %v", err)
+	}
+	// A line that is not an object names the line, not its content.
+	os.WriteFile(in, []byte(`{"a":"b"}`+"\n"+`secret-looking text`+"\n"), 0o600)
+	if _, err := runComplianceCLI(t, "compliance", "filter", in, "--out", out2); err == nil || !strings.Contains(err.Error(), "line 2") ||
+		strings.Contains(err.Error(), "secret-looking") {
+		t.Fatalf("bad line: %v", err)
+	}
+	if _, err := runComplianceCLI(t, "compliance", "filter", in); err == nil || !strings.Contains(err.Error(), "--out") {
+		t.Fatalf("no --out: %v", err)
+	}
+}
+
+// TestComplianceEvidenceOffline: without a server the scans and reports are
+// evaluated and every deployment control is a Gap; a secret in the scanned
+// data is a Gap too; --server without a key is refused.
+func TestComplianceEvidenceOffline(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "d.txt")
+	os.WriteFile(data, []byte("token ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R\n"), 0o600)
+	pack := filepath.Join(dir, "pack")
+	s, err := runComplianceCLI(t, "compliance", "evidence", "--out", pack, "--scan", data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s)
+	}
+	e, err := compliance.ReadEvidence(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range e.Controls {
+		want := compliance.StatusGap
+		if c.ID == "TS-PII-1" {
+			want = compliance.StatusPresent
+		}
+		if c.Status != want {
+			t.Errorf("%s: %s (%s), want %s", c.ID, c.Status, c.Reason, want)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(pack, "secrets_scan.json"))
+	if bytes.Contains(b, []byte("ghp_")) || !bytes.Contains(b, []byte("github_token")) {
+		t.Fatalf("secrets_scan.json: %s", b)
+	}
+	t.Setenv("TENSAFE_API_KEY", "")
+	if _, err := runComplianceCLI(t, "compliance", "evidence", "--server", "http://127.0.0.1:1", "--out", pack); err == nil ||
+		!strings.Contains(err.Error(), "API key") {
+		t.Fatalf("no key: %v", err)
+	}
+}
