@@ -236,3 +236,19 @@ func loraInputLevel(p Params) int { return min(3, p.MaxLevel()) }
 func loraInputScale(p Params) rlwe.Scale {
 	return rlwe.NewScale(math.Exp2(float64(p.p.LogDefaultScale() + 8)))
 }
+
+// LatencyWidth is the interleave width n of the latency (interleaved)
+// packing for an adapter of shape s: the next power of two at least d_in,
+// d_out and the rank rounded up to a power of two.
+func LatencyWidth(s LoRAShape) int {
+	n, _ := s.latencyWidth()
+	return n
+}
+
+// InputBytes is about how many bytes the LoRA input ciphertexts of layout l
+// take in binary form (at the packing's input level): what a client can
+// compare to choose a packing by batch size.
+func InputBytes(p Params, l Layout) int {
+	per := 2 * (loraLevel(p, l.Packing) + 1) * p.p.N() * 8
+	return l.Ciphertexts(p.Slots()) * per
+}

@@ -139,7 +139,7 @@ func (s *Service) RegisterHEKeys(ctx context.Context, tenant string, req he.Regi
 	art, err := s.writeArtifact(ctx, store.Artifact{TenantID: tenant, Kind: ArtifactHEKeys, Name: k.ID, Metadata: meta}, req.EvaluationKeys)
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.register_keys", Resource: k.ID,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"params": k.Params.Name(),
-			"galois_keys": fmt.Sprint(len(k.Galois)), "relinearization_key": fmt.Sprint(k.Relin != nil),
+			"galois_key_count": fmt.Sprint(len(k.Galois)), "relinearization_key_count": fmt.Sprint(btoi(k.Relin != nil)),
 			"bytes": fmt.Sprint(len(req.EvaluationKeys))}}
 	if err != nil {
 		rcd.Outcome = audit.OutcomeFailure
@@ -430,7 +430,7 @@ func (s *Service) HEDeltas(ctx context.Context, tenant string, req he.DeltaReque
 	})
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.deltas", Resource: req.KeyID,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"modules": truncate(strings.Join(req.Modules, ","), 500),
-			"packing": string(in.Layout.Packing), "tokens": fmt.Sprint(in.Layout.Tokens),
+			"packing": string(in.Layout.Packing), "token_count": fmt.Sprint(in.Layout.Tokens),
 			"ciphertexts_in": fmt.Sprint(len(in.Ciphertexts)), "input_hash": req.Input.ContentHash}}
 	if err != nil {
 		rcd.Outcome = audit.OutcomeFailure
@@ -452,6 +452,13 @@ func (s *Service) HEDeltas(ctx context.Context, tenant string, req he.DeltaReque
 	rcd.Details["duration_ms"] = fmt.Sprint(time.Since(start).Milliseconds())
 	s.record(ctx, rcd)
 	return res, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func truncate(s string, n int) string {
@@ -576,7 +583,7 @@ func (s *Service) HEInference(ctx context.Context, tenant string, req he.Inferen
 	})
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.inference", Resource: req.Model,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"key_id": req.KeyID, "profile": string(info.Profile),
-			"he_layers": fmt.Sprint(info.HELayers), "tokens": fmt.Sprint(in.Layout.Tokens),
+			"he_layers": fmt.Sprint(info.HELayers), "token_count": fmt.Sprint(in.Layout.Tokens),
 			"ciphertexts_in": fmt.Sprint(len(in.Ciphertexts)), "input_hash": req.Input.ContentHash}}
 	if err != nil {
 		rcd.Outcome = audit.OutcomeFailure
