@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // GoMLX graph code reads best with its ops unqualified.
@@ -10,27 +11,62 @@ import (
 	"github.com/tensafe/tensafe/model"
 )
 
+// maxGraphs bounds the executors one engine keeps. Built-in losses pass
+// their numeric kwargs as graph inputs, so they need one executor per kind
+// of computation and loss structure; losses registered from Go with
+// kwargs baked into the graph may need more, and the least recently used
+// executor is released beyond this bound.
+const maxGraphs = 32
+
 // graphCache holds one compiled-graph executor per kind of computation (and
-// loss); each executor compiles once per distinct input shape.
+// loss structure); each executor compiles once per distinct input shape
+// (GoMLX keeps at most DefaultExecMaxCacheSize shapes per executor).
 type graphCache struct {
 	mu    sync.Mutex
-	execs map[string]*Exec
+	execs map[string]*cachedExec
+	clock uint64
 }
 
-func newGraphCache() *graphCache { return &graphCache{execs: map[string]*Exec{}} }
+type cachedExec struct {
+	exec     *Exec
+	lastUsed uint64
+}
 
+func newGraphCache() *graphCache { return &graphCache{execs: map[string]*cachedExec{}} }
+
+// get returns the executor for key, building it on first use. The engine's
+// lock is held, so an evicted executor is not running.
 func (c *graphCache) get(key string, build func() (*Exec, error)) (*Exec, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.clock++
 	if e, ok := c.execs[key]; ok {
-		return e, nil
+		e.lastUsed = c.clock
+		return e.exec, nil
 	}
 	e, err := build()
 	if err != nil {
 		return nil, err
 	}
-	c.execs[key] = e
+	if len(c.execs) >= maxGraphs {
+		oldest, at := "", uint64(math.MaxUint64)
+		for k, v := range c.execs {
+			if v.lastUsed < at {
+				oldest, at = k, v.lastUsed
+			}
+		}
+		c.execs[oldest].exec.Finalize()
+		delete(c.execs, oldest)
+	}
+	c.execs[key] = &cachedExec{exec: e, lastUsed: c.clock}
 	return e, nil
+}
+
+// len returns the number of executors held.
+func (c *graphCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.execs)
 }
 
 // run executes exec, turning GoMLX panics into errors.
@@ -73,18 +109,27 @@ const (
 	gradPerExample                 // per-example gradients themselves (inspection, tests)
 )
 
-// lossBatch binds the loss inputs of a training or forward graph.
-func lossBatch(in []*Node) loss.Batch {
+// lossBatch binds the loss inputs of a training or forward graph; the
+// loss's run-time hyper-parameters are the last inputs, after the LoRA
+// weights.
+func lossBatch(in []*Node, params []*Node) loss.Batch {
 	return loss.Batch{Targets: in[inTargets], Weights: in[inWeights], Mask: in[inMask],
 		Advantages: in[inAdv], SamplingLogProbs: in[inSamp], ReferenceLogProbs: in[inRef],
-		LogProbGrads: in[inLPG], ExampleTargets: in[inExTargets]}
+		LogProbGrads: in[inLPG], ExampleTargets: in[inExTargets], Params: params}
+}
+
+// splitInputs returns the base weights, the LoRA weights and the loss's
+// hyper-parameters of a training or forward graph's inputs.
+func splitInputs(in []*Node, nBase, nLoRA int) (base, lora, params []*Node) {
+	b := numFixedInputs
+	return in[b : b+nBase], in[b+nBase : b+nBase+nLoRA], in[b+nBase+nLoRA:]
 }
 
 // applyLoss runs the loss and checks what it returns: per-example losses
 // [P] and one scalar per declared metric. A malformed custom loss panics
 // here, while the graph is built; run turns that into an error.
-func applyLoss(l loss.Loss, out loss.Outputs, in []*Node, P int) (perExample *Node, metrics []*Node) {
-	r := l.Func(out, lossBatch(in))
+func applyLoss(l loss.Loss, out loss.Outputs, in, params []*Node, P int) (perExample *Node, metrics []*Node) {
+	r := l.Func(out, lossBatch(in, params))
 	if r.PerExample == nil || r.PerExample.Rank() != 1 || r.PerExample.Shape().Dimensions[0] != P {
 		panic(fmt.Sprintf("loss returned per-example losses of shape %v, want [%d]", shapeOf(r.PerExample), P))
 	}
@@ -122,8 +167,8 @@ func buildTrain(m *model.Model, lora *model.LoRA, l loss.Loss, mode gradMode, cl
 		B := ids.Shape().Dimensions[0]
 		G := l.Group()
 		P := B / G
-		base := m.BindBase(in[numFixedInputs : numFixedInputs+nBase])
-		loraIn := in[numFixedInputs+nBase:]
+		baseIn, loraIn, params := splitInputs(in, nBase, len(lora.Names))
+		base := m.BindBase(baseIn)
 		nodes := make(map[string]*Node, len(lora.Names))
 		wrt := make([]*Node, len(lora.Names))
 		for i, name := range lora.Names {
@@ -145,7 +190,7 @@ func buildTrain(m *model.Model, lora *model.LoRA, l loss.Loss, mode gradMode, cl
 			IDs: ids, KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)
-		perExample, metrics := applyLoss(l, loss.Outputs{Logits: logits, Hidden: hidden}, in, P)
+		perExample, metrics := applyLoss(l, loss.Outputs{Logits: logits, Hidden: hidden}, in, params, P)
 		grads := Gradient(ReduceAllSum(perExample), wrt...)
 		out := append([]*Node{perExample}, metrics...)
 		if mode == gradPlain {
@@ -197,20 +242,21 @@ func onesDims(n int) []int {
 func buildForward(m *model.Model, lora *model.LoRA, l *loss.Loss) func([]*Node) []*Node {
 	nBase := len(m.ParamNames())
 	return func(in []*Node) []*Node {
-		base := m.BindBase(in[numFixedInputs : numFixedInputs+nBase])
-		nodes := bindLoRA(lora, in[numFixedInputs+nBase:])
+		baseIn, loraIn, params := splitInputs(in, nBase, len(lora.Names))
+		base := m.BindBase(baseIn)
+		nodes := bindLoRA(lora, loraIn)
 		hidden := m.Forward(base, lora.Adapter(nodes, false, nil), model.Inputs{
 			IDs: in[inIDs], KeyMask: in[inMask], Cos: in[inCos], Sin: in[inSin],
 		})
 		logits := m.Logits(base, hidden)
-		b := lossBatch(in)
+		b := lossBatch(in, params)
 		_, tok := loss.TokenLogProbs(loss.Outputs{Logits: logits}, b)
 		tok = Mul(tok, loss.TargetMask(b))
 		if l == nil {
 			return []*Node{tok}
 		}
 		B := in[inIDs].Shape().Dimensions[0]
-		perExample, metrics := applyLoss(*l, loss.Outputs{Logits: logits, Hidden: hidden}, in, B/l.Group())
+		perExample, metrics := applyLoss(*l, loss.Outputs{Logits: logits, Hidden: hidden}, in, params, B/l.Group())
 		return append([]*Node{tok, perExample}, metrics...)
 	}
 }

@@ -465,3 +465,47 @@ func TestGoldenTokenCE(t *testing.T) {
 	}
 	t.Logf("HF loss %v, ours %v", want, fr.PerExampleLoss)
 }
+
+// TestHyperParametersNeedNoRecompile: built-in losses read their numeric
+// kwargs at run time, so a new value (an annealed KL coefficient) reuses the
+// compiled graph and still takes effect; the number of graphs stays bounded.
+func TestHyperParametersNeedNoRecompile(t *testing.T) {
+	ctx := context.Background()
+	e := lossEngine(t, DPConfig{})
+	b := rlBatch(t, e, textBatch(t, "anneal the", "kl penalty"), 2)
+	before := e.graphs.len()
+	var losses []float64
+	for _, kl := range []float64{0.1, 0.5, 2} {
+		_, per, _, err := e.PerExampleGradients(ctx, b, loss.Spec{Type: "ppo", Kwargs: map[string]any{"kl_coef": kl, "entropy_coef": kl / 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses = append(losses, per[0])
+	}
+	if got := e.graphs.len() - before; got != 1 {
+		t.Errorf("three kl_coef values built %d graphs, want 1", got)
+	}
+	if losses[0] == losses[1] || losses[1] == losses[2] {
+		t.Errorf("kl_coef had no effect: losses %v", losses)
+	}
+	// The same values compiled as constants agree with the run-time ones.
+	fresh := lossEngine(t, DPConfig{})
+	_, per, _, err := fresh.PerExampleGradients(ctx, b, loss.Spec{Type: "ppo", Kwargs: map[string]any{"kl_coef": 2, "entropy_coef": 0.2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(per[0]-losses[2]) > 1e-6*math.Max(1, math.Abs(per[0])) {
+		t.Errorf("loss after reuse %v, fresh %v", losses[2], per[0])
+	}
+
+	// Losses with kwargs baked into the graph are bounded by maxGraphs.
+	for i := range maxGraphs + 3 {
+		spec := loss.Spec{Type: "mse", Kwargs: map[string]any{"head_token": i}}
+		if _, err := e.Forward(ctx, b, spec, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.graphs.len(); n > maxGraphs {
+		t.Errorf("%d graphs held, bound %d", n, maxGraphs)
+	}
+}

@@ -25,7 +25,10 @@ type ForwardBackwardResult struct {
 	Metrics         map[string]float64 `json:"metrics,omitempty"`      // the loss's metrics over the batch
 }
 
-func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor) []any {
+// trainArgs are the inputs of a training or forward graph: the batch, the
+// rotary tables, the dropout state, the base and LoRA weights, then the
+// loss's hyper-parameters (float32 scalars).
+func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor, params []float64) []any {
 	cos, sin := e.model.RotaryTables(0, p.T)
 	// Dropout randomness: reproducible from the client's seed and the
 	// number of graph runs so far (never used for DP noise).
@@ -45,7 +48,20 @@ func (e *Engine) trainArgs(p *prepared, lora []*tensors.Tensor) []any {
 	for _, w := range lora {
 		args = append(args, w)
 	}
+	for _, v := range params {
+		args = append(args, tensors.FromScalar(float32(v)))
+	}
 	return args
+}
+
+// graphKey names a loss's compiled graph: its Key when it has one (specs
+// that differ only in run-time hyper-parameters share a graph), else the
+// spec's canonical form.
+func graphKey(l loss.Loss, spec loss.Spec) string {
+	if l.Key != "" {
+		return l.Key
+	}
+	return "spec/" + spec.Key()
 }
 
 // ForwardBackward computes the batch's per-example losses and gradients of
@@ -57,7 +73,7 @@ func (e *Engine) ForwardBackward(ctx context.Context, b Batch, spec loss.Spec) (
 	if err != nil {
 		return nil, err
 	}
-	return e.forwardBackward(ctx, b, l, spec.Key(), nil)
+	return e.forwardBackward(ctx, b, l, graphKey(l, spec), nil)
 }
 
 // ForwardBackwardCustom is ForwardBackward for a loss computed by the
@@ -72,7 +88,8 @@ func (e *Engine) ForwardBackwardCustom(ctx context.Context, b Batch, logprobGrad
 	if logprobGrads == nil {
 		return nil, batchErr("logprob_grads", "is required")
 	}
-	return e.forwardBackward(ctx, b, loss.LogProbSurrogate(), "custom/logprob_grads", logprobGrads)
+	l := loss.LogProbSurrogate()
+	return e.forwardBackward(ctx, b, l, l.Key, logprobGrads)
 }
 
 func (e *Engine) forwardBackward(ctx context.Context, b Batch, l loss.Loss, key string, lpg [][]float64) (*ForwardBackwardResult, error) {
@@ -95,7 +112,7 @@ func (e *Engine) forwardBackward(ctx context.Context, b Batch, l loss.Loss, key 
 	if err != nil {
 		return nil, fmt.Errorf("engine: build graph: %w", err)
 	}
-	out, err := run(exec, e.trainArgs(p, e.loraTensors()))
+	out, err := run(exec, e.trainArgs(p, e.loraTensors(), l.Params))
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +182,7 @@ func (e *Engine) PerExampleGradients(ctx context.Context, b Batch, spec loss.Spe
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return e.perExampleGradients(ctx, b, l, spec.Key(), nil)
+	return e.perExampleGradients(ctx, b, l, graphKey(l, spec), nil)
 }
 
 // PerExampleGradientsCustom is PerExampleGradients for a client-side loss
@@ -174,7 +191,8 @@ func (e *Engine) PerExampleGradientsCustom(ctx context.Context, b Batch, logprob
 	if logprobGrads == nil {
 		return nil, nil, nil, batchErr("logprob_grads", "is required")
 	}
-	return e.perExampleGradients(ctx, b, loss.LogProbSurrogate(), "custom/logprob_grads", logprobGrads)
+	l := loss.LogProbSurrogate()
+	return e.perExampleGradients(ctx, b, l, l.Key, logprobGrads)
 }
 
 func (e *Engine) perExampleGradients(ctx context.Context, b Batch, l loss.Loss, key string, lpg [][]float64) (grads map[string][][]float32, losses, norms []float64, err error) {
@@ -193,7 +211,7 @@ func (e *Engine) perExampleGradients(ctx context.Context, b Batch, l loss.Loss, 
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("engine: build graph: %w", err)
 	}
-	out, err := run(exec, e.trainArgs(p, e.loraTensors()))
+	out, err := run(exec, e.trainArgs(p, e.loraTensors(), l.Params))
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -350,7 +368,7 @@ func (e *Engine) Forward(ctx context.Context, b Batch, spec loss.Spec, withLoss 
 	key := "forward/logprobs"
 	var lp *loss.Loss
 	if withLoss {
-		lp, key = &l, "forward/"+spec.Key()
+		lp, key = &l, "forward/"+graphKey(l, spec)
 	} else {
 		l = loss.Loss{IgnoreLabel: l.IgnoreLabel}
 	}
@@ -366,7 +384,7 @@ func (e *Engine) Forward(ctx context.Context, b Batch, spec loss.Spec, withLoss 
 	if err != nil {
 		return nil, fmt.Errorf("engine: build graph: %w", err)
 	}
-	out, err := run(exec, e.trainArgs(p, e.loraTensors()))
+	out, err := run(exec, e.trainArgs(p, e.loraTensors(), l.Params))
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,9 @@ func BenchmarkLoss(b *testing.B) {
 			x := randomCase(rng, B, T, V, H, B/l.Group())
 			h := newHarness(b, l)
 			args := x.args32(make([]float64, B/l.Group()))
+			for _, v := range l.Params {
+				args = append(args, tensors.FromScalar(float32(v)))
+			}
 			if _, err := h.exec.Exec(args...); err != nil { // compile
 				b.Fatal(err)
 			}

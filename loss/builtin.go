@@ -94,17 +94,16 @@ func newTokenCE(kw map[string]any) (Loss, error) {
 		return Loss{}, fmt.Errorf("loss: token_ce: kwargs.label_smoothing must be in [0, 1), got %v", c.LabelSmoothing)
 	}
 	ignore := c.IgnoreIndex
-	return Loss{Func: c.Func, IgnoreLabel: &ignore}, nil
+	return Loss{Func: c.Func, IgnoreLabel: &ignore, Params: []float64{c.LabelSmoothing},
+		Key: fmt.Sprintf("token_ce/ignore=%d", ignore)}, nil
 }
 
-// Func is the graph function.
+// Func is the graph function; Params[0] is the label smoothing ε.
 func (c TokenCE) Func(out Outputs, b Batch) Result {
 	full, target := TokenLogProbs(out, b)
-	tok := Neg(target)
-	if c.LabelSmoothing > 0 {
-		smooth := Neg(ReduceMean(full, -1))
-		tok = Add(MulScalar(tok, 1-c.LabelSmoothing), MulScalar(smooth, c.LabelSmoothing))
-	}
+	eps := b.Param(0, target)
+	smooth := Neg(ReduceMean(full, -1))
+	tok := Add(Mul(Neg(target), OneMinus(eps)), Mul(smooth, eps))
 	num := ReduceSum(Mul(tok, b.Weights), -1)
 	den := MaxScalar(ReduceSum(b.Weights, -1), 1e-12)
 	return Result{PerExample: Div(num, den)}
@@ -130,10 +129,11 @@ func newMarginRanking(kw map[string]any) (Loss, error) {
 	if c.Normalize != "sum" && c.Normalize != "mean" {
 		return Loss{}, fmt.Errorf("loss: margin_ranking: kwargs.normalize must be \"sum\" or \"mean\", got %q", c.Normalize)
 	}
-	return Loss{Func: c.Func, GroupSize: 2, Metrics: []string{"accuracy"}}, nil
+	return Loss{Func: c.Func, GroupSize: 2, Metrics: []string{"accuracy"}, Params: []float64{c.Margin},
+		Key: "margin_ranking/" + c.Normalize}, nil
 }
 
-// Func is the graph function.
+// Func is the graph function; Params[0] is the margin.
 func (c MarginRanking) Func(out Outputs, b Batch) Result {
 	_, target := TokenLogProbs(out, b)
 	mask := TargetMask(b)
@@ -143,7 +143,7 @@ func (c MarginRanking) Func(out Outputs, b Batch) Result {
 	}
 	pair := groups(s, 2)
 	diff := Sub(column(pair, 0), column(pair, 1))
-	lossPer := MaxScalar(Neg(AddScalar(diff, -c.Margin)), 0)
+	lossPer := MaxScalar(Sub(b.Param(0, diff), diff), 0)
 	acc := ReduceAllMean(ConvertDType(GreaterThan(diff, ZerosLike(diff)), diff.DType()))
 	return Result{PerExample: lossPer, Metrics: map[string]*Node{"accuracy": acc}}
 }
@@ -169,7 +169,8 @@ func newContrastive(kw map[string]any) (Loss, error) {
 	if c.GroupSize < 3 || c.GroupSize > 64 {
 		return Loss{}, fmt.Errorf("loss: contrastive: kwargs.group_size must be in [3, 64] (anchor, positive, at least one negative), got %d", c.GroupSize)
 	}
-	return Loss{Func: c.Func, GroupSize: c.GroupSize, Metrics: []string{"accuracy"}}, nil
+	return Loss{Func: c.Func, GroupSize: c.GroupSize, Metrics: []string{"accuracy"}, Params: []float64{c.Temperature},
+		Key: fmt.Sprintf("contrastive/%d", c.GroupSize)}, nil
 }
 
 // meanPool averages hidden [B, T, H] over the real tokens of each row: [B, H].
@@ -179,7 +180,7 @@ func meanPool(hidden, mask *Node) *Node {
 	return Div(sum, MaxScalar(ReduceSum(m, 1), 1))
 }
 
-// Func is the graph function.
+// Func is the graph function; Params[0] is the temperature.
 func (c Contrastive) Func(out Outputs, b Batch) Result {
 	pooled := meanPool(out.Hidden, b.Mask) // [B, H]
 	dims := pooled.Shape().Dimensions
@@ -190,7 +191,7 @@ func (c Contrastive) Func(out Outputs, b Batch) Result {
 	grp := Reshape(unit, P, G, H)
 	anchor := InsertAxes(column3(grp, 0), 1) // [P, 1, H]
 	sims := ReduceSum(Mul(grp, anchor), -1)  // [P, G]; column 0 is the anchor itself
-	logits := DivScalar(sims, c.Temperature) // [P, G]
+	logits := Div(sims, b.Param(0, sims))   // [P, G]
 	others := ConvertDType(GreaterThan(Iota(grp.Graph(), logits.Shape(), 1), ZerosLike(Iota(grp.Graph(), logits.Shape(), 1))), logits.DType())
 	// Push the anchor's own column out of the softmax.
 	masked := Add(Mul(logits, others), MulScalar(OneMinus(others), -1e9))
@@ -274,19 +275,17 @@ func newImportanceSampling(kw map[string]any) (Loss, error) {
 		return Loss{}, fmt.Errorf("loss: importance_sampling: kwargs.entropy_coef must be finite")
 	}
 	return Loss{Func: c.Func, Needs: []Field{FieldAdvantages, FieldSamplingLogProbs},
-		Metrics: []string{"ratio_mean", "entropy"}}, nil
+		Metrics: []string{"ratio_mean", "entropy"}, Params: []float64{c.EntropyCoef}, Key: "importance_sampling"}, nil
 }
 
-// Func is the graph function.
+// Func is the graph function; Params[0] is the entropy coefficient.
 func (c ImportanceSampling) Func(out Outputs, b Batch) Result {
 	full, logp := TokenLogProbs(out, b)
 	mask := TargetMask(b)
 	ratio := Exp(Mul(Sub(logp, b.SamplingLogProbs), mask))
 	lossPer := Neg(rowSum(Mul(ratio, b.Advantages), mask))
 	ent := Entropy(full)
-	if c.EntropyCoef != 0 {
-		lossPer = Sub(lossPer, MulScalar(rowSum(ent, mask), c.EntropyCoef))
-	}
+	lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(0, ent)))
 	return Result{PerExample: lossPer, Metrics: map[string]*Node{
 		"ratio_mean": tokenMean(ratio, mask), "entropy": tokenMean(ent, mask)}}
 }
@@ -319,32 +318,35 @@ func newPPO(kw map[string]any) (Loss, error) {
 		return Loss{}, fmt.Errorf("loss: ppo: kwargs.entropy_coef must be finite")
 	}
 	needs := []Field{FieldAdvantages, FieldSamplingLogProbs}
+	key := "ppo"
 	if c.KLCoef > 0 {
 		needs = append(needs, FieldReferenceLogProbs)
+		key = "ppo/kl"
 	}
-	return Loss{Func: c.Func, Needs: needs, Metrics: []string{"clip_fraction", "approx_kl", "ratio_mean", "entropy"}}, nil
+	return Loss{Func: c.Func, Needs: needs, Metrics: []string{"clip_fraction", "approx_kl", "ratio_mean", "entropy"},
+		Params: []float64{c.ClipLow, c.ClipHigh, c.KLCoef, c.EntropyCoef}, Key: key}, nil
 }
 
-// Func is the graph function.
+// Func is the graph function; Params are the clip thresholds, the KL and
+// the entropy coefficients. The KL term is in the graph only when kl_coef
+// > 0 (without reference log-probabilities it could overflow).
 func (c PPO) Func(out Outputs, b Batch) Result {
 	full, logp := TokenLogProbs(out, b)
 	mask := TargetMask(b)
 	logRatio := Mul(Sub(logp, b.SamplingLogProbs), mask)
 	ratio := Exp(logRatio)
+	low, high := b.Param(0, ratio), b.Param(1, ratio)
 	unclipped := Mul(ratio, b.Advantages)
-	clipped := Mul(ClipScalar(ratio, c.ClipLow, c.ClipHigh), b.Advantages)
+	clipped := Mul(Min(Max(ratio, low), high), b.Advantages)
 	lossPer := Neg(rowSum(Min(unclipped, clipped), mask))
 	if c.KLCoef > 0 {
 		d := Mul(Sub(b.ReferenceLogProbs, logp), mask)
 		kl := Sub(Sub(Exp(d), d), OnesLike(d))
-		lossPer = Add(lossPer, MulScalar(rowSum(kl, mask), c.KLCoef))
+		lossPer = Add(lossPer, Mul(rowSum(kl, mask), b.Param(2, kl)))
 	}
 	ent := Entropy(full)
-	if c.EntropyCoef != 0 {
-		lossPer = Sub(lossPer, MulScalar(rowSum(ent, mask), c.EntropyCoef))
-	}
-	outside := LogicalOr(LessThan(ratio, Scalar(ratio.Graph(), ratio.DType(), c.ClipLow)),
-		GreaterThan(ratio, Scalar(ratio.Graph(), ratio.DType(), c.ClipHigh)))
+	lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(3, ent)))
+	outside := LogicalOr(LessThan(ratio, low), GreaterThan(ratio, high))
 	// approx_kl estimates KL(sampling ‖ current) with k3: (r − 1) − log r.
 	approxKL := Sub(Sub(ratio, OnesLike(ratio)), logRatio)
 	return Result{PerExample: lossPer, Metrics: map[string]*Node{
@@ -371,14 +373,14 @@ func newDPO(kw map[string]any) (Loss, error) {
 		return Loss{}, fmt.Errorf("loss: dpo: kwargs.beta must be positive and finite, got %v", c.Beta)
 	}
 	return Loss{Func: c.Func, GroupSize: 2, Needs: []Field{FieldReferenceLogProbs},
-		Metrics: []string{"reward_accuracy", "reward_margin"}}, nil
+		Metrics: []string{"reward_accuracy", "reward_margin"}, Params: []float64{c.Beta}, Key: "dpo"}, nil
 }
 
-// Func is the graph function.
+// Func is the graph function; Params[0] is β.
 func (c DPO) Func(out Outputs, b Batch) Result {
 	_, logp := TokenLogProbs(out, b)
 	mask := TargetMask(b)
-	reward := groups(MulScalar(rowSum(Sub(logp, b.ReferenceLogProbs), mask), c.Beta), 2) // [P, 2]
+	reward := groups(Mul(rowSum(Sub(logp, b.ReferenceLogProbs), mask), b.Param(0, logp)), 2) // [P, 2]
 	z := Sub(column(reward, 0), column(reward, 1))
 	lossPer := Softplus(Neg(z)) // −log σ(z)
 	return Result{PerExample: lossPer, Metrics: map[string]*Node{
@@ -393,7 +395,7 @@ func (c DPO) Func(out Outputs, b Batch) Result {
 // with respect to the model, so the engine can clip and accumulate it like
 // any built-in loss. Its value is not the client's loss.
 func LogProbSurrogate() Loss {
-	return Loss{Needs: []Field{FieldLogProbGrads}, Func: func(out Outputs, b Batch) Result {
+	return Loss{Needs: []Field{FieldLogProbGrads}, Key: "custom/logprob_grads", Func: func(out Outputs, b Batch) Result {
 		_, logp := TokenLogProbs(out, b)
 		return Result{PerExample: rowSum(Mul(logp, b.LogProbGrads), TargetMask(b))}
 	}}

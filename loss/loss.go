@@ -74,7 +74,14 @@ type Batch struct {
 	ReferenceLogProbs *Node // [B, T] float: log p_ref(token)
 	LogProbGrads      *Node // [B, T] float: d loss / d logp_t of a client-side loss
 	ExampleTargets    *Node // [P] float: one regression target per example
+
+	// Params are the loss's run-time hyper-parameters (Loss.Params), one
+	// scalar node each, in order.
+	Params []*Node
 }
+
+// Param returns hyper-parameter i as a scalar of like's dtype.
+func (b Batch) Param(i int, like *Node) *Node { return ConvertDType(b.Params[i], like.DType()) }
 
 // Result is what a loss function returns: one loss per example ([P] for P
 // examples of GroupSize rows) and the metrics the loss declared, each a
@@ -119,6 +126,14 @@ type Loss struct {
 	// TokenIDs names kwargs that hold token ids (kwarg → id); the engine
 	// checks them against the model's vocabulary.
 	TokenIDs map[string]int
+	// Params are numeric hyper-parameters that Func reads at run time
+	// from Batch.Params instead of baking them into the graph, so that a
+	// new value (an annealed KL coefficient, say) needs no new compilation.
+	Params []float64
+	// Key, if set, identifies the compiled graph: two specs of one loss
+	// with the same Key differ only in Params. Empty means the spec's
+	// canonical form (Spec.Key) is the key.
+	Key string
 }
 
 // Group returns the number of rows per example (at least 1).

@@ -91,7 +91,7 @@ func newHarness(t testing.TB, l Loss) *harness {
 	exec, err := NewExec(b, func(n []*Node) []*Node {
 		out := Outputs{Logits: n[0], Hidden: n[1]}
 		bt := Batch{Targets: n[2], Weights: n[3], Mask: n[4], Advantages: n[5], SamplingLogProbs: n[6],
-			ReferenceLogProbs: n[7], LogProbGrads: n[8], ExampleTargets: n[9]}
+			ReferenceLogProbs: n[7], LogProbGrads: n[8], ExampleTargets: n[9], Params: n[11:]}
 		r := l.Func(out, bt)
 		total := ReduceAllSum(Mul(r.PerExample, n[10]))
 		g := Gradient(total, n[0], n[1])
@@ -118,7 +118,11 @@ type got struct {
 
 func (h *harness) run(x *in, coef []float64) got {
 	h.t.Helper()
-	out, err := h.exec.Exec(x.args(coef)...)
+	args := x.args(coef)
+	for _, v := range h.l.Params {
+		args = append(args, tensors.FromScalar(v))
+	}
+	out, err := h.exec.Exec(args...)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -600,5 +604,31 @@ func TestSpecKey(t *testing.T) {
 	b := Spec{Type: "ppo", Kwargs: map[string]any{"clip_low_threshold": 0.7, "kl_coef": 0.1}}
 	if a.Key() != b.Key() || (Spec{}).Key() != (Spec{Type: "token_ce"}).Key() || a.Key() == (Spec{Type: "ppo"}).Key() {
 		t.Errorf("keys: %q %q", a.Key(), b.Key())
+	}
+}
+
+func TestGraphKeys(t *testing.T) {
+	key := func(typ string, kw map[string]any) string { return resolve(t, typ, kw).Key }
+	same := [][2]string{
+		{key("ppo", map[string]any{"kl_coef": 0.1}), key("ppo", map[string]any{"kl_coef": 0.7, "clip_low_threshold": 0.5})},
+		{key("token_ce", nil), key("token_ce", map[string]any{"label_smoothing": 0.2})},
+		{key("dpo", nil), key("dpo", map[string]any{"beta": 3})},
+		{key("contrastive", nil), key("contrastive", map[string]any{"temperature": 1})},
+	}
+	for _, p := range same {
+		if p[0] != p[1] || p[0] == "" {
+			t.Errorf("keys %q and %q should be the same graph", p[0], p[1])
+		}
+	}
+	differ := [][2]string{
+		{key("ppo", nil), key("ppo", map[string]any{"kl_coef": 0.1})},
+		{key("token_ce", nil), key("token_ce", map[string]any{"ignore_index": 0})},
+		{key("margin_ranking", nil), key("margin_ranking", map[string]any{"normalize": "mean"})},
+		{key("contrastive", nil), key("contrastive", map[string]any{"group_size": 4})},
+	}
+	for _, p := range differ {
+		if p[0] == p[1] {
+			t.Errorf("keys %q and %q should differ", p[0], p[1])
+		}
 	}
 }
