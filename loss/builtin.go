@@ -191,7 +191,7 @@ func (c Contrastive) Func(out Outputs, b Batch) Result {
 	grp := Reshape(unit, P, G, H)
 	anchor := InsertAxes(column3(grp, 0), 1) // [P, 1, H]
 	sims := ReduceSum(Mul(grp, anchor), -1)  // [P, G]; column 0 is the anchor itself
-	logits := Div(sims, b.Param(0, sims))   // [P, G]
+	logits := Div(sims, b.Param(0, sims))    // [P, G]
 	others := ConvertDType(GreaterThan(Iota(grp.Graph(), logits.Shape(), 1), ZerosLike(Iota(grp.Graph(), logits.Shape(), 1))), logits.DType())
 	// Push the anchor's own column out of the softmax.
 	masked := Add(Mul(logits, others), MulScalar(OneMinus(others), -1e9))
