@@ -219,6 +219,13 @@ func (s *Service) checkEncryption(ctx context.Context, arts []store.Artifact, al
 			return m, err
 		}
 		if err := s.verifyArtifactFile(ctx, a); err != nil {
+			if errors.Is(err, errFileMissing) {
+				// A retention sweep may have deleted it since it was listed.
+				if _, gerr := s.st.GetArtifact(ctx, a.TenantID, a.ID); errors.Is(gerr, store.ErrNotFound) {
+					m.ArtifactsRecorded--
+					continue
+				}
+			}
 			m.Failures = append(m.Failures, api.ArtifactCheckFailure{ArtifactID: a.ID, Reason: err.Error()})
 			continue
 		}
@@ -258,13 +265,15 @@ func (s *Service) verifyArtifactFile(ctx context.Context, a store.Artifact) erro
 	return nil
 }
 
+var errFileMissing = errors.New("file missing")
+
 // describeSealErr shortens an artifact error to its cause, for evidence.
 func describeSealErr(err error) error {
 	if errors.Is(err, seal.ErrMalformedHeader) || errors.Is(err, seal.ErrUnsupported) {
 		return fmt.Errorf("not a sealed envelope: %w", err)
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		return errors.New("file missing")
+		return errFileMissing
 	}
 	return err
 }

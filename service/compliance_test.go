@@ -104,6 +104,12 @@ func TestComplianceMetrics(t *testing.T) {
 		m.Encryption.Failures[0].ArtifactID != sv.ArtifactID || !strings.Contains(m.Encryption.Failures[0].Reason, "not a sealed envelope") {
 		t.Fatalf("plaintext artifact: %+v, %v", m.Encryption, err)
 	}
+	// The file deleted behind the service's back: still recorded, missing.
+	os.Remove(path)
+	m, err = s.ComplianceMetrics(ctx, "", time.Now())
+	if err != nil || m.Encryption.AllVerified || len(m.Encryption.Failures) != 1 || m.Encryption.Failures[0].Reason != "file missing" {
+		t.Fatalf("missing file: %+v, %v", m.Encryption, err)
+	}
 }
 
 func TestRecordComplianceEvent(t *testing.T) {
