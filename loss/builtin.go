@@ -61,32 +61,26 @@ func column(x *Node, j int) *Node {
 	G := x.Shape().Dimensions[1]
 	sel := make([]float64, G)
 	sel[j] = 1
-	return ReduceSum(Mul(x, ExpandLeftToRank(Const(x.Graph(), castSlice(sel, x)), 2)), -1)
+	return ReduceSum(Mul(x, ExpandLeftToRank(constLike(sel, x), 2)), -1)
 }
 
-func castSlice(v []float64, like *Node) any {
-	if like.DType().Size() == 8 {
-		return v
-	}
-	out := make([]float32, len(v))
-	for i, x := range v {
-		out[i] = float32(x)
-	}
-	return out
+// constLike is the constant v in like's dtype.
+func constLike(v []float64, like *Node) *Node {
+	return ConvertDType(Const(like.Graph(), v), like.DType())
 }
 
-// TokenCE is token-level cross-entropy. Each example's loss is the weighted
+// tokenCE is token-level cross-entropy. Each example's loss is the weighted
 // mean over its target positions: Σ_t w_t ℓ_t / Σ_t w_t, with
 // ℓ_t = (1-ε)·(−log p(target)) + ε·(−mean_v log p(v)) for label smoothing ε
 // (PyTorch's definition). With unit weights and ε = 0 this is exactly the
 // Hugging Face causal-LM loss of the example alone.
-type TokenCE struct {
+type tokenCE struct {
 	LabelSmoothing float64 `json:"label_smoothing"`
 	IgnoreIndex    int     `json:"ignore_index"`
 }
 
 func newTokenCE(kw map[string]any) (Loss, error) {
-	c := TokenCE{IgnoreIndex: IgnoreIndex}
+	c := tokenCE{IgnoreIndex: IgnoreIndex}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: token_ce: %w", err)
 	}
@@ -99,7 +93,7 @@ func newTokenCE(kw map[string]any) (Loss, error) {
 }
 
 // Func is the graph function; Params[0] is the label smoothing ε.
-func (c TokenCE) Func(out Outputs, b Batch) Result {
+func (c tokenCE) Func(out Outputs, b Batch) Result {
 	full, target := TokenLogProbs(out, b)
 	eps := b.Param(0, target)
 	smooth := Neg(ReduceMean(full, -1))
@@ -109,17 +103,17 @@ func (c TokenCE) Func(out Outputs, b Batch) Result {
 	return Result{PerExample: Div(num, den)}
 }
 
-// MarginRanking scores each row by its sequence log-probability
+// marginRanking scores each row by its sequence log-probability
 // s = Σ_t logp_t (or the mean over target tokens) and ranks the chosen row
 // of a pair (row 2i) above the rejected one (row 2i+1):
 // loss = max(0, margin − (s_chosen − s_rejected)).
-type MarginRanking struct {
+type marginRanking struct {
 	Margin    float64 `json:"margin"`
 	Normalize string  `json:"normalize"`
 }
 
 func newMarginRanking(kw map[string]any) (Loss, error) {
-	c := MarginRanking{Margin: 1, Normalize: "sum"}
+	c := marginRanking{Margin: 1, Normalize: "sum"}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: margin_ranking: %w", err)
 	}
@@ -134,7 +128,7 @@ func newMarginRanking(kw map[string]any) (Loss, error) {
 }
 
 // Func is the graph function; Params[0] is the margin.
-func (c MarginRanking) Func(out Outputs, b Batch) Result {
+func (c marginRanking) Func(out Outputs, b Batch) Result {
 	_, target := TokenLogProbs(out, b)
 	mask := TargetMask(b)
 	s := rowSum(target, mask)
@@ -148,18 +142,18 @@ func (c MarginRanking) Func(out Outputs, b Batch) Result {
 	return Result{PerExample: lossPer, Metrics: map[string]*Node{"accuracy": acc}}
 }
 
-// Contrastive is InfoNCE inside each group of GroupSize rows (anchor,
+// contrastive is InfoNCE inside each group of GroupSize rows (anchor,
 // positive, negatives…) over the mean-pooled final hidden states of the real
 // tokens, with cosine similarity divided by the temperature:
 // loss = −log softmax_j(cos(a, x_j)/τ)[positive] for j over the group's
 // other rows.
-type Contrastive struct {
+type contrastive struct {
 	Temperature float64 `json:"temperature"`
 	GroupSize   int     `json:"group_size"`
 }
 
 func newContrastive(kw map[string]any) (Loss, error) {
-	c := Contrastive{Temperature: 0.05, GroupSize: 3}
+	c := contrastive{Temperature: 0.05, GroupSize: 3}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: contrastive: %w", err)
 	}
@@ -181,7 +175,7 @@ func meanPool(hidden, mask *Node) *Node {
 }
 
 // Func is the graph function; Params[0] is the temperature.
-func (c Contrastive) Func(out Outputs, b Batch) Result {
+func (c contrastive) Func(out Outputs, b Batch) Result {
 	pooled := meanPool(out.Hidden, b.Mask) // [B, H]
 	dims := pooled.Shape().Dimensions
 	B, H, G := dims[0], dims[1], c.GroupSize
@@ -207,22 +201,22 @@ func column3(x *Node, j int) *Node {
 	G := x.Shape().Dimensions[1]
 	sel := make([]float64, G)
 	sel[j] = 1
-	w := Reshape(Const(x.Graph(), castSlice(sel, x)), 1, G, 1)
+	w := Reshape(constLike(sel, x), 1, G, 1)
 	return ReduceSum(Mul(x, w), 1)
 }
 
-// MSE regresses a scalar head on each example's target: the head's value is
+// mse regresses a scalar head on each example's target: the head's value is
 // the logit of HeadToken at the pooled final hidden state (mean over real
 // tokens, or the last real token), that is the LM head's row of HeadToken
 // dotted with the pooled state, so only LoRA weights train.
 // loss = (value − target)².
-type MSE struct {
+type mse struct {
 	HeadToken *int   `json:"head_token"`
 	Pooling   string `json:"pooling"`
 }
 
 func newMSE(kw map[string]any) (Loss, error) {
-	c := MSE{Pooling: "mean"}
+	c := mse{Pooling: "mean"}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: mse: %w", err)
 	}
@@ -242,11 +236,11 @@ func newMSE(kw map[string]any) (Loss, error) {
 // Func is the graph function. By linearity of the (bias-free) LM head, the
 // logit at the pooled state equals the pooled logits, which is how it is
 // computed.
-func (c MSE) Func(out Outputs, b Batch) Result {
+func (c mse) Func(out Outputs, b Batch) Result {
 	V := out.Logits.Shape().Dimensions[2]
 	sel := make([]float64, V)
 	sel[*c.HeadToken] = 1
-	head := ReduceSum(Mul(out.Logits, ExpandLeftToRank(Const(out.Logits.Graph(), castSlice(sel, out.Logits)), 3)), -1) // [B, T]
+	head := ReduceSum(Mul(out.Logits, ExpandLeftToRank(constLike(sel, out.Logits), 3)), -1) // [B, T]
 	var pool *Node
 	if c.Pooling == "mean" {
 		pool = Div(b.Mask, MaxScalar(ReduceAndKeep(b.Mask, ReduceSum, -1), 1))
@@ -260,14 +254,14 @@ func (c MSE) Func(out Outputs, b Batch) Result {
 	return Result{PerExample: Square(Sub(value, target)), Metrics: map[string]*Node{"prediction_mean": ReduceAllMean(value)}}
 }
 
-// ImportanceSampling is the off-policy policy-gradient loss:
+// importanceSampling is the off-policy policy-gradient loss:
 // loss = −Σ_t exp(logp_t − sampling_logp_t)·A_t − entropy_coef·Σ_t H_t.
-type ImportanceSampling struct {
+type importanceSampling struct {
 	EntropyCoef float64 `json:"entropy_coef"`
 }
 
 func newImportanceSampling(kw map[string]any) (Loss, error) {
-	var c ImportanceSampling
+	var c importanceSampling
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: importance_sampling: %w", err)
 	}
@@ -279,7 +273,7 @@ func newImportanceSampling(kw map[string]any) (Loss, error) {
 }
 
 // Func is the graph function; Params[0] is the entropy coefficient.
-func (c ImportanceSampling) Func(out Outputs, b Batch) Result {
+func (c importanceSampling) Func(out Outputs, b Batch) Result {
 	full, logp := TokenLogProbs(out, b)
 	mask := TargetMask(b)
 	ratio := Exp(Mul(Sub(logp, b.SamplingLogProbs), mask))
@@ -290,12 +284,12 @@ func (c ImportanceSampling) Func(out Outputs, b Batch) Result {
 		"ratio_mean": tokenMean(ratio, mask), "entropy": tokenMean(ent, mask)}}
 }
 
-// PPO is the clipped surrogate objective with an optional k3 KL penalty
+// ppo is the clipped surrogate objective with an optional k3 KL penalty
 // against reference log-probabilities and an entropy bonus:
 // r_t = exp(logp_t − sampling_logp_t),
 // loss = −Σ_t min(r_t·A_t, clip(r_t, low, high)·A_t) + kl_coef·Σ_t KL_t − entropy_coef·Σ_t H_t,
 // KL_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1.
-type PPO struct {
+type ppo struct {
 	ClipLow     float64 `json:"clip_low_threshold"`
 	ClipHigh    float64 `json:"clip_high_threshold"`
 	KLCoef      float64 `json:"kl_coef"`
@@ -303,7 +297,7 @@ type PPO struct {
 }
 
 func newPPO(kw map[string]any) (Loss, error) {
-	c := PPO{ClipLow: 0.8, ClipHigh: 1.2}
+	c := ppo{ClipLow: 0.8, ClipHigh: 1.2}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: ppo: %w", err)
 	}
@@ -330,7 +324,7 @@ func newPPO(kw map[string]any) (Loss, error) {
 // Func is the graph function; Params are the clip thresholds, the KL and
 // the entropy coefficients. The KL term is in the graph only when kl_coef
 // > 0 (without reference log-probabilities it could overflow).
-func (c PPO) Func(out Outputs, b Batch) Result {
+func (c ppo) Func(out Outputs, b Batch) Result {
 	full, logp := TokenLogProbs(out, b)
 	mask := TargetMask(b)
 	logRatio := Mul(Sub(logp, b.SamplingLogProbs), mask)
@@ -357,15 +351,15 @@ func (c PPO) Func(out Outputs, b Batch) Result {
 	}}
 }
 
-// DPO is direct preference optimisation over pairs (row 2i chosen, row
+// dpo is direct preference optimisation over pairs (row 2i chosen, row
 // 2i+1 rejected): with s = Σ_t logp_t and r = Σ_t reference_logp_t per row,
 // loss = −log σ(β·((s_c − r_c) − (s_r − r_r))).
-type DPO struct {
+type dpo struct {
 	Beta float64 `json:"beta"`
 }
 
 func newDPO(kw map[string]any) (Loss, error) {
-	c := DPO{Beta: 0.1}
+	c := dpo{Beta: 0.1}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: dpo: %w", err)
 	}
@@ -377,7 +371,7 @@ func newDPO(kw map[string]any) (Loss, error) {
 }
 
 // Func is the graph function; Params[0] is β.
-func (c DPO) Func(out Outputs, b Batch) Result {
+func (c dpo) Func(out Outputs, b Batch) Result {
 	_, logp := TokenLogProbs(out, b)
 	mask := TargetMask(b)
 	reward := groups(Mul(rowSum(Sub(logp, b.ReferenceLogProbs), mask), b.Param(0, logp)), 2) // [P, 2]
