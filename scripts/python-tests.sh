@@ -28,10 +28,16 @@ else
 fi
 if [ -z "$PY" ]; then
   echo "python-tests: no python3 ≥ 3.9 found; installing Debian's python3 with apt-get"
+  command -v apt-get >/dev/null 2>&1 || fail "no python3 ≥ 3.9 and no apt-get to install one; set \$PYTHON"
   SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || fail "no python3 ≥ 3.9, and installing one needs root or sudo"
+    SUDO="sudo"
+  fi
   $SUDO apt-get update -qq || fail "apt-get update"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 >/dev/null || fail "apt-get install python3"
+  # python3 runs the tests; venv, setuptools and wheel let the packaging check run too.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv python3-setuptools python3-wheel >/dev/null \
+    || fail "apt-get install python3"
   PY=/usr/bin/python3
   py_ok "$PY" || fail "Debian's python3 is older than 3.9"
 fi
@@ -46,7 +52,7 @@ export TENSAFE_BIN="$tmp/tensafe"
 
 PKGPY=""
 for c in "$PY" /usr/bin/python3; do
-  if [ -x "$(command -v "$c" 2>/dev/null)" ] && py_ok "$c" && "$c" -c 'import setuptools, wheel' 2>/dev/null; then PKGPY="$c"; break; fi
+  if [ -x "$(command -v "$c" 2>/dev/null)" ] && py_ok "$c" && "$c" -c 'import setuptools, wheel, ensurepip' 2>/dev/null; then PKGPY="$c"; break; fi
 done
 if [ -n "$PKGPY" ]; then
   echo "python-tests: packaging check with $PKGPY (pip install --no-build-isolation --no-index ./sdk/python into a venv)"
@@ -55,14 +61,14 @@ if [ -n "$PKGPY" ]; then
   mkdir "$tmp/pkg" && cp -R sdk/python/pyproject.toml sdk/python/README.md sdk/python/src "$tmp/pkg/"
   "$tmp/venv/bin/python" -m pip install -q --no-build-isolation --no-index "$tmp/pkg" || fail "pip install ./sdk/python"
   (cd "$tmp" && "$tmp/venv/bin/python" -c '
-import os, tensafe
+import os, tensafe, tensafe.rlvr
 d = os.path.dirname(tensafe.__file__)
 assert os.path.exists(os.path.join(d, "py.typed")), "py.typed is not installed"
 assert "site-packages" in d, d
 print("python-tests: installed", tensafe.__version__, "at", d)
 ') || fail "the installed package does not import"
 else
-  echo "python-tests: packaging check skipped: no Python ≥ 3.9 here has both setuptools and wheel (Debian: python3-setuptools python3-wheel)"
+  echo "python-tests: packaging check skipped: no Python ≥ 3.9 here has setuptools, wheel and venv (Debian: python3-setuptools python3-wheel python3-venv)"
 fi
 
 echo "python-tests: unittest (sdk/python/tests)"
