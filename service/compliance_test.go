@@ -142,3 +142,26 @@ func TestRecordComplianceEvent(t *testing.T) {
 		t.Fatal("PII_SCAN event not in the audit log")
 	}
 }
+
+// BenchmarkComplianceMetrics measures one collection of the service's
+// compliance metrics over 4 checkpoints (every artifact decrypted, the
+// determinism run, key ages, accountant states).
+func BenchmarkComplianceMetrics(b *testing.B) {
+	f := newFixture(b)
+	s := f.svc
+	ctx := context.Background()
+	tc, err := s.CreateTrainingClient(ctx, f.tenA, tinyConfig(1, 8, 2, 100))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range 4 {
+		vf, err := s.SaveState(ctx, f.tenA, tc.ID, api.SaveStateRequest{})
+		await(b, s, f.tenA, vf, err, nil)
+	}
+	for b.Loop() {
+		m, err := s.ComplianceMetrics(ctx, "", time.Now())
+		if err != nil || !m.Encryption.AllVerified || m.Encryption.ArtifactsVerified != 4 {
+			b.Fatalf("%+v, %v", m.Encryption, err)
+		}
+	}
+}
