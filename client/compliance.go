@@ -14,8 +14,8 @@ import (
 // ComplianceMetrics returns the deployment's measured compliance metrics
 // (GET /api/v1/compliance/metrics; an admin key: an operator admin sees
 // every tenant, a tenant admin its own). The server opens every artifact,
-// verifies the audit log and runs the determinism check for it: it takes
-// seconds, not milliseconds.
+// verifies the audit log and runs the determinism check for it: its cost
+// grows with the number and size of the artifacts.
 func (c *ServiceClient) ComplianceMetrics(ctx context.Context) (*api.ComplianceMetrics, error) {
 	var out api.ComplianceMetrics
 	if err := c.do(ctx, http.MethodGet, "/api/v1/compliance/metrics", nil, nil, &out); err != nil {
