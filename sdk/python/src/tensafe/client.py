@@ -501,10 +501,13 @@ class TrainingClient:
         self._settle()
         return from_dict(DPMetrics, self._t.request("GET", self._path("dp_metrics")))
 
-    def dp_certificate(self) -> Dict[str, Any]:
-        """The client's DP certificate (docs/DP_CERTIFICATE.md), computed from its stored accountant."""
+    def dp_certificate(self, raw: bool = False) -> Any:
+        """The client's DP certificate (docs/DP_CERTIFICATE.md), computed from its stored accountant.
+
+        ``raw`` returns its canonical JSON bytes (what a TSSP package signs) instead of a dict.
+        """
         self._settle()
-        return self._t.request("GET", self._path("dp_certificate"))
+        return self._t.request("GET", self._path("dp_certificate"), raw=raw)
 
     def audit_logs(self) -> List[AuditEntry]:
         """The audit entries about this client (metadata only: never tokens, texts or keys)."""
