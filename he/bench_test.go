@@ -3,7 +3,9 @@ package he
 import (
 	"context"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 )
@@ -103,9 +105,24 @@ func BenchmarkDecrypt(b *testing.B) {
 	}
 }
 
-// BenchmarkDeltaFeatureMajor: one group of 8192 tokens, d=4096, r=16.
+// cpuTime is the process's user and system CPU time so far. On a shared
+// machine it varies much less with load than wall time does.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkDeltaFeatureMajor: one group of 8192 tokens, d=4096, r=16. It
+// reports wall time per token and CPU time per token (all workers).
 func BenchmarkDeltaFeatureMajor(b *testing.B) {
 	f := getBench(b)
+	cpu0 := cpuTime()
+	defer func() {
+		b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N)/8192, "cpu-ms/token")
+	}()
 	for b.Loop() {
 		err := f.ev.DeltaStream(context.Background(), "bench",
 			func(i int) (*rlwe.Ciphertext, error) { return f.cts[i%len(f.cts)], nil },

@@ -140,6 +140,94 @@ func FuzzUnmarshalEvaluationKeys(f *testing.F) {
 	})
 }
 
+// wireSeeds returns CBOR request bodies of the HE routes under fuzzParams.
+func wireSeeds(t testing.TB) [][]byte {
+	_, _, cs := fuzzSeeds(t)
+	b, err := DecodeBundleCBOR(cs[0], DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, v := range []any{
+		DeltaRequest{KeyID: b.KeyID, Modules: []string{"layers.0.q_proj"}, Input: *b, Compression: CompressionDeflate},
+		InferenceRequest{KeyID: b.KeyID, Model: "mlp", Input: *b},
+		RegisterAdapterRequest{Module: "m", A: [][]float64{{0.5, -1}}, B: [][]float64{{2}, {0.25}}, Scale: 2},
+		RegisterModelRequest{Name: "mlp", Model: MLP{Layers: []Layer{{W: [][]float64{{1, 2}}, Bias: []float64{0.5}, Act: Activation{Kind: ActSquare}}}}, Profile: ProfileFull},
+		RegisterKeysRequest{EvaluationKeys: []byte{1, 2, 3}},
+	} {
+		enc, err := MarshalWireCBOR(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, enc)
+	}
+	return out
+}
+
+// FuzzUnmarshalWireCBOR: the HE routes' CBOR request decoder. Whatever it
+// accepts re-encodes to bytes that decode to the same value, and a bundle
+// inside is then verified without panicking.
+func FuzzUnmarshalWireCBOR(f *testing.F) {
+	p := fuzzParams(f)
+	for _, s := range wireSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		check := func(v any, fresh func() any) {
+			enc, err := MarshalWireCBOR(v)
+			if err != nil {
+				t.Fatalf("accepted %T does not re-encode: %v", v, err)
+			}
+			w := fresh()
+			if err := UnmarshalWireCBOR(enc, w); err != nil {
+				t.Fatalf("re-encoded %T does not decode: %v", v, err)
+			}
+			enc2, err := MarshalWireCBOR(w)
+			if err != nil || !bytes.Equal(enc, enc2) {
+				t.Fatalf("%T: encoding not stable: %v", v, err)
+			}
+		}
+		var d DeltaRequest
+		if UnmarshalWireCBOR(data, &d) == nil {
+			check(d, func() any { return new(DeltaRequest) })
+			_, _ = d.Input.Batch(p, DefaultLimits())
+		}
+		var a RegisterAdapterRequest
+		if UnmarshalWireCBOR(data, &a) == nil {
+			check(a, func() any { return new(RegisterAdapterRequest) })
+			_, _ = a.Adapter().Shape()
+		}
+		var m RegisterModelRequest
+		if UnmarshalWireCBOR(data, &m) == nil {
+			check(m, func() any { return new(RegisterModelRequest) })
+			_ = m.Model.Validate()
+		}
+	})
+}
+
+// TestUnmarshalWireCBORStrict: trailing data, unknown fields and duplicate
+// keys are refused.
+func TestUnmarshalWireCBORStrict(t *testing.T) {
+	seeds := wireSeeds(t)
+	var d DeltaRequest
+	if err := UnmarshalWireCBOR(seeds[0], &d); err != nil {
+		t.Fatal(err)
+	}
+	if err := UnmarshalWireCBOR(append(bytes.Clone(seeds[0]), 0), &d); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+	unknown, _ := cborEnc.Marshal(map[string]any{"key_id": "x", "extra": 1})
+	if err := UnmarshalWireCBOR(unknown, &d); err == nil {
+		t.Fatal("unknown field accepted")
+	}
+	// {"module": "a", "module": "b"} built by hand (encoders refuse it).
+	dup := []byte{0xa2, 0x66, 'm', 'o', 'd', 'u', 'l', 'e', 0x61, 'a', 0x66, 'm', 'o', 'd', 'u', 'l', 'e', 0x61, 'b'}
+	var a RegisterAdapterRequest
+	if err := UnmarshalWireCBOR(dup, &a); err == nil {
+		t.Fatal("duplicate key accepted")
+	}
+}
+
 // TestWriteFuzzCorpus regenerates the committed seed corpora under
 // testdata/fuzz when HE_WRITE_CORPUS=1.
 func TestWriteFuzzCorpus(t *testing.T) {
@@ -168,4 +256,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	write("FuzzDecodeBundleCBOR", "valid-deflate", cs[1])
 	hdr, _ := cborEnc.Marshal(evkWire{Kind: evkKind, Version: keyVersion, ID: "hek_" + fmt.Sprintf("%032x", 1), Params: DefaultPreset})
 	write("FuzzUnmarshalEvaluationKeys", "header", hdr)
+	for i, name := range []string{"delta", "inference", "adapter", "model", "keys"} {
+		write("FuzzUnmarshalWireCBOR", name, wireSeeds(t)[i])
+	}
 }
