@@ -60,6 +60,7 @@ func newRootCmd() *cobra.Command {
 		newBenchCmd(),
 		newPackageCmd(),
 		newServeCmd(),
+		newTrainCmd(),
 	)
 	return root
 }
