@@ -61,6 +61,25 @@ func newPackager(cfg PackageConfig) *packager {
 	return &packager{cfg: cfg, baseHashes: map[string]string{}}
 }
 
+// settleWait bounds how long a request waits for a just-finished
+// operation's audit entry (written right after its future), polling every
+// settlePoll.
+const (
+	settleWait = 2 * time.Second
+	settlePoll = 10 * time.Millisecond
+)
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // maxLineage bounds how many load_state hops the evidence follows back.
 const maxLineage = 64
 
@@ -119,32 +138,42 @@ type history struct {
 	clients []string      // oldest first
 }
 
-// readHistory reads the audit log up to a checkpoint signed now (or its
-// current size, when the log signs none) and returns the successful
-// training entries that led to the state of client at seq before
-// (exclusive): the client's since its last load_state, preceded by those of
-// the client that saved the checkpoint it loaded, and so on.
-func (s *Service) readHistory(ctx context.Context, tenant, client string, until func(entries []audit.Entry) uint64) (*history, error) {
+// readHistory reads the audit log and returns the successful training
+// entries that led to the state of client at seq until(...) (exclusive):
+// the client's since its last load_state, preceded by those of the client
+// that saved the checkpoint it loaded, and so on. With prove it first signs
+// a checkpoint of the log (unless the log signs none) and reads up to it,
+// building the Merkle tree the evidence's proofs come from; without, it
+// reads up to the log's current size.
+func (s *Service) readHistory(ctx context.Context, tenant, client string, prove bool, until func(entries []audit.Entry) uint64) (*history, error) {
 	st := s.pkg.cfg.AuditStore
 	if st == nil {
 		return nil, fmt.Errorf("%w: this server keeps no readable audit store for evidence", ErrFailedPrecondition)
 	}
-	h := &history{tree: audit.NewTree()}
-	note, err := s.audit.Checkpoint(ctx)
-	if err == nil {
-		sc, perr := audit.ParseCheckpoint(note)
-		if perr != nil {
-			return nil, fmt.Errorf("service: audit checkpoint: %w", perr)
+	h := &history{tree: audit.NewTree(), size: s.audit.Size()}
+	if prove {
+		hadSigned := s.audit.LatestCheckpoint() != nil
+		note, err := s.audit.Checkpoint(ctx)
+		switch {
+		case err == nil:
+			sc, perr := audit.ParseCheckpoint(note)
+			if perr != nil {
+				return nil, fmt.Errorf("service: audit checkpoint: %w", perr)
+			}
+			h.size, h.note = sc.Size, note
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case hadSigned:
+			return nil, fmt.Errorf("service: sign an audit checkpoint: %w", err)
+		default:
+			// A log without a signer writes no checkpoints: prove against
+			// the unsigned root, which the package signer vouches for.
+			h.size = s.audit.Size()
 		}
-		h.size, h.note = sc.Size, note
-	} else {
-		// A log without a signer writes no checkpoints: prove against
-		// the unsigned root the package signer then vouches for.
-		h.size = s.audit.Size()
 	}
 	var all []audit.Entry
 	errStop := errors.New("stop")
-	err = st.Scan(ctx, 0, func(pos uint64, e audit.Entry) error {
+	err := st.Scan(ctx, 0, func(pos uint64, e audit.Entry) error {
 		if pos >= h.size {
 			return errStop
 		}
@@ -270,11 +299,35 @@ func (s *Service) evidence(ctx context.Context, tenant string, h *history, art t
 		ev.Loss.Mean = sum / float64(ev.Loss.Count)
 	}
 	ev.Dataset.Fingerprint = tssp.DatasetFingerprint(digests)
+	if fp := h.fingerprint(); fp != ev.Dataset.Fingerprint {
+		return nil, fmt.Errorf("service: evidence: fingerprint %s, the history gives %s", ev.Dataset.Fingerprint, fp)
+	}
 	if len(h.entries) > 0 {
 		ev.Training.StartedAt = privacy.FormatTime(h.entries[0].Time)
 		ev.Training.FinishedAt = privacy.FormatTime(h.entries[len(h.entries)-1].Time)
 	}
 	return ev, nil
+}
+
+// fingerprint is the dataset fingerprint of the batch digests in h.
+func (h *history) fingerprint() string {
+	var digests []string
+	for _, e := range h.entries {
+		if d, ok := e.Details[tssp.BatchDigestDetail]; ok && strings.HasPrefix(e.Operation, "training."+store.KindForwardBackward) {
+			digests = append(digests, d)
+		}
+	}
+	return tssp.DatasetFingerprint(digests)
+}
+
+// span returns the times of the first and last entry of h (now, now when
+// it has none).
+func (h *history) span() (started, finished time.Time) {
+	if len(h.entries) == 0 {
+		now := time.Now()
+		return now, now
+	}
+	return h.entries[0].Time, h.entries[len(h.entries)-1].Time
 }
 
 // operationLoss returns the loss a succeeded forward_backward reported.
@@ -300,19 +353,14 @@ func (s *Service) operationLoss(ctx context.Context, tenant, opID string) (float
 
 // certificate certifies budget for the adapter weights hashing to
 // adapterHash, trained as h says.
-func (s *Service) certificate(budget *privacy.Budget, cfg api.TrainingConfig, ev *tssp.Evidence, adapterHash, session string, finished time.Time) (*privacy.Certificate, error) {
+func (s *Service) certificate(budget *privacy.Budget, cfg api.TrainingConfig, h *history, adapterHash, session string) (*privacy.Certificate, error) {
 	if budget.Steps() == 0 {
 		return nil, fmt.Errorf("%w: no optim_step has been recorded, so there is no guarantee to certify yet", ErrFailedPrecondition)
 	}
-	started := finished
-	if ev.Training.StartedAt != "" {
-		if t, err := time.Parse(time.RFC3339Nano, ev.Training.StartedAt); err == nil && t.Before(finished) {
-			started = t
-		}
-	}
+	started, finished := h.span()
 	in := privacy.CertificateInput{
 		Sampling: privacy.SamplingClientDeclared, ClippingNorm: cfg.DP.MaxGradNorm, DatasetSize: cfg.DP.DatasetSize,
-		TenSafeVersion: s.pkg.cfg.Version, AdapterHash: adapterHash, DatasetFingerprint: ev.Dataset.Fingerprint,
+		TenSafeVersion: s.pkg.cfg.Version, AdapterHash: adapterHash, DatasetFingerprint: h.fingerprint(),
 		SessionID: session, StartedAt: started, FinishedAt: finished, IssuedAt: time.Now(),
 	}
 	if in.IssuedAt.Before(finished) {
@@ -357,7 +405,17 @@ func (s *Service) DPCertificate(ctx context.Context, tenant, id string) ([]byte,
 	// A consistent snapshot: no operation runs while sess.mu is held and
 	// the queue is empty (a finished operation's audit entry is written
 	// before the next starts).
+	// The worker marks the session idle only after the last operation's
+	// future and audit entry are written: a client that has just seen its
+	// last future finish may ask a moment before that.
 	sess.mu.Lock()
+	for wait := settleWait; sess.running && len(sess.queue) == 0 && wait > 0; wait -= settlePoll {
+		sess.mu.Unlock()
+		if err := sleepCtx(ctx, settlePoll); err != nil {
+			return nil, err
+		}
+		sess.mu.Lock()
+	}
 	if sess.running || len(sess.queue) > 0 {
 		sess.mu.Unlock()
 		return nil, fmt.Errorf("%w: operations are queued or running on the training client; wait for them before asking for its certificate", ErrFailedPrecondition)
@@ -380,19 +438,11 @@ func (s *Service) DPCertificate(ctx context.Context, tenant, id string) ([]byte,
 	if err != nil {
 		return nil, fmt.Errorf("service: DP certificate: %w", err)
 	}
-	h, err := s.readHistory(ctx, tenant, id, func([]audit.Entry) uint64 { return logSize })
+	h, err := s.readHistory(ctx, tenant, id, false, func([]audit.Entry) uint64 { return logSize })
 	if err != nil {
 		return nil, err
 	}
-	ev, err := s.evidence(ctx, tenant, h, tssp.EvidenceArtifact{ClientID: id}, base, cfg)
-	if err != nil {
-		return nil, err
-	}
-	finished := time.Now()
-	if n := len(h.entries); n > 0 {
-		finished = h.entries[n-1].Time
-	}
-	c, err := s.certificate(budget, cfg, ev, hash, id, finished)
+	c, err := s.certificate(budget, cfg, h, hash, id)
 	if err != nil {
 		return nil, err
 	}
@@ -550,15 +600,29 @@ func (s *Service) PackageArtifact(ctx context.Context, tenant, artifactID string
 	}
 	defer clear(weights)
 
-	// Evidence up to the save_state that wrote the checkpoint.
-	h, err := s.readHistory(ctx, tenant, src.ClientID, func(all []audit.Entry) uint64 {
-		if e, ok := findSave(all, src.ID); ok {
-			return e.Seq + 1
+	// Evidence up to the save_state that wrote the checkpoint. Its audit
+	// entry is written just after its future is: a client that packages
+	// at once may be a moment early.
+	var h *history
+	for wait := settleWait; ; wait -= settlePoll {
+		found := false
+		h, err = s.readHistory(ctx, tenant, src.ClientID, true, func(all []audit.Entry) uint64 {
+			e, ok := findSave(all, src.ID)
+			if ok {
+				found = true
+				return e.Seq + 1
+			}
+			return 0
+		})
+		if err != nil {
+			return res, err
 		}
-		return 0
-	})
-	if err != nil {
-		return res, err
+		if found || wait <= 0 {
+			break
+		}
+		if err := sleepCtx(ctx, settlePoll); err != nil {
+			return res, err
+		}
 	}
 	if len(h.entries) == 0 || h.entries[len(h.entries)-1].Details["artifact_id"] != src.ID {
 		return res, fmt.Errorf("%w: the audit log holds no successful save_state of checkpoint %s", ErrFailedPrecondition, src.ID)
@@ -576,7 +640,7 @@ func (s *Service) PackageArtifact(ctx context.Context, tenant, artifactID string
 		return res, fmt.Errorf("%w: the evidence of %d operations is %d bytes, more than a package holds (%d)",
 			ErrFailedPrecondition, len(h.entries), len(evJSON), tssp.MaxEvidenceSize)
 	}
-	cert, err := s.certificate(budget, p.cfg, ev, weightsHash, src.ClientID, h.entries[len(h.entries)-1].Time)
+	cert, err := s.certificate(budget, p.cfg, h, weightsHash, src.ClientID)
 	if err != nil {
 		return res, err
 	}
