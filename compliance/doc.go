@@ -16,4 +16,17 @@
 //
 // The wire form of a [Report] is documented in docs/compliance/SCANNERS.md
 // (format "tensafe.compliance.scan/v1").
+//
+// On top of the scanners the package turns measurements into audit
+// evidence. [Scanner.Minimize] applies a [Policy] (allow, redact or drop an
+// example, per kind of finding) to a JSONL dataset and writes a
+// [MinimizationReport] of counts and hashes. [Controls] is the control
+// matrix as data — each control names the metric it reads and the ISO/IEC
+// 27701, ISO/IEC 27001:2022 Annex A and SOC 2 clauses it supports, and
+// carries the check that computes its status (Evidence Present, Partial,
+// Gap) from a deployment's measured metrics (api.ComplianceMetrics), its
+// compliance events, the scans and the minimization reports; nothing is a
+// status written by hand. [BuildPack] evaluates them and [Pack.Write] writes
+// the evidence pack. docs/compliance/CONTROL_MATRIX.md is generated from
+// [Controls] and docs/compliance/EVIDENCE.md fixes the formats.
 package compliance
