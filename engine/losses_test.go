@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -507,5 +508,77 @@ func TestHyperParametersNeedNoRecompile(t *testing.T) {
 	}
 	if n := e.graphs.len(); n > maxGraphs {
 		t.Errorf("%d graphs held, bound %d", n, maxGraphs)
+	}
+}
+
+// TestLossGradientsThroughModel checks, for every built-in loss on
+// tensafe-tiny, that the engine's per-example gradients (summed) are the
+// gradient of the losses Forward reports: the directional derivative along
+// a random direction of the LoRA weights, by central differences, equals
+// ⟨gradient, direction⟩. This covers the grouping of rows into examples,
+// the alignment of the RL inputs and the run-time hyper-parameters.
+func TestLossGradientsThroughModel(t *testing.T) {
+	ctx := context.Background()
+	for _, spec := range allLossSpecs() {
+		t.Run(spec.Type, func(t *testing.T) {
+			l, err := loss.Resolve(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := lossEngine(t, DPConfig{})
+			b := rlBatch(t, e, textBatch(t, sixTexts...), len(sixTexts)/l.Group())
+			grads, _, _, err := e.PerExampleGradients(ctx, b, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(5, 9))
+			dir := map[string][]float64{}
+			var norm2, dot float64
+			for _, name := range e.lora.Names {
+				d := make([]float64, len(e.lora.Values[name]))
+				for j := range d {
+					d[j] = rng.NormFloat64()
+					norm2 += d[j] * d[j]
+				}
+				dir[name] = d
+			}
+			for _, name := range e.lora.Names {
+				for j := range dir[name] {
+					dir[name][j] /= math.Sqrt(norm2)
+					for p := range grads[name] {
+						dot += float64(grads[name][p][j]) * dir[name][j]
+					}
+				}
+			}
+			total := func(eps float64) float64 {
+				orig := map[string][]float32{}
+				for _, name := range e.lora.Names {
+					orig[name] = append([]float32(nil), e.lora.Values[name]...)
+					for j := range e.lora.Values[name] {
+						e.lora.Values[name][j] += float32(eps * dir[name][j])
+					}
+				}
+				defer func() {
+					for _, name := range e.lora.Names {
+						copy(e.lora.Values[name], orig[name])
+					}
+				}()
+				r, err := e.Forward(ctx, b, spec, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var s float64
+				for _, v := range r.PerExampleLoss {
+					s += v
+				}
+				return s
+			}
+			const eps = 1e-2
+			fd := (total(eps) - total(-eps)) / (2 * eps)
+			if math.Abs(fd-dot) > 2e-2*math.Max(math.Abs(dot), 1e-2) {
+				t.Errorf("directional derivative: gradient %.6g, central differences %.6g", dot, fd)
+			}
+			t.Logf("⟨g, d⟩ = %.6g, central differences %.6g", dot, fd)
+		})
 	}
 }
