@@ -193,10 +193,10 @@ func TestWriteFilesRoundTrip(t *testing.T) {
 	}
 	for _, want := range []string{
 		"# TenSafe benchmark 20261127T080000Z",
-		"| forward_backward (DP) | 21.0 | 22.0 | 21.0 | 3 | 204.21 ms | 0.10× | batch of 8 |",
+		"| forward_backward (DP) | 21.0 | 22.0 | 21.0 | 3 | 204.21 ms | 0.103× | batch of 8 |",
 		"batch / 8", // a | in a cell would break the table
 		"gradient_clipping ‡",
-		"| forward_backward DP / plain | 1.909× | p50 / p50 | 1.49× (204.21 ms / 136.63 ms) |",
+		"| forward_backward DP / plain | 1.91× | p50 / p50 | 1.49× (204.21 ms / 136.63 ms) |",
 		"- he: not available: not in this build",
 		"load average (1/5/15 min) at start",
 	} {
@@ -209,6 +209,14 @@ func TestWriteFilesRoundTrip(t *testing.T) {
 	}
 	if _, err := ReadReport(jp); err == nil || !strings.Contains(err.Error(), "format") {
 		t.Fatalf("ReadReport of a foreign format: %v", err)
+	}
+}
+
+func TestFormatRatio(t *testing.T) {
+	for in, want := range map[float64]string{0: "0×", 0.10285: "0.103×", 1.4946: "1.49×", 7.7257: "7.73×", 38.85: "38.9×", 455.14: "455×", 6049.2: "6049×"} {
+		if got := FormatRatio(in); got != want {
+			t.Errorf("FormatRatio(%v) = %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -110,7 +110,7 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 			if r.Published != nil {
 				orig = r.Published.Text
 				if r.OursOverOriginal > 0 {
-					ratio = fmt.Sprintf("%.2f×", r.OursOverOriginal)
+					ratio = FormatRatio(r.OursOverOriginal)
 				}
 			}
 			what := r.Unit
@@ -132,9 +132,9 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 		for _, r := range rep.Ratios {
 			orig := ""
 			if r.Original != nil {
-				orig = fmt.Sprintf("%.2f× (%s)", r.Original.Value, r.Original.Text)
+				orig = fmt.Sprintf("%s (%s)", FormatRatio(r.Original.Value), r.Original.Text)
 			}
-			fmt.Fprintf(w, "| %s | %.3f× | %s | %s |\n", r.Name, r.Value, r.Of, orig)
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", r.Name, FormatRatio(r.Value), r.Of, orig)
 		}
 	}
 	if len(rep.Skipped) > 0 {
@@ -152,4 +152,12 @@ func hasDerived(rep *Report) bool {
 		}
 	}
 	return false
+}
+
+// FormatRatio prints a ratio with three significant digits below 100.
+func FormatRatio(v float64) string {
+	if v >= 100 || v <= -100 {
+		return fmt.Sprintf("%.0f×", v)
+	}
+	return fmt.Sprintf("%.3g×", v)
 }
