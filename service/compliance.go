@@ -45,6 +45,13 @@ var complianceCategories = map[string]string{
 	"training.save_state":    api.CategoryEncryption,
 	"training.load_state":    api.CategoryEncryption,
 	OpComplianceEncryption:   api.CategoryEncryption,
+	"artifact.package":       api.CategoryEncryption, // weights sealed to recipient keys (TSSP)
+	"he.register_keys":       api.CategoryEncryption, // HE key bundles sealed under the tenant KEK
+	"he.retire_key":          api.CategoryEncryption,
+	"he.deltas":              api.CategoryEncryption, // computed on ciphertexts
+	"he.inference":           api.CategoryEncryption,
+	"he.register_adapter":    api.CategoryChange,
+	"he.register_model":      api.CategoryChange,
 	"artifact.download":      api.CategoryAccess,
 	"training.create_client": api.CategoryChange,
 	"training.delete_client": api.CategoryChange,
@@ -77,8 +84,14 @@ func ComplianceCategory(r audit.Record) string {
 	return complianceCategories[r.Operation]
 }
 
-// categorize returns r with its compliance category in its details (a copy
-// of the map: the caller's is not changed).
+// TagCompliance returns r with its compliance category in its details
+// (under api.ComplianceCategoryKey; a copy of the map, the caller's is not
+// changed), or r itself when it has none. Every record the service writes
+// is tagged; a writer that appends to the audit log directly (the server's
+// admin handlers) calls it to tag its records the same way.
+func TagCompliance(r audit.Record) audit.Record { return categorize(r) }
+
+// categorize is TagCompliance.
 func categorize(r audit.Record) audit.Record {
 	c := ComplianceCategory(r)
 	if c == "" {
