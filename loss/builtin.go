@@ -89,15 +89,18 @@ func newTokenCE(kw map[string]any) (Loss, error) {
 	}
 	ignore := c.IgnoreIndex
 	return Loss{Func: c.Func, IgnoreLabel: &ignore, Params: []float64{c.LabelSmoothing},
-		Key: fmt.Sprintf("token_ce/ignore=%d", ignore)}, nil
+		Key: fmt.Sprintf("token_ce/ignore=%d/smoothing=%t", ignore, c.LabelSmoothing > 0)}, nil
 }
 
 // Func is the graph function; Params[0] is the label smoothing ε.
 func (c tokenCE) Func(out Outputs, b Batch) Result {
 	full, target := TokenLogProbs(out, b)
-	eps := b.Param(0, target)
-	smooth := Neg(ReduceMean(full, -1))
-	tok := Add(Mul(Neg(target), OneMinus(eps)), Mul(smooth, eps))
+	tok := Neg(target)
+	if c.LabelSmoothing > 0 { // in the graph only when used: it costs a pass over the vocabulary
+		eps := b.Param(0, target)
+		smooth := Neg(ReduceMean(full, -1))
+		tok = Add(Mul(tok, OneMinus(eps)), Mul(smooth, eps))
+	}
 	num := ReduceSum(Mul(tok, b.Weights), -1)
 	den := MaxScalar(ReduceSum(b.Weights, -1), 1e-12)
 	return Result{PerExample: Div(num, den)}
@@ -269,7 +272,8 @@ func newImportanceSampling(kw map[string]any) (Loss, error) {
 		return Loss{}, fmt.Errorf("loss: importance_sampling: kwargs.entropy_coef must be finite")
 	}
 	return Loss{Func: c.Func, Needs: []Field{FieldAdvantages, FieldSamplingLogProbs},
-		Metrics: []string{"ratio_mean", "entropy"}, Params: []float64{c.EntropyCoef}, Key: "importance_sampling"}, nil
+		Metrics: []string{"ratio_mean", "entropy"}, Params: []float64{c.EntropyCoef},
+		Key: fmt.Sprintf("importance_sampling/entropy=%t", c.EntropyCoef != 0)}, nil
 }
 
 // Func is the graph function; Params[0] is the entropy coefficient.
@@ -279,7 +283,10 @@ func (c importanceSampling) Func(out Outputs, b Batch) Result {
 	ratio := Exp(Mul(Sub(logp, b.SamplingLogProbs), mask))
 	lossPer := Neg(rowSum(Mul(ratio, b.Advantages), mask))
 	ent := Entropy(full)
-	lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(0, ent)))
+	if c.EntropyCoef != 0 { // the entropy's gradient costs passes over the vocabulary
+		lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(0, ent)))
+	}
+	ent = StopGradient(ent)
 	return Result{PerExample: lossPer, Metrics: map[string]*Node{
 		"ratio_mean": tokenMean(ratio, mask), "entropy": tokenMean(ent, mask)}}
 }
@@ -312,11 +319,10 @@ func newPPO(kw map[string]any) (Loss, error) {
 		return Loss{}, fmt.Errorf("loss: ppo: kwargs.entropy_coef must be finite")
 	}
 	needs := []Field{FieldAdvantages, FieldSamplingLogProbs}
-	key := "ppo"
 	if c.KLCoef > 0 {
 		needs = append(needs, FieldReferenceLogProbs)
-		key = "ppo/kl"
 	}
+	key := fmt.Sprintf("ppo/kl=%t/entropy=%t", c.KLCoef > 0, c.EntropyCoef != 0)
 	return Loss{Func: c.Func, Needs: needs, Metrics: []string{"clip_fraction", "approx_kl", "ratio_mean", "entropy"},
 		Params: []float64{c.ClipLow, c.ClipHigh, c.KLCoef, c.EntropyCoef}, Key: key}, nil
 }
@@ -339,7 +345,10 @@ func (c ppo) Func(out Outputs, b Batch) Result {
 		lossPer = Add(lossPer, Mul(rowSum(kl, mask), b.Param(2, kl)))
 	}
 	ent := Entropy(full)
-	lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(3, ent)))
+	if c.EntropyCoef != 0 {
+		lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(3, ent)))
+	}
+	ent = StopGradient(ent)
 	outside := LogicalOr(LessThan(ratio, low), GreaterThan(ratio, high))
 	// approx_kl estimates KL(sampling ‖ current) with k3: (r − 1) − log r.
 	approxKL := Sub(Sub(ratio, OnesLike(ratio)), logRatio)

@@ -611,7 +611,8 @@ func TestGraphKeys(t *testing.T) {
 	key := func(typ string, kw map[string]any) string { return resolve(t, typ, kw).Key }
 	same := [][2]string{
 		{key("ppo", map[string]any{"kl_coef": 0.1}), key("ppo", map[string]any{"kl_coef": 0.7, "clip_low_threshold": 0.5})},
-		{key("token_ce", nil), key("token_ce", map[string]any{"label_smoothing": 0.2})},
+		{key("token_ce", map[string]any{"label_smoothing": 0.1}), key("token_ce", map[string]any{"label_smoothing": 0.2})},
+		{key("importance_sampling", map[string]any{"entropy_coef": 0.1}), key("importance_sampling", map[string]any{"entropy_coef": -0.2})},
 		{key("dpo", nil), key("dpo", map[string]any{"beta": 3})},
 		{key("contrastive", nil), key("contrastive", map[string]any{"temperature": 1})},
 	}
@@ -623,6 +624,8 @@ func TestGraphKeys(t *testing.T) {
 	differ := [][2]string{
 		{key("ppo", nil), key("ppo", map[string]any{"kl_coef": 0.1})},
 		{key("token_ce", nil), key("token_ce", map[string]any{"ignore_index": 0})},
+		{key("token_ce", nil), key("token_ce", map[string]any{"label_smoothing": 0.1})},
+		{key("ppo", nil), key("ppo", map[string]any{"entropy_coef": 0.01})},
 		{key("margin_ranking", nil), key("margin_ranking", map[string]any{"normalize": "mean"})},
 		{key("contrastive", nil), key("contrastive", map[string]any{"group_size": 4})},
 	}
