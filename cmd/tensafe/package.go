@@ -285,9 +285,23 @@ func newPackageInspectCmd() *cobra.Command {
 					return verifyFailed(fmt.Errorf("%s: %w", tssp.NameCertificate, err))
 				}
 			}
+			evJSON, err := p.UnverifiedMember(tssp.NameEvidence)
+			if err != nil {
+				return verifyFailed(err)
+			}
+			var ev *tssp.Evidence
+			if evJSON != nil {
+				// Evidence of another schema is still a valid package.
+				ev, _ = tssp.ParseEvidence(evJSON)
+			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				return printJSON(w, map[string]any{"manifest": m, "dp_certificate": cert, "verified": false})
+				out := map[string]any{"manifest": m, "dp_certificate": cert, "verified": false}
+				if ev != nil {
+					ev.Audit.Proofs = nil // summarised below; `package open` writes evidence.json whole
+					out["evidence"] = ev
+				}
+				return printJSON(w, out)
 			}
 			fmt.Fprintf(w, "NOT VERIFIED (use tensafe package verify --trusted-key)\n")
 			fmt.Fprintf(w, "format:      %s\npackage id:  %s\ncreated:     %s\nproducer:    %s\nsigner:      %s\n",
@@ -312,6 +326,15 @@ func newPackageInspectCmd() *cobra.Command {
 					cert.Epsilon, cert.Delta, cert.Accountant, cert.Steps, cert.Q, cert.Sigma, cert.Sampling)
 			} else {
 				fmt.Fprintf(w, "DP:          no certificate\n")
+			}
+			switch {
+			case ev != nil:
+				fmt.Fprintf(w, "evidence:    checkpoint %s of client(s) %v, %d optim steps, %d batches (fingerprint %s), loss %.4g → %.4g\n",
+					ev.Checkpoint.ArtifactID, ev.Training.Clients, ev.Training.OptimSteps, ev.Dataset.Batches, ev.Dataset.Fingerprint, ev.Loss.First, ev.Loss.Last)
+				fmt.Fprintf(w, "audit:       %d entries proven in %s at tree size %d (check with package verify --audit-key)\n",
+					len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize)
+			case evJSON != nil:
+				fmt.Fprintf(w, "evidence:    %d bytes (not the %s schema)\n", len(evJSON), tssp.EvidenceFormat)
 			}
 			return nil
 		},

@@ -515,6 +515,10 @@ func TestPackageFromServerCLI(t *testing.T) {
 		ins.Manifest.TenantKEK == nil || len(ins.Manifest.Recipients) != 1 {
 		t.Fatalf("inspect: %v\n%s", err, out)
 	}
+	if out, _, err := runPackageCLI(t, "package", "inspect", pkg); err != nil || !strings.Contains(out, "evidence:    checkpoint "+sv.ArtifactID) ||
+		!strings.Contains(out, "8 entries proven") {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
 	got := sampleTokens(t, "--package", pkg, "--identity", filepath.Join(dir, "alice.sec"), "--trusted-key", signerPub)
 	want := make([]any, len(sr.Sequences[0].Tokens))
 	for i, tok := range sr.Sequences[0].Tokens {
@@ -525,5 +529,48 @@ func TestPackageFromServerCLI(t *testing.T) {
 	}
 	if _, code, err := runPackageCLI(t, "package", "open", pkg, "--identity", filepath.Join(dir, "eve.sec"), "--out", filepath.Join(dir, "eve"), "--trusted-key", signerPub); !errors.Is(err, tssp.ErrNotRecipient) || code != 3 {
 		t.Fatalf("open by a non-recipient: code %d, %v", code, err)
+	}
+}
+
+// TestServePackageSigner: --package-signer names the key the server signs
+// packages with and publishes; a named file that does not exist is an error,
+// never silently replaced by a new key.
+func TestServePackageSigner(t *testing.T) {
+	dir := t.TempDir()
+	if out, _, err := runPackageCLI(t, "keys", "signer", "new", "--out", filepath.Join(dir, "pkg")); err != nil {
+		t.Fatal(err, out)
+	}
+	if err := os.Chmod(filepath.Join(dir, "pkg.sec"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := serveOptions{dataDir: filepath.Join(dir, "data"), addr: "127.0.0.1:0", rateLimit: -1, grace: time.Second,
+		packageSigner: filepath.Join(dir, "missing.sec")}
+	if err := runServe(ctx, o, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "--package-signer") {
+		t.Fatalf("serve with a missing --package-signer: %v", err)
+	}
+	o.packageSigner = filepath.Join(dir, "pkg.sec")
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, o, io.Discard, func(a string) { addrc <- a }) }()
+	var url string
+	select {
+	case a := <-addrc:
+		url = "http://" + a
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	out, _, err := runPackageCLI(t, "package", "signer", "--server", url)
+	pub, _ := os.ReadFile(filepath.Join(dir, "pkg.pub"))
+	if err != nil || strings.TrimSpace(out) != strings.TrimSpace(string(pub)) {
+		t.Fatalf("the server publishes %q (%v), --package-signer's public key is %q", out, err, pub)
+	}
+	if _, err := os.Stat(filepath.Join(o.dataDir, "package-signing.key")); !os.IsNotExist(err) {
+		t.Fatalf("a default key was generated beside --package-signer: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
