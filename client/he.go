@@ -132,6 +132,17 @@ func (c *ServiceClient) RegisterHEAdapter(ctx context.Context, module string, a 
 	return &res, nil
 }
 
+// RegisterHEAdapterFrom registers (or replaces) the adapter of a module
+// with one projection of a training client's current LoRA or of a saved
+// checkpoint of the tenant (src); the server takes the weights and scale.
+func (c *ServiceClient) RegisterHEAdapterFrom(ctx context.Context, module string, src he.AdapterSource) (*he.RegisterAdapterResponse, error) {
+	var res he.RegisterAdapterResponse
+	if err := c.heDo(ctx, repeatSafe, "/api/v1/he/adapters", he.RegisterAdapterRequest{Module: module, Source: &src}, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 // RegisterHEModel registers an HE-friendly model for private inference
 // under a profile; the server checks it against the active key.
 func (c *ServiceClient) RegisterHEModel(ctx context.Context, name string, m *he.MLP, profile he.Profile, hybridLayers int) (he.ModelInfo, error) {

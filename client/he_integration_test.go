@@ -396,3 +396,94 @@ func TestHEMalformedRequests(t *testing.T) {
 		t.Fatalf("bad evaluation keys: %d %+v", resp.StatusCode, env)
 	}
 }
+
+// TestHEAdapterFromTraining: an HE adapter taken from a training client's
+// current LoRA and one taken from the checkpoint saved right after give the
+// same encrypted deltas (non-zero: B has been trained), and the sources are
+// checked (another tenant's client is not found, a bad module is named).
+func TestHEAdapterFromTraining(t *testing.T) {
+	e := newEnv(t)
+	ctx := e.ctx
+	c := e.client(t, e.trainerA)
+	p, _ := he.Preset(he.DefaultPreset)
+	ck, evk, err := he.GenerateKeys(ctx, p, he.Capabilities{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterHEKeys(ctx, evk); err != nil {
+		t.Fatal(err)
+	}
+	tc, err := c.CreateTrainingClient(ctx, tinyConfig(1, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := tc.DPMetrics(ctx)
+	for range 2 {
+		m = step(t, tc, m)
+	}
+	f, err := tc.SaveState(ctx, "for-he")
+	sv := result(t, f, err)
+	if _, err := c.RegisterHEAdapter(ctx, "empty", he.Adapter{}); !client.IsInvalidArgument(err) {
+		t.Fatalf("an empty adapter: %v, want invalid argument", err)
+	}
+	reg := func(module string, src he.AdapterSource) (*he.RegisterAdapterResponse, error) {
+		return c.RegisterHEAdapterFrom(ctx, module, src)
+	}
+	a1, err := reg("live.q", he.AdapterSource{TrainingClientID: tc.ID, Layer: 0, Module: "q_proj"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := reg("saved.q", he.AdapterSource{ArtifactID: sv.ArtifactID, Layer: 0, Module: "q_proj"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.Shape != a2.Shape || a1.Shape.Rank != 2 {
+		t.Fatalf("shapes %+v and %+v", a1.Shape, a2.Shape)
+	}
+	x := uniformMat(rand.New(rand.NewPCG(8, 9)), 5, a1.Shape.DIn)
+	got, err := c.HE(ck).Deltas(ctx, []string{"live.q", "saved.q"}, a1.Shape, x, client.PackingAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var norm float64
+	for _, row := range got[0] {
+		for _, v := range row {
+			norm = math.Max(norm, math.Abs(v))
+		}
+	}
+	if d := maxDiff(t, got[0], got[1]); d > 1e-5 || norm < 1e-4 {
+		t.Fatalf("live vs saved adapter: max difference %g, max |delta| %g", d, norm)
+	}
+	for _, tc2 := range []struct {
+		src   he.AdapterSource
+		field string
+		code  string
+	}{
+		{he.AdapterSource{TrainingClientID: tc.ID, ArtifactID: sv.ArtifactID, Module: "q_proj"}, "source", "invalid_argument"},
+		{he.AdapterSource{TrainingClientID: tc.ID, Module: "x_proj"}, "source.module", "invalid_argument"},
+		{he.AdapterSource{TrainingClientID: tc.ID, Layer: 99, Module: "q_proj"}, "source", "invalid_argument"},
+		{he.AdapterSource{TrainingClientID: "tc-missing", Module: "q_proj"}, "", "not_found"},
+	} {
+		_, err := reg("bad", tc2.src)
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Code != tc2.code || ae.Field != tc2.field {
+			t.Fatalf("source %+v: %v, want %s naming %q", tc2.src, err, tc2.code, tc2.field)
+		}
+	}
+	// Tenant B cannot take A's adapter.
+	b := e.client(t, e.trainerB)
+	if _, err := b.RegisterHEKeys(ctx, evk); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(he.RegisterAdapterRequest{Module: "stolen", Source: &he.AdapterSource{ArtifactID: sv.ArtifactID, Module: "q_proj"}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/api/v1/he/adapters", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+e.trainerB)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("tenant B taking A's checkpoint: %d, want 404", resp.StatusCode)
+	}
+}

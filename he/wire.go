@@ -28,12 +28,29 @@ type RegisterKeysResponse struct {
 	Key KeyInfo `json:"key" cbor:"key"`
 }
 
-// RegisterAdapterRequest registers a plaintext LoRA adapter for a module.
+// RegisterAdapterRequest registers a plaintext LoRA adapter for a module:
+// either the explicit weights A, B and Scale, or a Source (a training
+// client's current LoRA, or a saved checkpoint of the same tenant) from
+// which the server takes them.
 type RegisterAdapterRequest struct {
 	Module string      `json:"module" cbor:"module"`
-	A      [][]float64 `json:"a" cbor:"a"` // rank×d_in
-	B      [][]float64 `json:"b" cbor:"b"` // d_out×rank
-	Scale  float64     `json:"scale" cbor:"scale"`
+	A      [][]float64 `json:"a,omitempty" cbor:"a,omitempty"` // rank×d_in
+	B      [][]float64 `json:"b,omitempty" cbor:"b,omitempty"` // d_out×rank
+	Scale  float64     `json:"scale,omitempty" cbor:"scale,omitempty"`
+	// Source, instead of A, B and Scale.
+	Source *AdapterSource `json:"source,omitempty" cbor:"source,omitempty"`
+}
+
+// AdapterSource names one LoRA projection of a TenSafe adapter: that of
+// layer Layer and module Module ("q_proj", "v_proj", …) of a training
+// client's current adapter (TrainingClientID) or of a save_state checkpoint
+// artifact (ArtifactID); exactly one of the two. Scale is the adapter's
+// (alpha/r, or alpha/√r with rsLoRA).
+type AdapterSource struct {
+	TrainingClientID string `json:"training_client_id,omitempty" cbor:"training_client_id,omitempty"`
+	ArtifactID       string `json:"artifact_id,omitempty" cbor:"artifact_id,omitempty"`
+	Layer            int    `json:"layer" cbor:"layer"`
+	Module           string `json:"module" cbor:"module"`
 }
 
 // Adapter converts the request to an Adapter.

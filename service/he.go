@@ -19,12 +19,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/tensafe/tensafe/audit"
 	"github.com/tensafe/tensafe/he"
+	"github.com/tensafe/tensafe/model"
+	"github.com/tensafe/tensafe/safetensors"
 	"github.com/tensafe/tensafe/store"
 )
 
@@ -270,6 +273,17 @@ func (s *Service) RegisterHEAdapter(ctx context.Context, tenant string, req he.R
 	if !he.ValidName(req.Module) {
 		return res, fieldErr("module", "must be 1 to 128 letters, digits and . _ / -, starting with a letter or digit")
 	}
+	var srcDetails map[string]string
+	if req.Source != nil {
+		if req.A != nil || req.B != nil || req.Scale != 0 {
+			return res, fieldErr("source", "give either source or a, b and scale, not both")
+		}
+		a, det, err := s.loraFromSource(ctx, tenant, *req.Source)
+		if err != nil {
+			return res, err
+		}
+		req.A, req.B, req.Scale, req.Source, srcDetails = a.A, a.B, a.Scale, nil, det
+	}
 	shape, err := req.Adapter().Shape()
 	if err != nil {
 		var fe *he.FieldError
@@ -298,6 +312,7 @@ func (s *Service) RegisterHEAdapter(ctx context.Context, tenant string, req he.R
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.register_adapter", Resource: req.Module,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"d_in": fmt.Sprint(shape.DIn), "d_out": fmt.Sprint(shape.DOut),
 			"rank": fmt.Sprint(shape.Rank)}}
+	maps.Copy(rcd.Details, srcDetails)
 	if err != nil {
 		rcd.Outcome = audit.OutcomeFailure
 		s.record(ctx, rcd)
@@ -598,4 +613,115 @@ func (s *Service) HEInference(ctx context.Context, tenant string, req he.Inferen
 	rcd.Details["duration_ms"] = fmt.Sprint(time.Since(start).Milliseconds())
 	s.record(ctx, rcd)
 	return he.InferenceResponse{Output: *b, HELayers: info.HELayers, Layers: info.Layers}, nil
+}
+
+// loraFromSource takes one projection's LoRA (A, B and the adapter's scale)
+// from a training client's current adapter or from a checkpoint artifact of
+// the tenant; it returns audit details naming the source.
+func (s *Service) loraFromSource(ctx context.Context, tenant string, src he.AdapterSource) (he.Adapter, map[string]string, error) {
+	if !slices.Contains(model.AllModules, src.Module) {
+		return he.Adapter{}, nil, fieldErr("source.module", "unknown module %q (known: %v)", src.Module, model.AllModules)
+	}
+	if src.Layer < 0 {
+		return he.Adapter{}, nil, fieldErr("source.layer", "must be ≥ 0, got %d", src.Layer)
+	}
+	var (
+		lora *model.LoRA
+		det  map[string]string
+	)
+	switch {
+	case (src.TrainingClientID == "") == (src.ArtifactID == ""):
+		return he.Adapter{}, nil, fieldErr("source", "give exactly one of training_client_id and artifact_id")
+	case src.TrainingClientID != "":
+		sess, err := s.session(ctx, tenant, src.TrainingClientID)
+		if err != nil {
+			return he.Adapter{}, nil, err
+		}
+		if err := sess.errLost(); err != nil {
+			return he.Adapter{}, nil, err
+		}
+		// A consistent snapshot: no operation runs while sess.mu is held
+		// and the queue is empty.
+		sess.mu.Lock()
+		if sess.running || len(sess.queue) > 0 {
+			sess.mu.Unlock()
+			return he.Adapter{}, nil, fmt.Errorf("%w: operations are queued or running on the training client; wait for them before taking its adapter", ErrFailedPrecondition)
+		}
+		lora = sess.eng.Adapter()
+		sess.mu.Unlock()
+		det = map[string]string{"source_client_id": src.TrainingClientID}
+	default:
+		art, err := s.getArtifact(ctx, tenant, src.ArtifactID)
+		if err != nil {
+			return he.Adapter{}, nil, err
+		}
+		if art.Kind != store.ArtifactCheckpoint {
+			return he.Adapter{}, nil, fieldErr("source.artifact_id", "is a %q artifact, not a checkpoint", art.Kind)
+		}
+		data, err := s.readHEArtifact(ctx, art, maxCheckpointSize)
+		if err != nil {
+			return he.Adapter{}, nil, err
+		}
+		cp, err := parseCheckpoint(data)
+		if err != nil {
+			return he.Adapter{}, nil, fmt.Errorf("service: checkpoint %s: %w", art.ID, err)
+		}
+		if lora, err = loraOfState(cp.engine); err != nil {
+			return he.Adapter{}, nil, fmt.Errorf("service: checkpoint %s: %w", art.ID, err)
+		}
+		det = map[string]string{"source_artifact_id": art.ID, "source_content_hash": art.ContentHash}
+	}
+	det["source_layer"], det["source_module"] = fmt.Sprint(src.Layer), src.Module
+	na, nb := model.LoRAName(src.Layer, src.Module, "A"), model.LoRAName(src.Layer, src.Module, "B")
+	va, okA := lora.Values[na]
+	vb, okB := lora.Values[nb]
+	sa, sb := lora.Shapes[na], lora.Shapes[nb]
+	if !okA || !okB || len(sa) != 2 || len(sb) != 2 {
+		return he.Adapter{}, nil, fieldErr("source", "the adapter has no LoRA on layers.%d.%s", src.Layer, src.Module)
+	}
+	return he.Adapter{A: rows(va, sa[0], sa[1]), B: rows(vb, sb[0], sb[1]), Scale: lora.Config.Scale()}, det, nil
+}
+
+// loraOfState reads the LoRA weights and configuration of an engine state
+// (docs/CHECKPOINT.md: safetensors with tensors "lora/<PEFT name>" and the
+// JSON header in metadata "tensafe"), without a model.
+func loraOfState(state []byte) (*model.LoRA, error) {
+	f, err := safetensors.Parse(state)
+	if err != nil {
+		return nil, err
+	}
+	var h struct {
+		LoRA model.LoRAConfig `json:"lora"`
+	}
+	if err := json.Unmarshal([]byte(f.Metadata["tensafe"]), &h); err != nil {
+		return nil, fmt.Errorf("engine state header: %w", err)
+	}
+	l := &model.LoRA{Config: h.LoRA, Shapes: map[string][]int{}, Values: map[string][]float32{}}
+	for name, t := range f.Tensors {
+		n, ok := strings.CutPrefix(name, "lora/")
+		if !ok {
+			continue
+		}
+		v, err := t.Float32()
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		if len(t.Shape) != 2 || t.Shape[0]*t.Shape[1] != len(v) {
+			return nil, fmt.Errorf("tensor %s: shape %v", name, t.Shape)
+		}
+		l.Names = append(l.Names, n)
+		l.Shapes[n], l.Values[n] = t.Shape, v
+	}
+	return l, nil
+}
+
+func rows(v []float32, r, c int) [][]float64 {
+	out := make([][]float64, r)
+	for i := range out {
+		out[i] = make([]float64, c)
+		for j := range out[i] {
+			out[i][j] = float64(v[i*c+j])
+		}
+	}
+	return out
 }
