@@ -220,3 +220,32 @@ func BenchmarkPackageArtifact(b *testing.B) {
 		})
 	}
 }
+
+// FuzzParseRecipients feeds arbitrary recipient strings (untrusted request
+// fields) to the parser: nothing may panic, every error names a field, and
+// no error quotes what it refuses (it might be a secret key sent by
+// mistake).
+func FuzzParseRecipients(f *testing.F) {
+	k, _ := seal.GenerateRecipientKey()
+	secret, _ := k.MarshalText()
+	f.Add(k.Public().String(), "tenant")
+	f.Add(string(secret), "")
+	f.Add(seal.RecipientPublicKeyPrefix+"AAAA", "tenant")
+	f.Add("tenant", "tenant")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		_, _, err := parseRecipients([]string{a, b})
+		if err == nil {
+			return
+		}
+		var fe *FieldError
+		if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "recipients") {
+			t.Fatalf("error %v names no recipients field", err)
+		}
+		for _, v := range []string{a, b} {
+			v = strings.TrimSpace(v)
+			if len(v) >= 24 && strings.Contains(err.Error(), v) && !strings.Contains(seal.RecipientPublicKeyPrefix, v) {
+				t.Fatalf("the error quotes its input: %v", err)
+			}
+		}
+	})
+}
