@@ -25,6 +25,7 @@ class Scripted(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.script = []  # (status, headers, body bytes) or "drop"
         self.requests = []  # (method, path, headers dict, body)
+        self.peers = []  # client address of each request: one per connection
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -33,6 +34,8 @@ class Scripted(http.server.ThreadingHTTPServer):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the Go server
+
     def log_message(self, *a):
         pass
 
@@ -40,7 +43,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         self.server.requests.append((self.command, self.path, dict(self.headers), body))
+        self.server.peers.append(self.client_address)
         step = self.server.script.pop(0) if self.server.script else (200, {}, b"{}")
+        close_after = False
+        if step == "close_after":  # answer, then close the kept-alive connection silently
+            step, close_after = (200, {}, b"{}"), True
         if step == "drop":
             self.close_connection = True
             self.wfile.flush()
@@ -53,6 +60,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        if close_after:
+            self.wfile.flush()
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = _any
 
@@ -71,11 +81,12 @@ class TransportTest(unittest.TestCase):
         self.t = Transport(self.srv.url, KEY, retry=RetryPolicy(4, 0.2, 1.0), sleep=self.sleeps.append, rnd=lambda: 1.0)
 
     def tearDown(self):
+        self.t.close()
         self.srv.shutdown()
         self.srv.server_close()
 
     def test_submission_retried_on_503_with_one_idempotency_key(self):
-        self.srv.script = [(503, {}, envelope("unavailable")), "drop", (200, {}, b'{"id": "op_1"}')]
+        self.srv.script = [(503, {}, envelope("unavailable")), (502, {}, b"bad gateway"), (200, {}, b'{"id": "op_1"}')]
         out = self.t.request("POST", "/api/v1/x", body={"a": 1})
         self.assertEqual(out, {"id": "op_1"})
         self.assertEqual(len(self.srv.requests), 3)
@@ -86,6 +97,28 @@ class TransportTest(unittest.TestCase):
         self.assertEqual(json.loads(self.srv.requests[2][3]), {"a": 1})
         # Full jitter with rnd = 1: the caps, doubling from base_delay.
         self.assertEqual(self.sleeps, [0.2, 0.4])
+
+    def test_keep_alive_and_idle_close(self):
+        for _ in range(3):
+            self.t.request("GET", "/x")
+        self.assertEqual(len(set(self.srv.peers)), 1, "requests did not share a kept-alive connection")
+        # The server closes the kept-alive connection after answering: the next
+        # request, even a creation that is never retried, goes out on a new one.
+        self.srv.script = ["close_after", (201, {}, b'{"id": "tc_1"}')]
+        self.t.request("GET", "/x")
+        self.assertEqual(self.t.request("POST", "/create", body={}, mode=REFUSED_ONLY), {"id": "tc_1"})
+        self.assertEqual(len(set(self.srv.peers)), 2)
+        self.assertEqual(self.sleeps, [])
+        self.t.close()
+        self.t.request("GET", "/x")
+        self.assertEqual(len(set(self.srv.peers)), 3)
+
+    def test_lost_connection_retried_for_submissions(self):
+        self.srv.script = ["drop", (202, {}, b'{"id": "op_2"}')]
+        self.assertEqual(self.t.request("POST", "/x", body={}), {"id": "op_2"})
+        self.assertEqual(len(self.sleeps), 1)
+        keys = {r[2].get("Idempotency-Key") for r in self.srv.requests}
+        self.assertEqual(len(keys), 1)
 
     def test_retry_after_is_honoured(self):
         self.srv.script = [(429, {"Retry-After": "3"}, envelope("rate_limited")), (200, {}, b"{}")]
@@ -106,6 +139,7 @@ class TransportTest(unittest.TestCase):
             self.t.request("POST", "/create", body={}, mode=REFUSED_ONLY)
         self.assertEqual(len(self.srv.requests), 1)
         self.srv.script = ["drop"]
+        self.t.close()  # a fresh connection: a drop there may have reached the server
         with self.assertRaises(errors.TransportError) as cm:
             self.t.request("POST", "/create", body={}, mode=REFUSED_ONLY)
         self.assertNotIn(KEY, str(cm.exception))

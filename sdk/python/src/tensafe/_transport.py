@@ -22,10 +22,12 @@ import random
 import secrets
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Set, Tuple
 
 from . import errors
 
@@ -84,7 +86,7 @@ def _retryable(status: int, mode: str) -> bool:
 
 
 class Transport:
-    """Sends JSON requests to one server as one API key. Safe for concurrent use (no shared connection)."""
+    """Sends JSON requests to one server as one API key. Safe for concurrent use (a kept-alive connection per thread)."""
 
     def __init__(
         self,
@@ -129,6 +131,11 @@ class Transport:
         self._ua = user_agent
         self._sleep = sleep
         self._rnd = rnd
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: Set[http.client.HTTPConnection] = set()
+        # Kept-alive connections close when the transport is collected or at exit.
+        weakref.finalize(self, _close_all, self._lock, self._open)
 
     def __repr__(self) -> str:  # never shows the key
         return "Transport(%r)" % self.base_url
@@ -212,20 +219,71 @@ class Transport:
     def _once(
         self, method: str, target: str, headers: Dict[str, str], payload: Optional[bytes], timeout: float
     ) -> Tuple[int, Any, bytes]:
+        # Connections are kept alive, one per thread. A kept-alive connection the
+        # server has closed while idle fails before any answer; the request is then
+        # sent once more on a fresh connection (as Go's net/http does for requests
+        # that carry an Idempotency-Key, as every POST here does).
+        for attempt in (0, 1):
+            conn, reused = self._take(timeout)
+            try:
+                conn.request(method, target, body=payload, headers=headers)
+                resp = conn.getresponse()
+                ok = 200 <= resp.status < 300
+                limit = MAX_RESPONSE_BYTES if ok else MAX_ERROR_BYTES
+                data = resp.read(limit + 1)
+                over = len(data) > limit
+                if over or resp.will_close or not resp.isclosed():
+                    self._drop(conn)  # unread body or the server's close: never reuse
+                else:
+                    self._give(conn)
+                if over:
+                    if ok:
+                        raise errors.MalformedResponse("tensafe: response over %d bytes" % limit)
+                    data = data[:limit]
+                return resp.status, resp.headers, data
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop(conn)
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._drop(conn)
+                raise
+        raise AssertionError("unreachable")
+
+    def _take(self, timeout: float) -> Tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None and conn.sock is not None:  # None: closed by close()
+            conn.timeout = timeout
+            conn.sock.settimeout(timeout)
+            return conn, True
         conn = self._connection(timeout)
-        try:
-            conn.request(method, target, body=payload, headers=headers)
-            resp = conn.getresponse()
-            ok = 200 <= resp.status < 300
-            limit = MAX_RESPONSE_BYTES if ok else MAX_ERROR_BYTES
-            data = resp.read(limit + 1)
-            if len(data) > limit:
-                if ok:
-                    raise errors.MalformedResponse("tensafe: response over %d bytes" % limit)
-                data = data[:limit]
-            return resp.status, resp.headers, data
-        finally:
-            conn.close()
+        with self._lock:
+            self._open.add(conn)
+        return conn, False
+
+    def _give(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._open.add(conn)
+        self._local.conn = conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        conn.close()
+
+    def close(self) -> None:
+        """Close every kept-alive connection (they reopen on the next request)."""
+        _close_all(self._lock, self._open)
+
+
+def _close_all(lock: threading.Lock, conns: Set[http.client.HTTPConnection]) -> None:
+    with lock:
+        cs = list(conns)
+        conns.clear()
+    for c in cs:
+        c.close()
 
 
 def _describe(e: BaseException) -> str:

@@ -139,6 +139,16 @@ class ServiceClient:
     def __repr__(self) -> str:
         return "ServiceClient(%r)" % self.base_url
 
+    def close(self) -> None:
+        """Close the kept-alive connections (a later request opens a new one)."""
+        self._t.close()
+
+    def __enter__(self) -> "ServiceClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     # -- training clients --------------------------------------------------
 
     def create_training_client(self, config: Union[TrainingConfig, Mapping[str, Any]]) -> "TrainingClient":
