@@ -250,6 +250,9 @@ func TestPackageCheckpoint(t *testing.T) {
 	if err := ev.VerifyAudit(e.auditKey); err != nil {
 		t.Fatal(err)
 	}
+	if err := ev.CheckCertificate(cert); err != nil {
+		t.Fatal(err)
+	}
 	var ops []string
 	for _, pr := range ev.Audit.Proofs {
 		ops = append(ops, strings.TrimPrefix(pr.Entry.Operation, "training."))
@@ -392,6 +395,13 @@ func TestPackageCheckpoint(t *testing.T) {
 	}
 	if err := ev2.VerifyAudit(e.auditKey); err != nil {
 		t.Fatal(err)
+	}
+	c2, err := privacy.ParseCertificate(a2.Certificate)
+	if err == nil {
+		err = ev2.CheckCertificate(c2)
+	}
+	if err != nil {
+		t.Fatalf("certificate after load_state against its evidence: %v", err)
 	}
 	if !slices.Equal(ev2.Training.Clients, []string{tc.ID, tc2.ID}) || ev2.Training.OptimSteps != steps+1 || ev2.Dataset.Batches != steps+1 || res2.Steps != steps+1 {
 		t.Fatalf("evidence after load_state: clients %v, %d steps, %d batches (result %+v)", ev2.Training.Clients, ev2.Training.OptimSteps, ev2.Dataset.Batches, res2)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/seal"
 )
 
@@ -199,6 +200,22 @@ func (e *Evidence) VerifyAudit(key *seal.VerifyingKey) error {
 	if fb != e.Dataset.Batches || missing != e.Dataset.BatchesWithoutDigest {
 		return fmt.Errorf("%w: dataset counts %d batches (%d without digest), the proofs hold %d (%d)",
 			ErrEvidence, e.Dataset.Batches, e.Dataset.BatchesWithoutDigest, fb, missing)
+	}
+	return nil
+}
+
+// CheckCertificate checks that the evidence and a DP certificate describe
+// the same run: the same dataset fingerprint, as many optimizer steps as
+// the accountant recorded, and the certificate's session among the
+// evidence's training clients (the last, which saved the checkpoint).
+func (e *Evidence) CheckCertificate(c *privacy.Certificate) error {
+	switch {
+	case c.DatasetFingerprint != e.Dataset.Fingerprint:
+		return fmt.Errorf("%w: the certificate's dataset_fingerprint %s differs from the evidence's %s", ErrEvidence, c.DatasetFingerprint, e.Dataset.Fingerprint)
+	case c.Steps != e.Training.OptimSteps:
+		return fmt.Errorf("%w: the certificate counts %d steps, the evidence proves %d optim_steps", ErrEvidence, c.Steps, e.Training.OptimSteps)
+	case len(e.Training.Clients) == 0 || c.SessionID != e.Training.Clients[len(e.Training.Clients)-1]:
+		return fmt.Errorf("%w: the certificate's session %q is not the client that saved the checkpoint (%v)", ErrEvidence, c.SessionID, e.Training.Clients)
 	}
 	return nil
 }

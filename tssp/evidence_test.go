@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/seal"
 )
 
@@ -174,4 +175,23 @@ func FuzzParseEvidence(f *testing.F) {
 			_ = e.VerifyAudit(nil)
 		}
 	})
+}
+
+func TestEvidenceCheckCertificate(t *testing.T) {
+	ev, _ := testEvidence(t)
+	good := privacy.Certificate{DatasetFingerprint: ev.Dataset.Fingerprint, Steps: 2, SessionID: "tc-1"}
+	if err := ev.CheckCertificate(&good); err != nil {
+		t.Fatal(err)
+	}
+	for name, change := range map[string]func(c *privacy.Certificate){
+		"fingerprint": func(c *privacy.Certificate) { c.DatasetFingerprint = DatasetFingerprint(nil) },
+		"steps":       func(c *privacy.Certificate) { c.Steps = 3 },
+		"session":     func(c *privacy.Certificate) { c.SessionID = "tc-2" },
+	} {
+		c := good
+		change(&c)
+		if err := ev.CheckCertificate(&c); !errors.Is(err, ErrEvidence) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

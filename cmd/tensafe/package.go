@@ -392,6 +392,13 @@ against the signed audit checkpoint, and the dataset fingerprint they give.`,
 				if err == nil {
 					err = ev.VerifyAudit(auditKey)
 				}
+				if cj, _ := p.Member(tssp.NameCertificate); err == nil && cj != nil {
+					// Verify has checked the certificate parses and verifies.
+					cert, cerr := privacy.ParseCertificate(cj)
+					if err = cerr; err == nil {
+						err = ev.CheckCertificate(cert)
+					}
+				}
 				if err != nil {
 					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
 				}
