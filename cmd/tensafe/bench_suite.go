@@ -28,8 +28,7 @@ type suiteOptions struct {
 }
 
 // benchGroup is one part of the suite: a name (the subcommand) and the
-// function that measures it. A part whose piece is missing from this build
-// records a Skip with the reason instead of failing.
+// function that measures it.
 type benchGroup struct {
 	name, short string
 	run         func(ctx context.Context, r *benchsuite.Runner, o suiteOptions) error
@@ -81,8 +80,7 @@ Each operation gets one untimed warm-up and then N timed runs; the report gives
 p50, p95 and mean in milliseconds, the original TenSafe's published figure
 beside ours where it published one, and the machine (CPU, cores, Go, ML
 backend, load average at the start and the end). It is written as JSON and
-Markdown under <out>/<id>/. A part whose component is not in this build is
-reported as "not available" instead of failing.`,
+Markdown under <out>/<id>/.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			run := groups
