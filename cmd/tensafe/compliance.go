@@ -236,6 +236,7 @@ type evidenceOptions struct {
 	server, apiKey, apiKeyFile, out, region string
 	scan, minimization                      []string
 	keyRotationDays                         float64
+	eventsSince                             time.Duration // 0: every event
 }
 
 func newComplianceEvidenceCmd() *cobra.Command {
@@ -279,6 +280,7 @@ scans and reports are evaluated and every deployment control is a Gap.`,
 	f.StringSliceVar(&o.minimization, "minimization", nil, "minimization reports of `tensafe compliance filter` (repeatable)")
 	f.StringVar(&o.region, "region", "US", "region assumed for phone numbers without a +country code")
 	f.Float64Var(&o.keyRotationDays, "key-rotation-days", compliance.DefaultKeyRotationDays, "KEK rotation policy in days")
+	f.DurationVar(&o.eventsSince, "events-since", 0, "export only the compliance events of this last period, e.g. 2160h (default: all)")
 	return cmd
 }
 
@@ -345,7 +347,11 @@ func runEvidence(ctx context.Context, o evidenceOptions) (*compliance.Pack, stri
 		if in.Metrics, err = cl.ComplianceMetrics(ctx); err != nil {
 			return nil, "", fmt.Errorf("compliance evidence: metrics: %w", err)
 		}
-		if in.Events, err = cl.AllComplianceEvents(ctx, client.EventFilter{}); err != nil {
+		ef := client.EventFilter{}
+		if o.eventsSince > 0 {
+			ef.Since = now.Add(-o.eventsSince)
+		}
+		if in.Events, err = cl.AllComplianceEvents(ctx, ef); err != nil {
 			return nil, "", fmt.Errorf("compliance evidence: events: %w", err)
 		}
 	}
