@@ -247,7 +247,8 @@ func (p *Pack) Markdown() string {
 	if d := p.Metrics.Deployment; d != nil {
 		fmt.Fprintf(&b, "- Audit log: verified %v, %d entries, head root `%s`.\n", d.AuditLog.Verified, d.AuditLog.Size, d.AuditLog.Root)
 		fmt.Fprintf(&b, "- Encryption at rest: %d of %d artifacts verified as sealed envelopes.\n", d.Encryption.ArtifactsVerified, d.Encryption.ArtifactsRecorded)
-		fmt.Fprintf(&b, "- Training clients: %d, all DP-SGD.\n", len(d.TrainingClients))
+		dp, _ := p.Control("TS-DP-1")
+		fmt.Fprintf(&b, "- Training clients: %d (differential privacy: %s).\n", len(d.TrainingClients), dp.Status)
 	}
 	var gaps []string
 	for _, c := range e.Controls {
