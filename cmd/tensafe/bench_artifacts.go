@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/tensafe/tensafe/benchsuite"
+	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/he"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
@@ -254,9 +257,130 @@ func benchHEGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) err
 		func(context.Context) error { _, err := he.EncodeCiphertextBase64(cts[0]); return err }); err != nil {
 		return err
 	}
-	_, err = r.Measure(ctx, spec("deserialize_base64", "", n, fmt.Sprintf("%d-character text", len(b64)), "validated"),
-		func(context.Context) error { _, err := he.DecodeCiphertextBase64(p, b64, 0); return err })
+	if _, err = r.Measure(ctx, spec("deserialize_base64", "", n, fmt.Sprintf("%d-character text", len(b64)), "validated"),
+		func(context.Context) error { _, err := he.DecodeCiphertextBase64(p, b64, 0); return err }); err != nil {
+		return err
+	}
+	return benchHEAPI(ctx, r, o, ck, evk, shape, mlp, mat(rank, d, 0.02), mat(d, rank, 0.02), lx)
+}
+
+// benchHEAPI times the HE routes end to end through the Go SDK against
+// tensafe serve in process: the client encrypts, the server computes on
+// ciphertexts only, the client decrypts. Each result is checked against
+// the plaintext computation.
+func benchHEAPI(ctx context.Context, r *benchsuite.Runner, o suiteOptions, ck *he.ClientKeys, evk *he.EvaluationKeys,
+	shape he.LoRAShape, mlp *he.MLP, a, b [][]float64, x [][]float64) error {
+	dir, err := os.MkdirTemp("", "tensafe-bench-he-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := startEmbeddedServer(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	admin, err := client.New(srv.base, srv.adminKey)
+	if err != nil {
+		return err
+	}
+	tenant, err := admin.CreateTenant(ctx, "bench-he")
+	if err != nil {
+		return err
+	}
+	key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
+	if err != nil {
+		return err
+	}
+	c, err := client.New(srv.base, key.Token)
+	if err != nil {
+		return err
+	}
+	if _, err := r.Measure(ctx, benchsuite.Spec{Group: "he", Name: "register evaluation keys (API)", N: 1, Warmup: -1,
+		Unit: fmt.Sprintf("%.1f MiB of keys", float64(evk.Size())/(1<<20)), Note: "upload, validate, seal under the tenant KEK, store"},
+		func(ctx context.Context) error { _, err := c.RegisterHEKeys(ctx, evk); return err }); err != nil {
+		return err
+	}
+	const scale = 2
+	if _, err := c.RegisterHEAdapter(ctx, "q_proj", he.Adapter{A: a, B: b, Scale: scale}); err != nil {
+		return err
+	}
+	info, err := c.RegisterHEModel(ctx, "bench-mlp", mlp, he.ProfileFull, 0)
+	if err != nil {
+		return err
+	}
+	s := c.HE(ck)
+	n := iters(o, 3, 10)
+	if _, err := r.Measure(ctx, benchsuite.Spec{Group: "he", Name: "lora_delta (API, end to end)", N: n,
+		Unit: fmt.Sprintf("%d tokens, d=%d, rank %d", len(x), shape.DIn, shape.Rank),
+		Note: "encrypt, POST, evaluate on ciphertexts, decrypt; checked against the plaintext delta", MaxTime: 60 * time.Second},
+		func(ctx context.Context) error {
+			got, err := s.Deltas(ctx, []string{"q_proj"}, shape, x, he.PackingLatency)
+			if err != nil {
+				return err
+			}
+			return closeTo(got[0], loraDelta(a, b, scale, x), 1e-2)
+		}); err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	px := make([][]float64, 16)
+	for i := range px {
+		px[i] = vec(rng, 64, 1)
+	}
+	want := make([][]float64, len(px))
+	for i, row := range px {
+		want[i] = mlp.ForwardFrom(0, row)
+	}
+	_, err = r.Measure(ctx, benchsuite.Spec{Group: "he", Name: "private_inference (API, end to end)", N: n,
+		Unit: fmt.Sprintf("%d tokens × 64 features", len(px)), Note: "encrypt, POST, 64→64 (x²)→10 on ciphertexts, decrypt; checked against plaintext",
+		MaxTime: 60 * time.Second},
+		func(ctx context.Context) error {
+			got, err := s.Infer(ctx, "bench-mlp", info, px, mlp)
+			if err != nil {
+				return err
+			}
+			return closeTo(got, want, 1e-2)
+		})
 	return err
+}
+
+// loraDelta is scale·B(Ax) for each row of x, in plaintext.
+func loraDelta(a, b [][]float64, scale float64, x [][]float64) [][]float64 {
+	out := make([][]float64, len(x))
+	for t, row := range x {
+		ax := make([]float64, len(a))
+		for i := range a {
+			for j, v := range a[i] {
+				ax[i] += v * row[j]
+			}
+		}
+		out[t] = make([]float64, len(b))
+		for i := range b {
+			for j, v := range b[i] {
+				out[t][i] += scale * v * ax[j]
+			}
+		}
+	}
+	return out
+}
+
+// closeTo checks that got and want agree to within tol (max abs error).
+func closeTo(got, want [][]float64, tol float64) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("HE result has %d rows, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if len(got[i]) != len(want[i]) {
+			return fmt.Errorf("HE result row %d has %d values, want %d", i, len(got[i]), len(want[i]))
+		}
+		for j := range want[i] {
+			if d := math.Abs(got[i][j] - want[i][j]); !(d <= tol) {
+				return fmt.Errorf("HE result [%d][%d] = %g, plaintext %g (error %g > %g)", i, j, got[i][j], want[i][j], d, tol)
+			}
+		}
+	}
+	return nil
 }
 
 func vec(r *rand.Rand, n int, std float64) []float64 {
