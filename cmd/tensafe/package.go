@@ -381,24 +381,7 @@ against the signed audit checkpoint, and the dataset fingerprint they give.`,
 			m := p.Manifest()
 			proofs := ""
 			if auditKey != nil {
-				b, err := p.Member(tssp.NameEvidence)
-				if err != nil {
-					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
-				}
-				if b == nil {
-					return verifyFailed(fmt.Errorf("%s: --audit-key: %w: the package has no evidence.json", args[0], tssp.ErrEvidence))
-				}
-				ev, err := tssp.ParseEvidence(b)
-				if err == nil {
-					err = ev.VerifyAudit(auditKey)
-				}
-				if cj, _ := p.Member(tssp.NameCertificate); err == nil && cj != nil {
-					// Verify has checked the certificate parses and verifies.
-					cert, cerr := privacy.ParseCertificate(cj)
-					if err = cerr; err == nil {
-						err = ev.CheckCertificate(cert)
-					}
-				}
+				ev, err := verifyEvidence(p, auditKey)
 				if err != nil {
 					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
 				}
@@ -548,36 +531,85 @@ func (s *serverFlags) client(needKey bool) (*client.ServiceClient, error) {
 	return c, nil
 }
 
+// verifyEvidence checks the evidence of a verified package a TenSafe server
+// made: its inclusion proofs against the audit checkpoint signed by
+// auditKey (without a key, against the root the package signer vouches
+// for), and its agreement with the DP certificate.
+func verifyEvidence(p *tssp.Package, auditKey *seal.VerifyingKey) (*tssp.Evidence, error) {
+	b, err := p.Member(tssp.NameEvidence)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, fmt.Errorf("%w: the package has no evidence.json", tssp.ErrEvidence)
+	}
+	ev, err := tssp.ParseEvidence(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := ev.VerifyAudit(auditKey); err != nil {
+		return nil, err
+	}
+	cj, err := p.Member(tssp.NameCertificate)
+	if err != nil || cj == nil {
+		return ev, err
+	}
+	// Package.Verify has checked that the certificate parses and verifies.
+	cert, err := privacy.ParseCertificate(cj)
+	if err != nil {
+		return nil, err
+	}
+	return ev, ev.CheckCertificate(cert)
+}
+
 // serverSigner fetches the server's package signing key and checks it
 // against the pinned keys, if any.
 func (s *serverFlags) serverSigner(ctx context.Context, c *client.ServiceClient) (*seal.VerifyingKey, error) {
+	k, _, err := s.serverKeys(ctx, c)
+	return k, err
+}
+
+// serverKeys is serverSigner, and also returns the audit checkpoint key the
+// server publishes (nil when none).
+func (s *serverFlags) serverKeys(ctx context.Context, c *client.ServiceClient) (signer, auditKey *seal.VerifyingKey, err error) {
 	var pinned []*seal.VerifyingKey
 	if len(s.trusted) > 0 {
 		var err error
 		if pinned, err = readTrustedKeys(s.trusted); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	sg, err := c.Signer(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("server signing key: %w", err)
+		return nil, nil, fmt.Errorf("server signing key: %w", err)
 	}
 	k, err := seal.ParseVerifyingKeyText(sg.PublicKey)
 	if err != nil {
-		return nil, verifyFailed(fmt.Errorf("server signing key: %w", err))
+		return nil, nil, verifyFailed(fmt.Errorf("server signing key: %w", err))
 	}
 	if k.KeyID() != sg.KeyID {
-		return nil, verifyFailed(fmt.Errorf("server signing key: key id %s does not match the key (%s)", sg.KeyID, k.KeyID()))
+		return nil, nil, verifyFailed(fmt.Errorf("server signing key: key id %s does not match the key (%s)", sg.KeyID, k.KeyID()))
 	}
 	if len(pinned) > 0 {
 		for _, p := range pinned {
 			if p.Equal(k) {
-				return p, nil
+				return p, auditKeyOf(sg), nil
 			}
 		}
-		return nil, verifyFailed(fmt.Errorf("%w: the server signs with %s, which is not among the --trusted-key keys", tssp.ErrUntrustedSigner, k.KeyID()))
+		return nil, nil, verifyFailed(fmt.Errorf("%w: the server signs with %s, which is not among the --trusted-key keys", tssp.ErrUntrustedSigner, k.KeyID()))
 	}
-	return k, nil
+	return k, auditKeyOf(sg), nil
+}
+
+// auditKeyOf parses the audit checkpoint key of a signer answer; nil when
+// absent or malformed (the evidence is then checked against the root the
+// package signature vouches for).
+func auditKeyOf(sg *api.Signer) *seal.VerifyingKey {
+	k, err := seal.ParseVerifyingKeyText(sg.AuditPublicKey)
+	if err != nil {
+		return nil
+	}
+	return k
 }
 
 // createFromArtifact is `package create --artifact`: the server packages
@@ -615,7 +647,7 @@ func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, reci
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
 	defer cancel()
-	signer, err := s.serverSigner(ctx, c)
+	signer, auditKey, err := s.serverKeys(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -659,6 +691,10 @@ func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, reci
 	if m.PackageID != res.PackageID {
 		return verifyFailed(fmt.Errorf("downloaded package is %s, the server made %s", m.PackageID, res.PackageID))
 	}
+	ev, err := verifyEvidence(p, auditKey)
+	if err != nil {
+		return verifyFailed(fmt.Errorf("downloaded package: %w", err))
+	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}
@@ -677,8 +713,8 @@ func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, reci
 	if len(s.trusted) == 0 {
 		pin = "as published by the server; pin it with --trusted-key"
 	}
-	fmt.Fprintf(w, "wrote %s: package %s of checkpoint %s (artifact %s), verified: signed by %s (%s), %d recipient(s), (ε = %.4g, δ = %g) after %d steps\n",
-		out, m.PackageID, artifact, res.Artifact.ID, m.Signer, pin, len(res.Recipients), res.Epsilon, res.Delta, res.Steps)
+	fmt.Fprintf(w, "wrote %s: package %s of checkpoint %s (artifact %s), verified: signed by %s (%s), %d recipient(s), (ε = %.4g, δ = %g) after %d steps, %d audit entries proven\n",
+		out, m.PackageID, artifact, res.Artifact.ID, m.Signer, pin, len(res.Recipients), res.Epsilon, res.Delta, res.Steps, len(ev.Audit.Proofs))
 	return nil
 }
 
