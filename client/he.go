@@ -187,7 +187,14 @@ type HESession struct {
 	// Compression asks the server to DEFLATE the returned ciphertexts
 	// (smaller bodies, some CPU on both sides). Default none.
 	Compression he.Compression
+	// MaxRequestBytes bounds the ciphertext bytes of one request: Deltas
+	// splits a larger batch at whole ciphertext groups (default
+	// DefaultHERequestBytes; the server accepts up to 1 GiB).
+	MaxRequestBytes int
 }
+
+// DefaultHERequestBytes is HESession.MaxRequestBytes by default.
+const DefaultHERequestBytes = 256 << 20
 
 // HE returns a session for the client keys k.
 func (c *ServiceClient) HE(k *he.ClientKeys) *HESession {
@@ -221,6 +228,38 @@ func (s *HESession) Deltas(ctx context.Context, modules []string, shape he.LoRAS
 	if packing == PackingAuto {
 		packing = s.ChoosePacking(shape, len(x))
 	}
+	p := s.key.Params()
+	l := he.Layout{Packing: packing, Dim: shape.DIn, Tokens: 1}
+	if packing == he.PackingLatency {
+		l.Width = he.LatencyWidth(shape)
+	}
+	limit := s.MaxRequestBytes
+	if limit <= 0 {
+		limit = DefaultHERequestBytes
+	}
+	group := he.InputBytes(p, l)
+	if group > limit {
+		return nil, fmt.Errorf("tensafe: HE deltas: one group of the %s packing is %d bytes of ciphertexts, over the request limit of %d; use the interleaved packing (a key declaring the shape) or a smaller d_in", packing, group, limit)
+	}
+	step := max(1, limit/group) * l.GroupTokens(p.Slots())
+	out := make([][][]float64, len(modules))
+	for from := 0; from < len(x) || from == 0; from += step {
+		part, err := s.deltas(ctx, modules, shape, x[from:min(from+step, len(x))], packing)
+		if err != nil {
+			return nil, err
+		}
+		for i := range out {
+			out[i] = append(out[i], part[i]...)
+		}
+		if from+step >= len(x) {
+			break
+		}
+	}
+	return out, nil
+}
+
+// deltas is Deltas of one request.
+func (s *HESession) deltas(ctx context.Context, modules []string, shape he.LoRAShape, x [][]float64, packing he.Packing) ([][][]float64, error) {
 	in, err := s.he.EncryptLoRAInput(ctx, x, packing, shape)
 	if err != nil {
 		return nil, fmt.Errorf("tensafe: HE deltas: %w", err)

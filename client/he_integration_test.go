@@ -140,11 +140,16 @@ func TestHEDeltasOverAPI(t *testing.T) {
 		tokens  int
 		packing he.Packing
 		want    he.Packing
+
+		maxBytes int
 	}{
-		{"d4096_r16_auto", []string{"layers.0.self_attn.q_proj"}, []he.Adapter{big}, heShape, 4, client.PackingAuto, he.PackingLatency},
-		{"feature_major_two_modules", []string{"small.q", "small.v"}, []he.Adapter{small, small2}, heSmall, 300, client.PackingAuto, he.PackingThroughput},
+		// 600 KiB per request: one 512 KiB ciphertext (2 tokens) each, so
+		// the SDK splits the 4 tokens into 2 requests.
+		{"d4096_r16_auto", []string{"layers.0.self_attn.q_proj"}, []he.Adapter{big}, heShape, 4, client.PackingAuto, he.PackingLatency, 600 << 10},
+		{"feature_major_two_modules", []string{"small.q", "small.v"}, []he.Adapter{small, small2}, heSmall, 300, client.PackingAuto, he.PackingThroughput, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			s.MaxRequestBytes = tc.maxBytes
 			if got := s.ChoosePacking(tc.shape, tc.tokens); got != tc.want {
 				t.Fatalf("ChoosePacking = %s, want %s", got, tc.want)
 			}
@@ -181,7 +186,7 @@ func TestHEDeltasOverAPI(t *testing.T) {
 			t.Errorf("audit entry %s is %d bytes: more than metadata", en.Operation, len(b))
 		}
 	}
-	if ops["he.register_keys"] != 1 || ops["he.register_adapter"] != 3 || ops["he.deltas"] != 2 {
+	if ops["he.register_keys"] != 1 || ops["he.register_adapter"] != 3 || ops["he.deltas"] != 3 {
 		t.Fatalf("audit operations %v", ops)
 	}
 }

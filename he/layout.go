@@ -252,3 +252,9 @@ func InputBytes(p Params, l Layout) int {
 	per := 2 * (loraLevel(p, l.Packing) + 1) * p.p.N() * 8
 	return l.Ciphertexts(p.Slots()) * per
 }
+
+// GroupTokens is how many tokens one group of ciphertexts of the layout
+// carries: 2·slots for feature_major (a group is dim ciphertexts), 2·slots/width
+// for interleaved and slots/width for interleaved_real (a group is one
+// ciphertext). A batch can be split into requests at multiples of it.
+func (l Layout) GroupTokens(slots int) int { return l.tokensPerCiphertext(slots) }
