@@ -21,19 +21,22 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
-// Every RL test runs DP-SGD with σ = 1 and C = 1 on an expected batch of 16
-// rows: noise of standard deviation 1/16 per coordinate of the averaged
-// clipped gradient, a meaningful amount for 16 rows.
+// Every RL test runs DP-SGD with σ = 1 and C = 1 on an expected batch of 32
+// rows (8 prompts × 4 samples): Gaussian noise of standard deviation 1/32
+// per coordinate of the averaged clipped gradient. A small adapter (rank 4
+// on o_proj and down_proj, ~7k parameters) keeps the noise's norm within
+// reach of the signal, so the reward rises with any noise draw (the noise
+// comes from crypto/rand: it is never seeded).
 const (
 	testSigma = 1.0
-	testRows  = 16
+	testRows  = 32
 )
 
 // policyConfig is a DP LoRA client on tensafe-tiny sized for RL tests.
 func policyConfig(lr float64, seed uint64) api.TrainingConfig {
 	return api.TrainingConfig{
 		BaseModel: "tensafe-tiny",
-		LoRA:      api.LoRAConfig{Rank: 8, Alpha: 16, TargetModules: []string{"q_proj", "v_proj", "o_proj", "down_proj"}},
+		LoRA:      api.LoRAConfig{Rank: 4, Alpha: 8, TargetModules: []string{"o_proj", "down_proj"}},
 		DP: &api.DPConfig{NoiseMultiplier: testSigma, MaxGradNorm: 1, TargetEpsilon: 1000, TargetDelta: 1e-5,
 			DatasetSize: 10000, ExpectedBatchSize: testRows},
 		Optimizer: api.OptimizerConfig{LearningRate: ptr(lr), WeightDecay: ptr(0.0)},
@@ -54,10 +57,10 @@ func lowercase(s rlvr.Sample) (float64, error) {
 	return float64(n) / float64(max(1, len(s.Completion))), nil
 }
 
-var rlPrompts = []rlvr.Prompt{{Text: "1"}, {Text: "#"}, {Text: "Q"}, {Text: "%"}, {Text: "7"}, {Text: "Z"}}
+var rlPrompts = []rlvr.Prompt{{Text: "1"}, {Text: "#"}, {Text: "Q"}, {Text: "%"}, {Text: "7"}, {Text: "Z"}, {Text: "!"}, {Text: "8"}}
 
 func rlConfig(algo string) rlvr.Config {
-	return rlvr.Config{Algorithm: algo, Prompts: rlPrompts, PromptsPerStep: 4,
+	return rlvr.Config{Algorithm: algo, Prompts: rlPrompts, PromptsPerStep: 8,
 		Sampling: rlvr.SamplingParams{N: 4, MaxTokens: 8, TopK: 8}, Seed: 3,
 		Advantage: rlvr.AdvantageConfig{Normalize: true}}
 }
@@ -295,7 +298,7 @@ func TestPPO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hist, res := run(t, tr, 12)
+	hist, res := run(t, tr, 15)
 	assertRises(t, "ppo", hist)
 	sawMetrics := false
 	for _, r := range res {
@@ -314,8 +317,8 @@ func TestPPO(t *testing.T) {
 	if fingerprint(t, ref) != refBefore {
 		t.Error("the reference client changed")
 	}
-	if m, err := tc.DPMetrics(ctx); err != nil || m.Steps != 24 {
-		t.Errorf("dp_metrics %+v, %v: want 24 optimizer steps (12 × 2 epochs)", m, err)
+	if m, err := tc.DPMetrics(ctx); err != nil || m.Steps != 30 {
+		t.Errorf("dp_metrics %+v, %v: want 30 optimizer steps (15 × 2 epochs)", m, err)
 	}
 }
 

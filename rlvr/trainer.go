@@ -225,6 +225,19 @@ func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, g := range groups {
+		for i := range g {
+			g[i].Prompt = idx[g[i].Prompt]
+		}
+	}
+	return t.Update(ctx, groups)
+}
+
+// Update is the learning half of Step: from scored rollouts (one group per
+// prompt, e.g. from Rollout), compute the advantages and update the policy,
+// then advance the algorithm state. Callers with their own rollouts use it
+// directly.
+func (t *Trainer) Update(ctx context.Context, groups [][]Trajectory) (*StepResult, error) {
 	baseline := t.state.Baseline
 	if err := Advantages(groups, t.cfg.Advantage, &baseline); err != nil {
 		return nil, err
@@ -233,7 +246,6 @@ func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
 	var rows []Trajectory
 	for _, g := range groups {
 		for _, tr := range g {
-			tr.Prompt = idx[tr.Prompt]
 			res.Trajectories = append(res.Trajectories, tr)
 			res.Rewards = append(res.Rewards, tr.Reward)
 			if tr.Advantage != 0 || t.cfg.KeepZeroAdvantage {
@@ -245,6 +257,7 @@ func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
 	res.Rows = len(rows)
 	var batch api.Batch
 	if len(rows) > 0 {
+		var err error
 		if batch, err = BuildBatch(rows); err != nil {
 			return nil, err
 		}
