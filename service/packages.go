@@ -121,11 +121,15 @@ func BatchDigest(b api.Batch) string {
 	return seal.ContentHashPrefix + hex.EncodeToString(s[:])
 }
 
-// trainingKinds are the operations whose audit entries the evidence proves.
-var trainingKinds = map[string]bool{
-	"training.create_client": true, "training." + store.KindForwardBackward: true,
-	"training.forward_backward_custom": true, "training." + store.KindOptimStep: true,
-	"training." + store.KindLoadState: true, "training." + store.KindSaveState: true,
+// isTrainingOp reports whether an audit entry's operation is one whose
+// entries the evidence proves: those that shaped the weights.
+func isTrainingOp(op string) bool {
+	switch op {
+	case "training.create_client", "training." + store.KindForwardBackward, "training." + kindForwardBackwardCustom,
+		"training." + store.KindOptimStep, "training." + store.KindLoadState, "training." + store.KindSaveState:
+		return true
+	}
+	return false
 }
 
 // history is what the audit log says about a training run.
@@ -184,7 +188,7 @@ func (s *Service) readHistory(ctx context.Context, tenant, client string, prove 
 			h.origin = e.Origin()
 		}
 		h.tree.Append(e.EntryHash)
-		if e.TenantID == tenant && e.Outcome == audit.OutcomeSuccess && trainingKinds[e.Operation] {
+		if e.TenantID == tenant && e.Outcome == audit.OutcomeSuccess && isTrainingOp(e.Operation) {
 			all = append(all, e)
 		}
 		return nil
@@ -273,7 +277,7 @@ func (s *Service) evidence(ctx context.Context, tenant string, h *history, art t
 			var n int64
 			fmt.Sscan(e.Details["example_count"], &n)
 			ev.Training.Examples += n
-		case store.KindForwardBackward, "forward_backward_custom":
+		case store.KindForwardBackward, kindForwardBackwardCustom:
 			ev.Training.ForwardBackward++
 			ev.Dataset.Batches++
 			if d, ok := e.Details[tssp.BatchDigestDetail]; ok {

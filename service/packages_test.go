@@ -249,3 +249,58 @@ func FuzzParseRecipients(f *testing.F) {
 		}
 	})
 }
+
+// TestPackageCustomLoss: forward_backward_custom batches count in the
+// dataset fingerprint (they record their digest too); a custom batch whose
+// client reported no losses stays out of the loss summary.
+func TestPackageCustomLoss(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	signer, _ := seal.GenerateSigningKey(rand.Reader)
+	f.svc.pkg = newPackager(PackageConfig{Signer: signer, AuditStore: f.as})
+	c, err := f.svc.CreateTrainingClient(ctx, f.tenA, tinyConfig(1, 10, 2, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := textBatch("ab", "cd")
+	grads := [][]float64{{0, -1, -1}, {0, -1, -1}}
+	for _, losses := range [][]float64{nil, {1.5, 2.5}} {
+		fb, err := f.svc.ForwardBackwardCustom(ctx, f.tenA, c.ID, api.ForwardBackwardCustomRequest{Batch: b, LogprobGrads: grads, Losses: losses})
+		await(t, f.svc, f.tenA, fb, err, nil)
+		os, err := f.svc.OptimStep(ctx, f.tenA, c.ID)
+		await(t, f.svc, f.tenA, os, err, nil)
+	}
+	var sv api.SaveStateResult
+	fs, err := f.svc.SaveState(ctx, f.tenA, c.ID, api.SaveStateRequest{})
+	await(t, f.svc, f.tenA, fs, err, &sv)
+	res, err := f.svc.PackageArtifact(ctx, f.tenA, sv.ArtifactID, api.PackageRequest{Recipients: []string{"tenant"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := f.svc.OpenArtifact(ctx, f.tenA, res.Artifact.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(rc)
+	rc.Close()
+	p, err := tssp.Read(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := tssp.Load(ctx, p, []*seal.VerifyingKey{signer.Public()}, tssp.TenantIdentity(f.svc.keys, f.tenA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := tssp.ParseEvidence(a.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := BatchDigest(b)
+	if ev.Dataset.Batches != 2 || ev.Dataset.BatchesWithoutDigest != 0 || ev.Dataset.Fingerprint != tssp.DatasetFingerprint([]string{d, d}) ||
+		ev.Loss.Count != 1 || ev.Loss.First != 2 {
+		t.Fatalf("evidence dataset %+v, loss %+v", ev.Dataset, ev.Loss)
+	}
+	if err := ev.VerifyAudit(nil); err != nil {
+		t.Fatal(err)
+	}
+}
