@@ -184,7 +184,7 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 		func(ctx context.Context) error { _, err := admin.ComplianceMetrics(ctx); return err }); err != nil {
 		return err
 	}
-	_, err = r.Measure(ctx, spec("verify audit (API)", "", iters(o, 5, 20), "whole tenant log", "hash chain, Merkle roots, signed checkpoints"),
+	if _, err = r.Measure(ctx, spec("verify audit (API)", "", iters(o, 5, 20), "whole tenant log", "hash chain, Merkle roots, signed checkpoints"),
 		func(ctx context.Context) error {
 			v, err := svc.VerifyAudit(ctx)
 			if err != nil {
@@ -194,6 +194,8 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 				return fmt.Errorf("audit log does not verify: %s", v.Error)
 			}
 			return nil
-		})
-	return err
+		}); err != nil {
+		return err
+	}
+	return benchPythonSDK(ctx, r, o, srv.base, key.Token)
 }
