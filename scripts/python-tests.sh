@@ -71,6 +71,19 @@ else
   echo "python-tests: packaging check skipped: no Python ≥ 3.9 here has setuptools, wheel and venv (Debian: python3-setuptools python3-wheel python3-venv)"
 fi
 
+# Types (PEP 561 package): checked with mypy --strict where a Python here has it
+# (Debian: python3-mypy); the SDK never needs it to run.
+MYPY=""
+for c in "$PY" /usr/bin/python3; do
+  if [ -x "$(command -v "$c" 2>/dev/null)" ] && "$c" -m mypy --version >/dev/null 2>&1; then MYPY="$c"; break; fi
+done
+if [ -n "$MYPY" ]; then
+  echo "python-tests: mypy --strict (Python 3.9 rules) with $MYPY"
+  (cd sdk/python && "$MYPY" -m mypy --strict --python-version 3.9 --cache-dir=/dev/null src/tensafe) || fail "mypy --strict sdk/python/src/tensafe"
+else
+  echo "python-tests: type check skipped: no mypy here (Debian: python3-mypy)"
+fi
+
 echo "python-tests: unittest (sdk/python/tests)"
 cd sdk/python/tests
 PYTHONPATH="$(cd ../src && pwd)" "$PY" -m unittest discover -s . -p 'test_*.py' -v || fail "Python SDK tests"

@@ -166,10 +166,13 @@ class ServiceClient:
         info = from_dict(TrainingClientInfo, self._t.request("GET", "/api/v1/training_clients/" + _pid(client_id, "client_id")))
         return TrainingClient(self, info)
 
-    def future(self, future_id: str, decode: Callable[[Any], T] = lambda r: r) -> FutureHandle[T]:
-        """Resume waiting on an operation submitted earlier (for example by another process)."""
+    def future(self, future_id: str, decode: Optional[Callable[[Any], Any]] = None) -> FutureHandle[Any]:
+        """Resume waiting on an operation submitted earlier (for example by another process).
+
+        ``decode`` turns the raw result (a dict) into what ``result()`` returns; default: the dict.
+        """
         st = self._t.request("GET", "/api/v1/futures/" + _pid(future_id, "future_id"))
-        return FutureHandle(self._t, st, decode, poll_wait=self._poll_wait)
+        return FutureHandle(self._t, st, decode or _identity, poll_wait=self._poll_wait)
 
     # -- artifacts -----------------------------------------------------------
 
@@ -186,7 +189,8 @@ class ServiceClient:
 
     def download_artifact(self, artifact_id: str) -> bytes:
         """The decrypted checkpoint bytes (audited; the server checks the content hash before sending)."""
-        return self._t.request("GET", "/api/v1/artifacts/%s/download" % _pid(artifact_id, "artifact_id"), raw=True)
+        data: bytes = self._t.request("GET", "/api/v1/artifacts/%s/download" % _pid(artifact_id, "artifact_id"), raw=True)
+        return data
 
     # -- audit ---------------------------------------------------------------
 
@@ -220,7 +224,8 @@ class ServiceClient:
 
         A log that does not verify is an answer (``verified`` False, ``error`` set), not an exception.
         """
-        return self._t.request("GET", "/api/v1/audit/verify")
+        out: Dict[str, Any] = self._t.request("GET", "/api/v1/audit/verify")
+        return out
 
     # -- tokenizer -----------------------------------------------------------
 
@@ -288,6 +293,10 @@ def _decode_sample(prompt_index: int) -> Callable[[Any], List[Sequence]]:
         return out
 
     return decode
+
+
+def _identity(r: Any) -> Any:
+    return r
 
 
 def _decoder(cls: Any) -> Callable[[Any], Any]:
@@ -491,12 +500,14 @@ class TrainingClient:
             if not isinstance(metadata, Mapping):
                 raise TypeError("metadata: must be a JSON object (a mapping)")
             body["metadata"] = dict(metadata)
-        return self._submit("save_state", body, _decoder(SaveStateResult), idempotency_key).result()
+        saved: SaveStateResult = self._submit("save_state", body, _decoder(SaveStateResult), idempotency_key).result()
+        return saved
 
     def load_state(self, artifact_id: str, *, idempotency_key: Optional[str] = None) -> LoadStateResult:
         """Restore a checkpoint (adapter, optimizer, accountant and config) into this client."""
         body = {"artifact_id": artifact_id}
-        return self._submit("load_state", body, _decoder(LoadStateResult), idempotency_key).result()
+        loaded: LoadStateResult = self._submit("load_state", body, _decoder(LoadStateResult), idempotency_key).result()
+        return loaded
 
     # -- reads -------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class FutureHandle(Generic[T]):
                 if left <= 0:
                     raise errors.FutureTimeoutError(
                         "tensafe: operation %s (%s) not finished after %gs; it goes on on the server"
-                        % (self.id, self.kind, timeout)
+                        % (self.id, self.kind, timeout or 0.0)
                     )
                 wait = min(wait, left)
             start = time.monotonic()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union, cast
 
 from .errors import MalformedResponse
 
@@ -234,7 +234,7 @@ def from_dict(cls: Type[T], d: Any) -> T:
     """Build the result dataclass ``cls`` from a decoded JSON object, ignoring unknown fields."""
     if not isinstance(d, dict):
         raise MalformedResponse("tensafe: %s: want a JSON object, got %s" % (cls.__name__, type(d).__name__))
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cast(Any, cls))}
     return cls(**{k: v for k, v in d.items() if k in names})
 
 

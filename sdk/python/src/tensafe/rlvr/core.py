@@ -146,6 +146,10 @@ class RolloutParams:
     stop: Optional[List[str]] = None
 
 
+def _raw_result(r: Any) -> Any:
+    return r
+
+
 def rollout(
     policy: TrainingClient,
     service: ServiceClient,
@@ -185,7 +189,7 @@ def rollout(
         body = sp.to_dict()
         body["prompt_tokens"] = tok.input_ids[i]
         body["seed"] = seeds[i]
-        handles.append(policy._submit("sample", body, lambda r: r, None))
+        handles.append(policy._submit("sample", body, _raw_result, None))
     groups: List[List[Trajectory]] = []
     for i, h in enumerate(handles):
         res = h.result()

@@ -68,12 +68,16 @@ def _adapt(fn: Callable[..., float]) -> RewardFn:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return fn  # type: ignore[return-value]
+        return fn
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if any(p.kind == p.VAR_POSITIONAL for p in params) or len(positional) >= 3:
-        return fn  # type: ignore[return-value]
+        return fn
     if len(positional) == 2:
-        return lambda prompt, completion, answer="": fn(prompt, completion)
+
+        def two(prompt: str, completion: str, answer: str = "") -> float:
+            return fn(prompt, completion)
+
+        return two
     raise TypeError("reward callable must take (prompt, completion) or (prompt, completion, answer)")
 
 
@@ -159,7 +163,9 @@ def format_compliance(
     maximum, minLength, maxLength, minItems, maxItems; any other keyword is an
     error, so a schema never silently checks less than meant.
     """
-    prep = (lambda s: s.strip()) if trim else (lambda s: s)
+    def prep(s: str) -> str:
+        return s.strip() if trim else s
+
     if regex and json_schema is not None:
         raise ValueError('give kwarg "regex" or "json_schema", not both')
     if regex:
@@ -167,9 +173,12 @@ def format_compliance(
             rx = re.compile(regex)
         except re.error as e:
             raise ValueError('kwarg "regex": %s' % e) from None
-        if search:
-            return lambda prompt, completion, answer="": _b2f(rx.search(prep(completion)) is not None)
-        return lambda prompt, completion, answer="": _b2f(rx.fullmatch(prep(completion)) is not None)
+
+        def matches(prompt: str, completion: str, answer: str = "") -> float:
+            text = prep(completion)
+            return _b2f((rx.search(text) if search else rx.fullmatch(text)) is not None)
+
+        return matches
     if json_schema is not None:
         if search:
             raise ValueError('kwarg "search" applies to regex only')
@@ -187,15 +196,20 @@ def format_compliance(
 
 def exact_match(normalize: str = "strip") -> RewardFn:
     """1 when the completion equals the answer after normalization (strip, lower, none)."""
-    if normalize == "strip":
-        norm: Callable[[str], str] = lambda s: s.strip()
-    elif normalize == "lower":
-        norm = lambda s: " ".join(s.lower().split())
-    elif normalize == "none":
-        norm = lambda s: s
-    else:
+    if normalize not in ("strip", "lower", "none"):
         raise ValueError('kwarg "normalize": %r, want strip, lower or none' % normalize)
-    return lambda prompt, completion, answer="": _b2f(norm(completion) == norm(answer))
+
+    def norm(s: str) -> str:
+        if normalize == "strip":
+            return s.strip()
+        if normalize == "lower":
+            return " ".join(s.lower().split())
+        return s
+
+    def reward(prompt: str, completion: str, answer: str = "") -> float:
+        return _b2f(norm(completion) == norm(answer))
+
+    return reward
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:/\d+)?|[-+]?\.\d+(?:[eE][-+]?\d+)?")
@@ -308,6 +322,7 @@ class RewardRegistry:
     def resolve(self, spec: Union[str, RewardSpec, Mapping[str, Any], Callable[..., float]], **kwargs: Any) -> RewardFn:
         """Build the reward a name (with kwargs), a RewardSpec, a spec dict or a callable stands for."""
         weight: Optional[float] = None
+        name: Any
         if callable(spec) and not isinstance(spec, (str, RewardSpec)):
             if kwargs:
                 raise ValueError("kwargs given with a reward callable")
@@ -323,7 +338,7 @@ class RewardRegistry:
             name, kw = spec, {}
         kw.update(kwargs)
         with self._lock:
-            f = self._factories.get(name)  # type: ignore[arg-type]
+            f = self._factories.get(name) if isinstance(name, str) else None
         if f is None:
             raise UnknownReward("rlvr: unknown reward %r (known: %s)" % (name, ", ".join(self.names())))
         try:
@@ -337,7 +352,11 @@ class RewardRegistry:
             if not _is_num(weight):
                 raise ValueError("rlvr: reward %s: weight must be finite" % name)
             inner, w = fn, float(weight)
-            fn = lambda prompt, completion, answer="": w * inner(prompt, completion, answer)
+
+            def weighted(prompt: str, completion: str, answer: str = "") -> float:
+                return w * inner(prompt, completion, answer)
+
+            return weighted
         return fn
 
     def resolve_all(self, specs: Sequence[Union[str, RewardSpec, Mapping[str, Any], Callable[..., float]]]) -> RewardFn:
@@ -352,7 +371,11 @@ class RewardRegistry:
                 raise ValueError("rewards[%d]: %s" % (i, e)) from None
         if len(fns) == 1:
             return fns[0]
-        return lambda prompt, completion, answer="": sum(f(prompt, completion, answer) for f in fns)
+
+        def total(prompt: str, completion: str, answer: str = "") -> float:
+            return sum(f(prompt, completion, answer) for f in fns)
+
+        return total
 
 
 _default = RewardRegistry()
