@@ -138,11 +138,22 @@ func TestDerive(t *testing.T) {
 	if !d.Derived || d.Iterations != 3 || d.P50 != 6 || d.Min != 4 || d.Max != 7 {
 		t.Fatalf("paired derive: %+v", d)
 	}
+	if d.Published == nil || d.OursOverOriginal != 6/37.57 {
+		t.Fatalf("derived figure beside the original: %+v, %v", d.Published, d.OursOverOriginal)
+	}
+	neg := r.Derive(specOf("g", "b-a", "noise_injection"), b, a)
+	if neg.P50 >= 0 || neg.OursOverOriginal != 0 {
+		t.Fatalf("a negative difference got a ratio: %+v", neg)
+	}
 	c := r.Add(Spec{Group: "g", Name: "c"}, []float64{1, 2})
 	d2 := r.Derive(Spec{Group: "g", Name: "a-c"}, a, c)
 	if d2.P50 != 11-1 || d2.Iterations != 2 {
 		t.Fatalf("unpaired derive: %+v", d2)
 	}
+}
+
+func specOf(group, name, original string) Spec {
+	return Spec{Group: group, Name: name, Original: original}
 }
 
 func TestAddRatioAndSkip(t *testing.T) {

@@ -207,7 +207,7 @@ func (r *Runner) attach(res *Result, original string) {
 		res.Original = original
 		if f, ok := Published(original); ok {
 			res.Published = &f
-			if f.P50 > 0 {
+			if f.P50 > 0 && res.P50 > 0 { // a derived difference may be ≤ 0: no ratio then
 				res.OursOverOriginal = res.P50 / f.P50
 			}
 		}
