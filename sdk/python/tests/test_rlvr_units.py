@@ -140,6 +140,47 @@ class AdvantagesTest(unittest.TestCase):
             rlvr.compute_advantages([[traj(1.0)]], rlvr.AdvantageConfig(baseline="median"), None)
 
 
+class TrainerConfigTest(unittest.TestCase):
+    """Trainer checks its configuration before any request (no server needed: nothing is sent)."""
+
+    def setUp(self):
+        import tensafe
+
+        self.svc = tensafe.ServiceClient("http://127.0.0.1:9", "ts_unused_key")
+        self.tc = tensafe.TrainingClient(self.svc, tensafe.TrainingClientInfo(id="tc_x", base_model="tensafe-tiny"))
+
+    def test_defaults(self):
+        tr = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0,
+                          rlvr.TrainerConfig(prompts=[rlvr.Prompt("a"), rlvr.Prompt("b")], algorithm=rlvr.PPO))
+        c = tr.config
+        self.assertEqual((c.prompts_per_step, c.sampling.n, c.sampling.max_tokens, c.epochs, c.model), (2, 4, 32, 4, "tensafe-tiny"))
+        self.assertEqual(tr.loss(), {"type": "ppo", "kwargs": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2}})
+        r = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0, rlvr.TrainerConfig(prompts=["x"], entropy_coef=0.01))
+        self.assertEqual(r.loss(), {"type": "importance_sampling", "kwargs": {"entropy_coef": 0.01}})
+        g = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0, rlvr.TrainerConfig(prompts=["x"], algorithm=rlvr.GRPO))
+        self.assertTrue(g.config.advantage.group_normalize)
+        self.assertEqual(g.config.epochs, 1)
+
+    def test_refusals(self):
+        bad = [
+            dict(prompts=[]),
+            dict(prompts=["x"], algorithm="a2c"),
+            dict(prompts=["x"], epochs=2),
+            dict(prompts=["x"], kl_coef=0.1),
+            dict(prompts=["x"], algorithm=rlvr.PPO, kl_coef=0.1),
+            dict(prompts=["x"], algorithm=rlvr.GRPO, sampling=rlvr.RolloutParams(n=1)),
+            dict(prompts=["x"], prompts_per_step=2),
+            dict(prompts=["x"], clip_low=1.5),
+            dict(prompts=["x"], algorithm=rlvr.PPO, epochs=65),
+        ]
+        for kw in bad:
+            with self.subTest(kw=kw):
+                with self.assertRaises(ValueError):
+                    rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0, rlvr.TrainerConfig(**kw))
+        with self.assertRaises(rlvr.UnknownReward):
+            rlvr.Trainer(self.svc, self.tc, "no_such_reward", rlvr.TrainerConfig(prompts=["x"]))
+
+
 class BatchAndStateTest(unittest.TestCase):
     def test_build_batch_alignment(self):
         t = traj(1.0, prompt=(256, 10, 11), tokens=(20, 257), lps=(-0.25, -2.0))

@@ -265,9 +265,18 @@ class PolicyTest(unittest.TestCase):
         self.assertEqual(a.result().step, 1)
         self.assertEqual(tc.get_dp_metrics().steps, 1)
 
+    def test_viewer_key_may_not_train(self):
+        viewer = self.srv.client(role="viewer")
+        with self.assertRaises(tensafe.PermissionDenied) as cm:
+            viewer.create_training_client(config())
+        self.assertEqual((cm.exception.code, cm.exception.status), ("permission_denied", 403))
+
     def test_future_handle(self):
         tc = self.svc.create_training_client(config())
         f = tc.forward_backward(byte_batch(TEXTS[:2]))
+        self.assertEqual(f.state, "queued")
+        with self.assertRaises(tensafe.FutureTimeoutError):
+            f.result(timeout=0)
         r = f.result(timeout=120)
         self.assertTrue(f.done())
         self.assertEqual(f.state, "succeeded")
