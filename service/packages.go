@@ -12,6 +12,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/safetensors"
 	"github.com/tensafe/tensafe/seal"
 	"github.com/tensafe/tensafe/store"
 	"github.com/tensafe/tensafe/tssp"
@@ -391,6 +394,60 @@ func adapterFiles(l *model.LoRA, base string) (config, weights []byte, hash stri
 	return config, w.Bytes(), seal.ContentHashPrefix + hex.EncodeToString(sum[:]), nil
 }
 
+// checkpointAdapter renders the LoRA weights of an engine state
+// (docs/CHECKPOINT.md: tensors "lora/<name>" and the "tensafe" header) as
+// PEFT's adapter_config.json and adapter_model.safetensors, and the SHA-256
+// of the latter, without building an engine: the tensor bytes are checked
+// against the layout of the base model and copied as they are, so that
+// packaging a large adapter costs a few times its size in memory, not the
+// engine's optimizer state over again. The bytes equal those adapterFiles
+// writes for the same weights.
+func checkpointAdapter(state []byte, mc model.Config, base string) (config, weights []byte, hash string, err error) {
+	f, err := safetensors.Parse(state)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("engine state: %w", err)
+	}
+	var h struct {
+		Format     string           `json:"format"`
+		BaseParams string           `json:"base_params"`
+		LoRA       model.LoRAConfig `json:"lora"`
+	}
+	if err := json.Unmarshal([]byte(f.Metadata["tensafe"]), &h); err != nil {
+		return nil, nil, "", fmt.Errorf("engine state: header: %w", err)
+	}
+	if h.Format != engine.StateFormat {
+		return nil, nil, "", fmt.Errorf("engine state: format %q, want %q", h.Format, engine.StateFormat)
+	}
+	if h.BaseParams != strconv.FormatInt(mc.Parameters(), 10) {
+		return nil, nil, "", fmt.Errorf("engine state: saved for a base model of %s parameters, this one has %d", h.BaseParams, mc.Parameters())
+	}
+	layout, err := model.NewLoRA(mc, h.LoRA, 0)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("engine state: %w", err)
+	}
+	ts := make(map[string]*safetensors.Tensor, len(layout.Names))
+	for _, n := range layout.Names {
+		t, ok := f.Tensors["lora/"+n]
+		if !ok {
+			return nil, nil, "", fmt.Errorf("engine state: missing tensor %q", "lora/"+n)
+		}
+		if t.DType != safetensors.F32 || !slices.Equal(t.Shape, layout.Shapes[n]) {
+			return nil, nil, "", fmt.Errorf("engine state: tensor %q is %s%v, want F32%v", "lora/"+n, t.DType, t.Shape, layout.Shapes[n])
+		}
+		ts[n] = t
+	}
+	layout.Values = nil
+	if config, err = layout.PEFTConfigJSON(base); err != nil {
+		return nil, nil, "", err
+	}
+	var w bytes.Buffer
+	if err := safetensors.Write(&w, ts, map[string]string{"format": "pt"}); err != nil {
+		return nil, nil, "", fmt.Errorf("adapter: %w", err)
+	}
+	sum := sha256.Sum256(w.Bytes())
+	return config, w.Bytes(), seal.ContentHashPrefix + hex.EncodeToString(sum[:]), nil
+}
+
 // DPCertificate returns the canonical JSON of the DP certificate of client
 // id as it stands (docs/DP_CERTIFICATE.md): its accountant's history and ε,
 // the SHA-256 of its current adapter in PEFT form, and the fingerprint of
@@ -587,20 +644,13 @@ func (s *Service) PackageArtifact(ctx context.Context, tenant, artifactID string
 	if err != nil {
 		return res, err
 	}
-	eng, err := engine.New(m, p.engine)
-	if err != nil {
-		return res, fmt.Errorf("service: checkpoint %s: %w", src.ID, err)
-	}
-	if err := eng.Load(bytes.NewReader(cp.engine)); err != nil {
-		return res, fmt.Errorf("service: checkpoint %s: %w", src.ID, err)
-	}
 	budget, err := privacy.ParseBudget(cp.budget)
 	if err != nil {
 		return res, fmt.Errorf("service: checkpoint %s: budget: %w", src.ID, err)
 	}
-	config, weights, weightsHash, err := adapterFiles(eng.Adapter(), base.name)
+	config, weights, weightsHash, err := checkpointAdapter(cp.engine, m.Config, base.name)
 	if err != nil {
-		return res, fmt.Errorf("service: checkpoint %s: adapter: %w", src.ID, err)
+		return res, fmt.Errorf("service: checkpoint %s: %w", src.ID, err)
 	}
 	defer clear(weights)
 

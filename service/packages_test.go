@@ -192,10 +192,11 @@ func TestPackageUnsignedLog(t *testing.T) {
 // the audit log and build the inclusion proofs, certify, encrypt to one
 // recipient and the tenant, sign, and seal the package as a new artifact.
 func BenchmarkPackageArtifact(b *testing.B) {
+	allModules := []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 	for _, c := range []struct {
 		rank    int
 		modules []string
-	}{{8, nil}, {64, []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}} {
+	}{{8, nil}, {64, allModules}, {256, allModules}} {
 		b.Run(fmt.Sprintf("rank%d_modules%d", c.rank, max(len(c.modules), 4)), func(b *testing.B) {
 			f := newFixture(b)
 			signer, _ := seal.GenerateSigningKey(rand.Reader)
