@@ -12,7 +12,10 @@ import (
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/engine"
+	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/safetensors"
 	"github.com/tensafe/tensafe/seal"
 	"github.com/tensafe/tensafe/tssp"
 )
@@ -303,5 +306,70 @@ func TestPackageCustomLoss(t *testing.T) {
 	}
 	if err := ev.VerifyAudit(nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckpointAdapter: the PEFT files rendered from an engine state equal
+// those of the engine's own adapter, and a state that does not fit the base
+// model is refused, naming what is wrong.
+func TestCheckpointAdapter(t *testing.T) {
+	m := model.Tiny()
+	eng, err := engine.New(m, engine.Config{LoRA: model.LoRAConfig{Rank: 2, Alpha: 4}, Optimizer: engine.DefaultOptimizer(), Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state bytes.Buffer
+	if err := eng.Save(&state); err != nil {
+		t.Fatal(err)
+	}
+	cfg, w, hash, err := checkpointAdapter(state.Bytes(), m.Config, "tensafe-tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2, w2, hash2, err := adapterFiles(eng.Adapter(), "tensafe-tiny")
+	if err != nil || !bytes.Equal(cfg, cfg2) || !bytes.Equal(w, w2) || hash != hash2 {
+		t.Fatalf("rendered from the state and from the engine differ (%v)", err)
+	}
+	f, err := safetensors.Parse(state.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "lora/" + eng.Adapter().Names[0]
+	for _, c := range []struct {
+		name   string
+		change func(ts map[string]*safetensors.Tensor, meta map[string]string)
+		want   string
+	}{
+		{"missing tensor", func(ts map[string]*safetensors.Tensor, _ map[string]string) { delete(ts, name) }, "missing tensor"},
+		{"wrong shape", func(ts map[string]*safetensors.Tensor, _ map[string]string) {
+			t := *ts[name]
+			t.Shape = []int{t.Shape[1], t.Shape[0]}
+			ts[name] = &t
+		}, "want F32"},
+		{"other format", func(_ map[string]*safetensors.Tensor, meta map[string]string) {
+			meta["tensafe"] = strings.Replace(meta["tensafe"], engine.StateFormat, "tensafe-engine-state/v9", 1)
+		}, "format"},
+		{"other base model", func(_ map[string]*safetensors.Tensor, meta map[string]string) {
+			meta["tensafe"] = strings.Replace(meta["tensafe"], `"base_params":"`, `"base_params":"1`, 1)
+		}, "parameters"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := map[string]*safetensors.Tensor{}
+			for k, v := range f.Tensors {
+				ts[k] = v
+			}
+			meta := map[string]string{"tensafe": f.Metadata["tensafe"]}
+			c.change(ts, meta)
+			var b bytes.Buffer
+			if err := safetensors.Write(&b, ts, meta); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, _, err := checkpointAdapter(b.Bytes(), m.Config, "tensafe-tiny"); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, c.want)
+			}
+		})
+	}
+	if _, _, _, err := checkpointAdapter([]byte("not a state"), m.Config, "tensafe-tiny"); err == nil {
+		t.Fatal("garbage accepted")
 	}
 }
