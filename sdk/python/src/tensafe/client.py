@@ -319,7 +319,7 @@ class TrainingClient:
         self.id = info.id
         self.info = info
         self._lock = threading.Lock()
-        self._pending: List[FutureHandle[Any]] = []
+        self._last: Optional[FutureHandle[Any]] = None  # the last operation this object submitted
 
     def __repr__(self) -> str:
         return "TrainingClient(id=%r, base_model=%r)" % (self.id, self.info.base_model)
@@ -332,18 +332,23 @@ class TrainingClient:
         st = self._t.request("POST", self._path(op), body=body, idempotency_key=idempotency_key)
         h: FutureHandle[T] = FutureHandle(self._t, st, decode, poll_wait=self.service._poll_wait)
         with self._lock:
-            self._pending = [p for p in self._pending if not p._finished()]
-            self._pending.append(h)
+            self._last = h
         return h
 
     def _settle(self) -> None:
-        """Wait until every operation this object submitted has finished (failures are the handles' to report)."""
+        """Wait until every operation this object submitted has finished (failures are the handles' to report).
+
+        The server runs one client's operations in submission order, so waiting
+        for the last one submitted is enough.
+        """
         with self._lock:
-            pending = list(self._pending)
-        for h in pending:
-            h.wait()
+            last = self._last
+        if last is None:
+            return
+        last.wait()
         with self._lock:
-            self._pending = [p for p in self._pending if not p._finished()]
+            if self._last is last:
+                self._last = None
 
     # -- training ----------------------------------------------------------
 
