@@ -163,3 +163,21 @@ func TestTrainBadData(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainRemoteFlags: --server needs an API key; an unreachable server
+// is an error, not a hang.
+func TestTrainRemoteFlags(t *testing.T) {
+	cfg := filepath.Join("..", "..", "configs", "train_sft.yaml")
+	_, err := runTrain(context.Background(), trainOptions{config: cfg, server: "http://127.0.0.1:1", out: t.TempDir()}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--api-key") {
+		t.Errorf("without a key: %v", err)
+	}
+	_, err = runTrain(context.Background(), trainOptions{config: cfg, server: "http://127.0.0.1:1", apiKey: "tsk_x", out: t.TempDir()}, io.Discard, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "tsk_x") {
+		t.Errorf("unreachable server: %v", err)
+	}
+	_, err = runTrain(context.Background(), trainOptions{config: cfg, steps: -1, out: t.TempDir()}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--steps") {
+		t.Errorf("negative --steps: %v", err)
+	}
+}
