@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -192,6 +193,20 @@ func TestPackageCheckpoint(t *testing.T) {
 	}
 	if err := live.Verify(); err != nil {
 		t.Fatal(err)
+	}
+	// Another tenant's key: 404, exactly like a missing client; a viewer may read it.
+	for key, want := range map[string]int{e.trainerB: http.StatusNotFound, e.viewerA: http.StatusOK} {
+		req, _ := http.NewRequest(http.MethodGet, e.url+"/api/v1/training_clients/"+tc.ID+"/dp_certificate", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || want == http.StatusOK && !bytes.Equal(body[:bytes.Index(body, []byte(`"issued_at"`))], certJSON[:bytes.Index(certJSON, []byte(`"issued_at"`))]) {
+			t.Fatalf("dp_certificate with another key: %d %s, want %d", resp.StatusCode, body, want)
+		}
 	}
 	if live.Steps != steps || live.Epsilon != m.EpsilonSpent || live.SessionID != tc.ID || live.Sampling != privacy.SamplingClientDeclared ||
 		live.DatasetSize != 100 || live.ClippingNorm != 1 {
