@@ -32,46 +32,75 @@ import tensafe  # noqa: E402
 _SERVING = re.compile(r"tensafe serving on (http://\S+)")
 
 
+_built: List[str] = []
+_built_lock = threading.Lock()
+
+
+def binary() -> str:
+    """``$TENSAFE_BIN``, or a ``tensafe`` built once with ``go build`` (removed at exit)."""
+    env = os.environ.get("TENSAFE_BIN")
+    if env:
+        return env
+    with _built_lock:
+        if not _built:
+            d = tempfile.mkdtemp(prefix="tensafe-pytest-bin-")
+            atexit.register(shutil.rmtree, d, True)
+            out = os.path.join(d, "tensafe")
+            subprocess.run(["go", "build", "-o", out, "./cmd/tensafe"], cwd=REPO, check=True)
+            _built.append(out)
+        return _built[0]
+
+
 class Server:
     """One running ``tensafe serve``."""
 
     def __init__(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="tensafe-pytest-")
         self.data_dir = os.path.join(self.tmp, "data")
-        binary = os.environ.get("TENSAFE_BIN") or self._build()
         self.stderr_path = os.path.join(self.tmp, "serve.stderr")
-        self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--data-dir", self.data_dir, "--addr", "127.0.0.1:0", "--shutdown-grace", "10s"],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            stdin=subprocess.DEVNULL,
-        )
-        self.base_url = self._wait_serving(timeout=120)
+        self._stderr = open(self.stderr_path, "ab")
+        self.base_url = self._start("127.0.0.1:0")
         with open(os.path.join(self.data_dir, "admin.key")) as f:
             self.admin_key = f.read().strip()
         self.admin = tensafe.ServiceClient(self.base_url, self.admin_key)
         self._n = 0
         self._lock = threading.Lock()
 
-    def _build(self) -> str:
-        out = os.path.join(self.tmp, "tensafe")
-        subprocess.run(["go", "build", "-o", out, "./cmd/tensafe"], cwd=REPO, check=True)
-        return out
+    def _start(self, addr: str) -> str:
+        self.proc = subprocess.Popen(
+            [binary(), "serve", "--data-dir", self.data_dir, "--addr", addr, "--shutdown-grace", "10s"],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+        )
+        return self._wait_serving(timeout=120)
+
+    def kill9(self) -> None:
+        """SIGKILL the server: no shutdown, operations in flight are cut off."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """Start the server again on the same data dir and address."""
+        addr = self.base_url[len("http://"):]
+        if self._start(addr) != self.base_url:
+            raise RuntimeError("tensafe serve came back on another address")
 
     def _wait_serving(self, timeout: float) -> str:
         assert self.proc.stdout is not None
         lines: List[str] = []
         result: List[str] = []
 
+        out = self.proc.stdout
+
         def read() -> None:
-            assert self.proc.stdout is not None
-            for raw in self.proc.stdout:
-                line = raw.decode("utf-8", "replace")
-                lines.append(line)
-                m = _SERVING.search(line)
-                if m and not result:
-                    result.append(m.group(1))
+            with out:  # closed at EOF, when the process has gone
+                for raw in out:
+                    line = raw.decode("utf-8", "replace")
+                    lines.append(line)
+                    m = _SERVING.search(line)
+                    if m and not result:
+                        result.append(m.group(1))
 
         threading.Thread(target=read, daemon=True).start()
         deadline = time.monotonic() + timeout
