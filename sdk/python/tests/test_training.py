@@ -265,6 +265,26 @@ class PolicyTest(unittest.TestCase):
         self.assertEqual(a.result().step, 1)
         self.assertEqual(tc.get_dp_metrics().steps, 1)
 
+    def test_concurrent_use_of_one_client(self):
+        import concurrent.futures
+
+        tc = self.svc.create_training_client(config())
+        batch = byte_batch(TEXTS[:2])
+
+        def work(i):
+            if i % 4 == 0:
+                return len(tc.forward(batch).result().logprobs)
+            return tc.get_dp_metrics().steps
+
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            got = list(ex.map(work, range(64)))
+        self.assertEqual(got, [2 if i % 4 == 0 else 0 for i in range(64)])
+
+        async def gather():
+            return await asyncio.gather(*(tc.forward_async(batch) for _ in range(6)))
+
+        self.assertEqual([len(r.per_example_loss) for r in asyncio.run(gather())], [2] * 6)
+
     def test_viewer_key_may_not_train(self):
         viewer = self.srv.client(role="viewer")
         with self.assertRaises(tensafe.PermissionDenied) as cm:
