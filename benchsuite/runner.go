@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -89,19 +90,31 @@ type Report struct {
 type Runner struct {
 	rep      *Report
 	progress io.Writer
+	bars     bool // progress bars only on a terminal; a log gets the result lines
 	now      func() time.Time
 }
 
 // NewRunner starts a run: it reads the machine (load average included) now.
-// progress, if not nil, gets a progress bar for each measurement and a line
+// progress, if not nil, gets a line for each result, and on a terminal a progress bar for each measurement.
 // for each result.
 func NewRunner(id, command string, quick bool, m Machine, progress io.Writer) *Runner {
 	return &Runner{
 		rep: &Report{Format: Format, ID: id, Command: command, Quick: quick, Started: time.Now().UTC(),
 			Machine: m, Params: map[string]string{}},
 		progress: progress,
+		bars:     isTerminal(progress),
 		now:      time.Now,
 	}
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // Quick reports whether this is a quick run.
@@ -256,7 +269,7 @@ func (r *Runner) Finish() *Report {
 }
 
 func (r *Runner) bar(s Spec) *progressbar.ProgressBar {
-	if r.progress == nil || s.N < 5 {
+	if !r.bars || s.N < 5 {
 		return nil
 	}
 	return progressbar.NewOptions(s.N,
@@ -295,7 +308,7 @@ func FormatMS(ms float64) string {
 // (measurements that alternate, for instance): tick advances it, done
 // clears it. Without a progress writer both do nothing.
 func (r *Runner) Progress(desc string, n int) (tick, done func()) {
-	if r.progress == nil || n < 1 {
+	if !r.bars || n < 1 {
 		return func() {}, func() {}
 	}
 	bar := r.bar(Spec{Name: desc, N: max(n, 5)})
