@@ -95,8 +95,8 @@ type Runner struct {
 }
 
 // NewRunner starts a run: it reads the machine (load average included) now.
-// progress, if not nil, gets a line for each result, and on a terminal a progress bar for each measurement.
-// for each result.
+// progress, if not nil, gets a line for each result and, on a terminal, a
+// progress bar for each measurement.
 func NewRunner(id, command string, quick bool, m Machine, progress io.Writer) *Runner {
 	return &Runner{
 		rep: &Report{Format: Format, ID: id, Command: command, Quick: quick, Started: time.Now().UTC(),
