@@ -11,6 +11,7 @@ import (
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/service"
 	"github.com/tensafe/tensafe/store"
 )
 
@@ -414,10 +415,10 @@ func (s *Server) keyTenant(ctx context.Context, keyID string) (string, error) {
 // auditAdmin records an administrative action. A failure to record is
 // logged: the action has happened and must not be reported as failed.
 func (s *Server) auditAdmin(r *http.Request, p principal, op, tenant, resource string) {
-	_, err := s.cfg.Audit.Append(r.Context(), audit.Record{
+	_, err := s.cfg.Audit.Append(r.Context(), service.TagCompliance(audit.Record{
 		TenantID: tenant, Actor: p.KeyID, Operation: op, Resource: resource, Outcome: audit.OutcomeSuccess,
 		Details: map[string]string{"request_id": requestID(r)},
-	})
+	}))
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "audit append failed", "request_id", requestID(r), "operation", op, "error", err.Error())
 	}

@@ -116,6 +116,7 @@ type Server struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inflight prometheus.Gauge
+	denied   *authAuditor // audits 401s and 403s, rate-limited (authaudit.go)
 }
 
 // New returns a server for cfg.
@@ -169,7 +170,8 @@ func New(cfg Config) (*Server, error) {
 	s.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tensafe_http_requests_in_flight", Help: "HTTP requests being served.",
 	})
-	for _, c := range []prometheus.Collector{s.requests, s.latency, s.inflight} {
+	s.denied = newAuthAuditor(cfg.Audit, time.Now, func(msg string, args ...any) { s.log.Error(msg, args...) })
+	for _, c := range []prometheus.Collector{s.requests, s.latency, s.inflight, s.denied.denials} {
 		if err := cfg.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)
 		}
@@ -347,12 +349,14 @@ func (s *Server) wrap(pattern string, need access, h func(http.ResponseWriter, *
 		}()
 		if need != public {
 			var ok bool
-			if p, ok = s.authenticate(w, r); !ok {
+			if p, ok = s.authenticate(w, r, pattern); !ok {
 				return
 			}
 			if !allowed(p, need) {
 				s.writeError(w, r, http.StatusForbidden, api.CodePermissionDenied,
 					fmt.Sprintf("role %s may not do this", p.Role), "")
+				s.denied.record(r, denial{status: http.StatusForbidden, code: api.CodePermissionDenied, reason: "role",
+					tenant: p.Tenant, keyID: p.KeyID, role: string(p.Role), route: pattern})
 				return
 			}
 			if s.limiter != nil {
@@ -399,8 +403,9 @@ func allowed(p principal, need access) bool {
 	return false
 }
 
-// authenticate checks the bearer token; on failure it writes 401.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal, bool) {
+// authenticate checks the bearer token; on failure it writes 401 and
+// audits the refusal (rate-limited; never the token's secret).
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, route string) (principal, bool) {
 	// The scheme is case-insensitive (RFC 9110 §11.1).
 	h := r.Header.Get("Authorization")
 	tok, ok := "", len(h) > 7 && strings.EqualFold(h[:7], "bearer ")
@@ -410,6 +415,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal
 	if !ok || strings.TrimSpace(tok) == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tensafe"`)
 		s.writeError(w, r, http.StatusUnauthorized, api.CodeUnauthenticated, "missing bearer API key (Authorization: Bearer <key>)", "")
+		s.denied.record(r, denial{status: http.StatusUnauthorized, code: api.CodeUnauthenticated, reason: "missing", route: route})
 		return principal{}, false
 	}
 	k, err := store.Authenticate(r.Context(), s.cfg.Store, strings.TrimSpace(tok))
@@ -421,6 +427,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal
 				msg = "API key revoked"
 			}
 			s.writeError(w, r, http.StatusUnauthorized, api.CodeUnauthenticated, msg, "")
+			s.denied.record(r, s.tokenDenial(r.Context(), strings.TrimSpace(tok), err, route))
 			return principal{}, false
 		}
 		s.writeErr(w, r, fmt.Errorf("server: authenticate: %w", err))
@@ -430,6 +437,25 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (principal
 		Tenant: k.TenantID, KeyID: k.ID, Role: k.Role,
 		Operator: s.cfg.OperatorTenant != "" && k.TenantID == s.cfg.OperatorTenant && k.Role == store.RoleAdmin,
 	}, true
+}
+
+// tokenDenial describes a refused token for the audit log: its public
+// lookup prefix when it has the token form, and, for a revoked key (whose
+// secret matched), the key id and tenant. Never the token's secret.
+func (s *Server) tokenDenial(ctx context.Context, tok string, err error, route string) denial {
+	d := denial{status: http.StatusUnauthorized, code: api.CodeUnauthenticated, reason: "invalid", route: route}
+	prefix, _, perr := store.ParseAPIToken(tok)
+	if perr != nil {
+		return d
+	}
+	d.prefix = prefix
+	if errors.Is(err, store.ErrRevoked) {
+		d.reason = "revoked"
+		if k, kerr := s.cfg.Store.GetAPIKeyByPrefix(ctx, prefix); kerr == nil {
+			d.tenant, d.keyID = k.TenantID, k.ID
+		}
+	}
+	return d
 }
 
 // writeErr writes err in the envelope. Internal errors get a generic message;
@@ -498,6 +524,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	actx, stopAudit := context.WithCancel(ctx)
+	auditDone := make(chan struct{})
+	go func() { s.denied.run(actx); close(auditDone) }()
+	defer func() { stopAudit(); <-auditDone }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("server: serve: %w", err)
