@@ -170,3 +170,49 @@ func TestDeltaFeatureMajorLevels(t *testing.T) {
 		t.Fatal("input at the latency packing's level accepted by the feature-major delta")
 	}
 }
+
+// TestDeltaFeatureMajorHeadroom: activations 1000× larger than the issue's
+// (|x| ≤ 1000, |Ax| in the hundreds) still decrypt correctly: the error
+// stays relative to the values, a few 1e-5 of max |delta| from the weights'
+// quantization (docs/HE.md §3.1, precision and headroom), where an overflow
+// of the output modulus would give errors as large as the values.
+func TestDeltaFeatureMajorHeadroom(t *testing.T) {
+	f := getFixture(t)
+	ctx := context.Background()
+	r := newRand(1000)
+	ad := testAdapter(r, testShape)
+	if err := f.ev.RegisterAdapter("headroom", ad); err != nil {
+		t.Fatal(err)
+	}
+	x := uniform(r, 20, testShape.DIn)
+	for _, row := range x {
+		for i := range row {
+			row[i] *= 1000
+		}
+	}
+	in, err := f.client.EncryptLoRAInput(ctx, x, PackingThroughput, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.ev.Delta(ctx, "headroom", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.client.Decrypt(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([][]float64, len(x))
+	var scale float64
+	for i := range x {
+		want[i] = ad.Apply(x[i])
+		for _, v := range want[i] {
+			scale = math.Max(scale, math.Abs(v))
+		}
+	}
+	if d := maxAbsDiff(t, got, want); d > 1e-4*scale {
+		t.Fatalf("max error %g for max |delta| %g", d, scale)
+	} else {
+		t.Logf("max |delta| %.3g, max error %.2e (relative %.1e)", scale, d, d/scale)
+	}
+}
