@@ -261,6 +261,65 @@ func checkKeys(file string, n *yaml.Node, t reflect.Type, path string) error {
 	return nil
 }
 
+// typeError turns yaml.v3's "line N: cannot unmarshal …" into an error
+// naming the key at that line.
+func typeError(file string, root *yaml.Node, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return fmt.Errorf("train: config %s: %w", file, err)
+	}
+	msg := te.Errors[0]
+	var line int
+	if _, serr := fmt.Sscanf(msg, "line %d:", &line); serr != nil {
+		return fmt.Errorf("train: config %s: %s", file, msg)
+	}
+	_, rest, _ := strings.Cut(msg, ": ")
+	collection := strings.Contains(rest, "!!seq") || strings.Contains(rest, "!!map")
+	key := keyAtLine(root, line, "", collection)
+	if key == "" {
+		key = "(document)"
+	}
+	return &configError{file: file, line: line, key: key, msg: strings.TrimPrefix(rest, "cannot unmarshal ")}
+}
+
+// keyAtLine returns the dotted key of the innermost node on line: a
+// collection (mapping or sequence) value starting there when collection is
+// set, else a scalar value there.
+func keyAtLine(n *yaml.Node, line int, path string, collection bool) string {
+	match := func(v *yaml.Node) bool {
+		return v.Line == line && (v.Kind == yaml.ScalarNode) != collection
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := keyAtLine(c, line, path, collection); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			key, v := joinKey(path, n.Content[j].Value), n.Content[j+1]
+			if k := keyAtLine(v, line, key, collection); k != "" {
+				return k
+			}
+			if match(v) {
+				return key
+			}
+		}
+	case yaml.SequenceNode:
+		for i, v := range n.Content {
+			key := fmt.Sprintf("%s[%d]", path, i)
+			if k := keyAtLine(v, line, key, collection); k != "" {
+				return k
+			}
+			if match(v) {
+				return key
+			}
+		}
+	}
+	return ""
+}
+
 func joinKey(path, k string) string {
 	if path == "" {
 		return k
@@ -298,8 +357,7 @@ func parseTrainConfig(path string, data []byte) (*parsedConfig, error) {
 	}
 	p := &parsedConfig{file: file, dir: filepath.Dir(path), root: &root}
 	if err := root.Decode(&p.trainConfig); err != nil {
-		// yaml.v3's type errors name the line ("line 4: cannot unmarshal …").
-		return nil, fmt.Errorf("train: config %s: %w", file, err)
+		return nil, typeError(file, &root, err)
 	}
 	if err := p.validate(); err != nil {
 		return nil, err

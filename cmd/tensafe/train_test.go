@@ -91,7 +91,8 @@ func TestTrainBadConfigs(t *testing.T) {
 		{"missing mode", strings.Replace(goodSFT, "mode: sft\n", "", 1), "mode: is required"},
 		{"bad mode", strings.Replace(goodSFT, "mode: sft", "mode: rl", 1), `cfg.yaml:1: mode: "rl"`},
 		{"bad rank", strings.Replace(goodSFT, "rank: 4", "rank: 0", 1), "cfg.yaml:3: lora.rank: must be ≥ 1"},
-		{"bad type", strings.Replace(goodSFT, "rank: 4", "rank: four", 1), "line 3"},
+		{"bad type", strings.Replace(goodSFT, "rank: 4", "rank: four", 1), "cfg.yaml:3: lora.rank: !!str `four` into int"},
+		{"bad nested type", strings.Replace(goodSFT, "  steps: 2\n", "  steps: [2]\n", 1), "cfg.yaml:13: schedule.steps: !!seq into int"},
 		{"no noise", strings.Replace(goodSFT, "noise_multiplier: 1.0", "noise_multiplier: 0", 1), "cfg.yaml:5: dp.noise_multiplier: must be > 0"},
 		{"bad delta", strings.Replace(goodSFT, "target_delta: 1.0e-5", "target_delta: 2", 1), "cfg.yaml:8: dp.target_delta"},
 		{"no data", strings.Replace(goodSFT, "  train: train.jsonl\n", "  eval: x.jsonl\n", 1), "data.train: is required"},
@@ -180,4 +181,21 @@ func TestTrainRemoteFlags(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--steps") {
 		t.Errorf("negative --steps: %v", err)
 	}
+}
+
+// FuzzTrainConfig: the config parser never panics; what it accepts has a
+// mode and a training file.
+func FuzzTrainConfig(f *testing.F) {
+	f.Add([]byte(goodSFT))
+	f.Add([]byte("mode: rlvr\nrlvr:\n  rewards:\n    - {type: numeric_match, kwargs: {tolerance: 0.1}}\n"))
+	f.Add([]byte("lora: {rank: [1, {a: b}]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := parseTrainConfig("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		if p.Mode == "" || p.Data.Train == "" {
+			t.Fatalf("accepted a config without mode or data.train: %+v", p.trainConfig)
+		}
+	})
 }
