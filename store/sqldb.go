@@ -754,6 +754,30 @@ func (s *db) DeleteArtifact(ctx context.Context, tenantID, id string) error {
 	return nil
 }
 
+// ListArtifactsWithoutExpiry implements Store.
+func (s *db) ListArtifactsWithoutExpiry(ctx context.Context, createdBefore time.Time) ([]Artifact, error) {
+	return list(ctx, s, "list artifacts without expiry", scanArtifact,
+		"SELECT "+artifactCols+" FROM artifacts WHERE expires_at IS NULL AND created_at <= ? ORDER BY created_at, id",
+		normTime(createdBefore).UnixMicro())
+}
+
+// DeleteFinishedOperations implements Store.
+func (s *db) DeleteFinishedOperations(ctx context.Context, finishedBefore time.Time, limit int) (int64, error) {
+	q := "DELETE FROM operations WHERE finished_at IS NOT NULL AND finished_at <= ? AND state IN ('succeeded', 'failed')"
+	args := []any{normTime(finishedBefore).UnixMicro()}
+	if limit > 0 {
+		q = "DELETE FROM operations WHERE id IN (SELECT id FROM operations WHERE finished_at IS NOT NULL AND finished_at <= ?" +
+			" AND state IN ('succeeded', 'failed') ORDER BY finished_at, id LIMIT ?)"
+		args = append(args, limit)
+	}
+	res, err := s.w.ExecContext(ctx, s.q(q), args...)
+	if err != nil {
+		return 0, s.wrap("delete finished operations", err)
+	}
+	n, err := res.RowsAffected()
+	return n, s.wrap("delete finished operations", err)
+}
+
 // ListExpiredArtifacts implements Store.
 func (s *db) ListExpiredArtifacts(ctx context.Context, now time.Time) ([]Artifact, error) {
 	return list(ctx, s, "list expired artifacts", scanArtifact,

@@ -252,6 +252,12 @@ type Store interface {
 	// returns how many it marked. A starting server calls it before
 	// accepting requests.
 	FailRunningOperations(ctx context.Context, reason string) (int64, error)
+	// DeleteFinishedOperations deletes the operations, of all tenants,
+	// that finished (succeeded or failed) at or before finishedBefore,
+	// oldest first, at most limit of them (limit ≤ 0: all), and returns
+	// how many it deleted. Queued and running operations are never
+	// deleted. Retention sweeps call it in batches.
+	DeleteFinishedOperations(ctx context.Context, finishedBefore time.Time, limit int) (int64, error)
 
 	// CreateArtifact stores artifact metadata of an existing tenant.
 	CreateArtifact(ctx context.Context, a Artifact) (Artifact, error)
@@ -265,6 +271,11 @@ type Store interface {
 	// ListExpiredArtifacts returns the artifacts, of all tenants, whose
 	// ExpiresAt is at or before now, soonest expired first.
 	ListExpiredArtifacts(ctx context.Context, now time.Time) ([]Artifact, error)
+	// ListArtifactsWithoutExpiry returns the artifacts, of all tenants,
+	// that have no ExpiresAt and were created at or before createdBefore,
+	// oldest first: a retention sweep applies its TTL to them (those
+	// written before a TTL was configured).
+	ListArtifactsWithoutExpiry(ctx context.Context, createdBefore time.Time) ([]Artifact, error)
 
 	// AuditStore returns the audit log named name (e.g. "main") in this
 	// database, as an audit.Store for audit.Open. One writer at a time:
