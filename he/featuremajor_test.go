@@ -2,6 +2,7 @@ package he
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -214,5 +215,54 @@ func TestDeltaFeatureMajorHeadroom(t *testing.T) {
 		t.Fatalf("max error %g for max |delta| %g", d, scale)
 	} else {
 		t.Logf("max |delta| %.3g, max error %.2e (relative %.1e)", scale, d, d/scale)
+	}
+}
+
+// TestThroughputEvaluator: without evaluation keys the feature-major delta
+// works and the latency packing and models are refused.
+func TestThroughputEvaluator(t *testing.T) {
+	f := getFixture(t)
+	ctx := context.Background()
+	ev, err := NewThroughputEvaluator(f.params, f.ck.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRand(5)
+	ad := testAdapter(r, testShape)
+	if err := ev.RegisterAdapter("q", ad); err != nil {
+		t.Fatal(err)
+	}
+	x := uniform(r, 4, testShape.DIn)
+	in, err := f.client.EncryptLoRAInput(ctx, x, PackingThroughput, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := ev.Delta(ctx, "q", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.client.Decrypt(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([][]float64, len(x))
+	for i := range x {
+		want[i] = ad.Apply(x[i])
+	}
+	if d := maxAbsDiff(t, got, want); d > 1e-4 {
+		t.Fatalf("error %g", d)
+	}
+	lat, err := f.client.EncryptLoRAInput(ctx, x, PackingLatency, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ev.Delta(ctx, "q", lat); !errors.Is(err, ErrMissingKeys) {
+		t.Fatalf("latency packing without keys: %v", err)
+	}
+	if err := ev.RegisterModel("m", testMLP, ProfileFull, 0); !errors.Is(err, ErrMissingKeys) {
+		t.Fatalf("model without keys: %v", err)
+	}
+	if _, err := NewThroughputEvaluator(f.params, "hek_x"); err == nil {
+		t.Fatal("malformed key id accepted")
 	}
 }

@@ -125,6 +125,10 @@ func NewEvaluator(k *EvaluationKeys) (*Evaluator, error) {
 	if k == nil || k.Public == nil || k.Params.name == "" {
 		return nil, errors.New("he: new evaluator: evaluation keys are incomplete")
 	}
+	return newEvaluator(k), nil
+}
+
+func newEvaluator(k *EvaluationKeys) *Evaluator {
 	e := &Evaluator{
 		keys:     k,
 		params:   k.Params,
@@ -138,7 +142,22 @@ func NewEvaluator(k *EvaluationKeys) (*Evaluator, error) {
 		e.gal[g.GaloisElement] = true
 	}
 	e.evalPool.New = func() any { return e.eval.ShallowCopy() }
-	return e, nil
+	return e
+}
+
+// NewThroughputEvaluator returns an evaluator without evaluation keys for
+// inputs encrypted under key id: it serves the feature-major LoRA packing,
+// which needs none (no rotations, no relinearization), and refuses the
+// latency packing and models with ErrMissingKeys. It spares a server the
+// loading of a key bundle (tens of MB with Galois keys) for such requests.
+func NewThroughputEvaluator(p Params, id string) (*Evaluator, error) {
+	if p.name == "" {
+		return nil, errors.New("he: new evaluator: params not set")
+	}
+	if !ValidKeyID(id) {
+		return nil, fmt.Errorf("he: new evaluator: key id %q is malformed", id)
+	}
+	return newEvaluator(&EvaluationKeys{ID: id, Params: p}), nil
 }
 
 // KeyID is the id of the evaluation keys in use.

@@ -186,36 +186,51 @@ func (s *Service) GetHEKey(ctx context.Context, tenant, id string) (he.KeyInfo, 
 	return k.info, nil
 }
 
-// heEvaluator loads key id of tenant for new work (it must be active) and
-// returns an evaluator for it. field names the request field carrying id.
-func (s *Service) heEvaluator(ctx context.Context, tenant, id, field string) (*he.Evaluator, error) {
+// heActive finds key id of tenant for new work: it must exist (for this
+// tenant) and be active. field names the request field carrying id.
+func (s *Service) heActive(ctx context.Context, tenant, id, field string) (heKey, error) {
 	if id == "" {
-		return nil, fieldErr(field, "is required")
+		return heKey{}, fieldErr(field, "is required")
 	}
 	if !he.ValidKeyID(id) {
-		return nil, fieldErr(field, "is not an HE key id (hek_ and 32 hex digits)")
+		return heKey{}, fieldErr(field, "is not an HE key id (hek_ and 32 hex digits)")
 	}
 	k, err := s.heKey(ctx, tenant, id)
 	if err != nil {
-		return nil, err
+		return heKey{}, err
 	}
 	if k.info.State != he.KeyActive {
-		return nil, fmt.Errorf("%w: HE key %s is retired; encrypt under the active key", ErrFailedPrecondition, id)
+		return heKey{}, fmt.Errorf("%w: HE key %s is retired; encrypt under the active key", ErrFailedPrecondition, id)
 	}
+	return k, nil
+}
+
+// heEvaluator loads key id of tenant for new work (it must be active) and
+// returns an evaluator for it.
+func (s *Service) heEvaluator(ctx context.Context, tenant, id, field string) (*he.Evaluator, error) {
+	k, err := s.heActive(ctx, tenant, id, field)
+	if err != nil {
+		return nil, err
+	}
+	return s.loadHEEvaluator(ctx, k)
+}
+
+// loadHEEvaluator unseals and decodes a stored key bundle.
+func (s *Service) loadHEEvaluator(ctx context.Context, k heKey) (*he.Evaluator, error) {
 	raw, err := s.readHEArtifact(ctx, k.art, he.DefaultMaxKeyBytes)
 	if err != nil {
 		return nil, err
 	}
 	evk, err := he.UnmarshalEvaluationKeys(raw, 0)
 	if err != nil {
-		return nil, fmt.Errorf("service: HE key %s: %w", id, err)
+		return nil, fmt.Errorf("service: HE key %s: %w", k.info.ID, err)
 	}
-	if evk.ID != id {
-		return nil, fmt.Errorf("service: HE key artifact %s holds key %s, not %s", k.art.ID, evk.ID, id)
+	if evk.ID != k.info.ID {
+		return nil, fmt.Errorf("service: HE key artifact %s holds key %s, not %s", k.art.ID, evk.ID, k.info.ID)
 	}
 	ev, err := he.NewEvaluator(evk)
 	if err != nil {
-		return nil, fmt.Errorf("service: HE key %s: %w", id, err)
+		return nil, fmt.Errorf("service: HE key %s: %w", k.info.ID, err)
 	}
 	return ev, nil
 }
@@ -416,8 +431,23 @@ func (s *Service) HEDeltas(ctx context.Context, tenant string, req he.DeltaReque
 	if err := checkCompression(req.Compression); err != nil {
 		return res, err
 	}
-	ev, err := s.heEvaluator(ctx, tenant, req.KeyID, "key_id")
+	k, err := s.heActive(ctx, tenant, req.KeyID, "key_id")
 	if err != nil {
+		return res, err
+	}
+	// The feature-major packing needs no evaluation keys: the stored bundle
+	// (tens of MB with Galois keys) is not even unsealed for it.
+	var ev *he.Evaluator
+	if req.Input.Layout.Packing == he.PackingThroughput {
+		p, err := he.Preset(k.info.Params)
+		if err != nil {
+			return res, fmt.Errorf("service: HE key %s: %w", k.info.ID, err)
+		}
+		ev, err = he.NewThroughputEvaluator(p, k.info.ID)
+		if err != nil {
+			return res, err
+		}
+	} else if ev, err = s.loadHEEvaluator(ctx, k); err != nil {
 		return res, err
 	}
 	in, err := heInput(ev, req.KeyID, he.KindLoRAInput, &req.Input)
