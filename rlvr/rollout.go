@@ -66,13 +66,18 @@ func Rollout(ctx context.Context, tc *client.TrainingClient, svc *client.Service
 	if reward == nil {
 		return nil, errors.New("rlvr: rollout: no reward")
 	}
-	texts := make([]string, len(prompts))
-	for i, pr := range prompts {
-		texts[i] = pr.Text
-	}
-	tok, err := svc.TokenizeRequest(ctx, api.TokenizeRequest{Model: model, Texts: texts, AddSpecialTokens: true})
-	if err != nil {
-		return nil, fmt.Errorf("rlvr: rollout: tokenize prompts: %w", err)
+	promptIDs := make([][]int, 0, len(prompts))
+	for i := 0; i < len(prompts); i += api.MaxTokenizeTexts {
+		chunk := prompts[i:min(len(prompts), i+api.MaxTokenizeTexts)]
+		texts := make([]string, len(chunk))
+		for j, pr := range chunk {
+			texts[j] = pr.Text
+		}
+		tok, err := svc.TokenizeRequest(ctx, api.TokenizeRequest{Model: model, Texts: texts, AddSpecialTokens: true})
+		if err != nil {
+			return nil, fmt.Errorf("rlvr: rollout: tokenize prompts: %w", err)
+		}
+		promptIDs = append(promptIDs, tok.InputIDs...)
 	}
 	temp := p.Temperature
 	if temp == 0 {
@@ -82,7 +87,7 @@ func Rollout(ctx context.Context, tc *client.TrainingClient, svc *client.Service
 	// while the first ones run.
 	futs := make([]*client.Future[api.SampleResult], len(prompts))
 	for i := range prompts {
-		f, err := tc.Sample(ctx, api.SampleRequest{PromptTokens: tok.InputIDs[i], MaxTokens: p.MaxTokens, Temperature: temp,
+		f, err := tc.Sample(ctx, api.SampleRequest{PromptTokens: promptIDs[i], MaxTokens: p.MaxTokens, Temperature: temp,
 			TopP: p.TopP, TopK: p.TopK, Stop: p.Stop, N: p.N, Seed: seeds[i]})
 		if err != nil {
 			return nil, fmt.Errorf("rlvr: rollout: sample prompt %d: %w", i, err)
@@ -107,7 +112,7 @@ func Rollout(ctx context.Context, tc *client.TrainingClient, svc *client.Service
 			if err != nil {
 				return nil, fmt.Errorf("rlvr: reward of prompt %d, sample %d: %w", i, j, err)
 			}
-			g[j] = Trajectory{Prompt: i, Group: i, PromptTokens: tok.InputIDs[i], Tokens: seq.Tokens, LogProbs: seq.LogProbs,
+			g[j] = Trajectory{Prompt: i, Group: i, PromptTokens: promptIDs[i], Tokens: seq.Tokens, LogProbs: seq.LogProbs,
 				Text: seq.Text, FinishReason: seq.FinishReason, Reward: r}
 		}
 		groups[i] = g
