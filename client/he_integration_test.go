@@ -192,8 +192,9 @@ func TestHEDeltasOverAPI(t *testing.T) {
 }
 
 // TestHEInferenceOverAPI: a 2-layer HE-friendly MLP (x² activation), all
-// layers under HE (full) and the first only (encrypted_input, the client
-// finishing in plaintext), equals the plaintext forward within 1e-3.
+// layers under HE (full) and the first only (encrypted_input, hybrid with
+// one layer; the client finishing in plaintext), equals the plaintext
+// forward within 1e-3.
 func TestHEInferenceOverAPI(t *testing.T) {
 	ck, evk := heKeys(t)
 	e := newEnv(t)
@@ -204,8 +205,12 @@ func TestHEInferenceOverAPI(t *testing.T) {
 	}
 	s := c.HE(ck)
 	x := uniformMat(rand.New(rand.NewPCG(5, 6)), 7, 20)
-	for _, p := range []he.Profile{he.ProfileFull, he.ProfileEncryptedInput} {
-		info, err := c.RegisterHEModel(ctx, "mlp-"+string(p), heMLP, p, 0)
+	for _, p := range []he.Profile{he.ProfileFull, he.ProfileEncryptedInput, he.ProfileHybrid} {
+		hybrid := 0
+		if p == he.ProfileHybrid {
+			hybrid = 1
+		}
+		info, err := c.RegisterHEModel(ctx, "mlp-"+string(p), heMLP, p, hybrid)
 		if err != nil {
 			t.Fatal(err)
 		}
