@@ -51,8 +51,8 @@ and the throughput of each arm, as JSON and Markdown under <out>/<id>/.`,
 	}
 	addSuiteFlags(cmd, &o.suiteOptions)
 	addEngineShapeFlags(cmd, &o.suiteOptions)
-	cmd.Flags().IntVar(&o.steps, "steps", 0, "training steps per arm (0: 10 with --quick, 40 otherwise)")
-	cmd.Flags().IntVar(&o.checkpoints, "checkpoints", 0, "checkpoints per arm (0: 10 with --quick, 30 otherwise)")
+	cmd.Flags().IntVar(&o.steps, "steps", 0, "training steps per arm (0: 10 with --quick, 100 otherwise)")
+	cmd.Flags().IntVar(&o.checkpoints, "checkpoints", 0, "checkpoints per arm (0: 10 with --quick, 50 otherwise)")
 	return cmd
 }
 
@@ -194,10 +194,10 @@ func runComparison(ctx context.Context, stdout, progress io.Writer, o comparison
 		return "", usageError("--batch, --seq, --steps and --checkpoints must be positive")
 	}
 	if o.steps == 0 {
-		o.steps = iters(o.suiteOptions, 10, 40)
+		o.steps = iters(o.suiteOptions, 10, 100)
 	}
 	if o.checkpoints == 0 {
-		o.checkpoints = iters(o.suiteOptions, 10, 30)
+		o.checkpoints = iters(o.suiteOptions, 10, 50)
 	}
 	dir, err := os.MkdirTemp("", "tensafe-bench-comparison-")
 	if err != nil {
