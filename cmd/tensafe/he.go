@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/he"
 )
 
@@ -14,7 +20,357 @@ func newHECmd() *cobra.Command {
 		Use:   "he",
 		Short: "Homomorphic encryption (CKKS): encrypted LoRA deltas and private inference",
 	}
-	cmd.AddCommand(newHEBenchCmd(), newHEParamsCmd())
+	cmd.AddCommand(newHEBenchCmd(), newHEParamsCmd(), newHEKeygenCmd(), newHERegisterCmd(), newHEAdapterCmd(), newHEDeltaCmd())
+	return cmd
+}
+
+// heKeyringTenant is the keyring tenant whose KEK seals HE client keys on
+// the client's machine (a local keyring, not the server's).
+const heKeyringTenant = "he-client"
+
+// heServerFlags say which server and API key the HE client commands use.
+type heServerFlags struct {
+	server, apiKey, apiKeyFile string
+}
+
+func (f *heServerFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.server, "server", "", "TenSafe server base URL, e.g. http://127.0.0.1:8080 (required)")
+	cmd.Flags().StringVar(&f.apiKey, "api-key", "", "trainer API key (default $TENSAFE_API_KEY)")
+	cmd.Flags().StringVar(&f.apiKeyFile, "api-key-file", "", "file holding the API key")
+}
+
+func (f *heServerFlags) client() (*client.ServiceClient, error) {
+	if f.server == "" {
+		return nil, &exitError{code: 2, err: errors.New("--server is required")}
+	}
+	key := f.apiKey
+	switch {
+	case key != "":
+	case f.apiKeyFile != "":
+		b, err := os.ReadFile(f.apiKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--api-key-file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	default:
+		key = os.Getenv("TENSAFE_API_KEY")
+	}
+	if key == "" {
+		return nil, &exitError{code: 2, err: errors.New("no API key: give --api-key or --api-key-file, or set $TENSAFE_API_KEY")}
+	}
+	return client.New(f.server, key)
+}
+
+// parseShape reads "d_in,d_out,rank".
+func parseShape(s string) (he.LoRAShape, error) {
+	var sh he.LoRAShape
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return sh, fmt.Errorf("shape %q: want d_in,d_out,rank", s)
+	}
+	for i, dst := range []*int{&sh.DIn, &sh.DOut, &sh.Rank} {
+		n, err := strconv.Atoi(strings.TrimSpace(parts[i]))
+		if err != nil || n < 1 {
+			return sh, fmt.Errorf("shape %q: %q is not a positive integer", s, parts[i])
+		}
+		*dst = n
+	}
+	return sh, nil
+}
+
+// writeNew writes data to a new file (never over an existing one).
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+func newHEKeygenCmd() *cobra.Command {
+	var (
+		kf     keyringFlags
+		out    string
+		preset string
+		lora   []string
+		widths []int
+	)
+	cmd := &cobra.Command{
+		Use:   "keygen --out PREFIX",
+		Short: "Generate a CKKS key pair: PREFIX.hek (client keys, sealed) and PREFIX.evk (evaluation keys)",
+		Long: `keygen generates a tenant's CKKS key pair with Lattigo. The secret key is written
+only sealed, to PREFIX.hek (mode 0600), under the KEK of tenant "` + heKeyringTenant + `" of a local
+keyring (tensafe keys init; --keyring, --master-key-file or --passphrase-file). PREFIX.evk holds
+the evaluation keys (public, relinearization and Galois keys) to register with the server
+(tensafe he register). --lora d_in,d_out,rank (repeatable) adds the Galois keys of the
+interleaved packing for that adapter shape; --mlp-width N (repeatable) those of private
+inference at padded width N, with a relinearization key. Existing files are never overwritten.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return &exitError{code: 2, err: errors.New("--out is required")}
+			}
+			p, err := he.Preset(preset)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			var caps he.Capabilities
+			for _, s := range lora {
+				sh, err := parseShape(s)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--lora: %w", err)}
+				}
+				caps.LoRA = append(caps.LoRA, sh)
+			}
+			caps.MLPWidths = widths
+			kr, err := kf.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer kr.Close()
+			ck, evk, err := he.GenerateKeys(cmd.Context(), p, caps)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			sealed, err := ck.Seal(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant})
+			if err != nil {
+				return err
+			}
+			raw, err := evk.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			if err := writeNew(out+".hek", sealed, 0o600); err != nil {
+				return fmt.Errorf("client keys: %w", err)
+			}
+			if err := writeNew(out+".evk", raw, 0o644); err != nil {
+				return fmt.Errorf("evaluation keys: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key id %s (%s)\nclient keys (sealed): %s.hek\nevaluation keys: %s.evk (%d bytes, %d Galois keys)\n",
+				ck.ID(), p.Name(), out, out, len(raw), len(evk.Galois))
+			return nil
+		},
+	}
+	kf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "path prefix of the two files written (required)")
+	f.StringVar(&preset, "params", he.DefaultPreset, "CKKS parameter preset (see tensafe he params)")
+	f.StringArrayVar(&lora, "lora", nil, "adapter shape d_in,d_out,rank for the interleaved packing (repeatable)")
+	f.IntSliceVar(&widths, "mlp-width", nil, "padded model width for private inference (repeatable)")
+	return cmd
+}
+
+func newHERegisterCmd() *cobra.Command {
+	var (
+		sf  heServerFlags
+		evk string
+	)
+	cmd := &cobra.Command{
+		Use:   "register --evk PREFIX.evk --server URL",
+		Short: "Register evaluation keys with the server (the new key becomes active, the previous one retired)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if evk == "" {
+				return &exitError{code: 2, err: errors.New("--evk is required")}
+			}
+			data, err := os.ReadFile(evk)
+			if err != nil {
+				return err
+			}
+			k, err := he.UnmarshalEvaluationKeys(data, 0)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", evk, err)}
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			info, err := c.RegisterHEKeys(cmd.Context(), k)
+			if err != nil {
+				return err
+			}
+			return heJSON(cmd, info)
+		},
+	}
+	sf.register(cmd)
+	cmd.Flags().StringVar(&evk, "evk", "", "evaluation keys file written by tensafe he keygen (required)")
+	return cmd
+}
+
+func heJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newHEAdapterCmd() *cobra.Command {
+	var (
+		sf     heServerFlags
+		module string
+		in     string
+		src    he.AdapterSource
+	)
+	cmd := &cobra.Command{
+		Use:   "adapter --module NAME (--in ADAPTER.json | --client ID | --artifact ID) --server URL",
+		Short: "Register a plaintext LoRA adapter for encrypted deltas",
+		Long: `adapter registers (or replaces) the LoRA adapter of a module: from a JSON file
+{"a": rank×d_in, "b": d_out×rank, "scale": s} (--in), or from one projection (--layer,
+--proj) of a training client's current adapter (--client) or of a checkpoint artifact
+(--artifact) of the same tenant.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if module == "" {
+				return &exitError{code: 2, err: errors.New("--module is required")}
+			}
+			n := 0
+			for _, s := range []string{in, src.TrainingClientID, src.ArtifactID} {
+				if s != "" {
+					n++
+				}
+			}
+			if n != 1 {
+				return &exitError{code: 2, err: errors.New("give exactly one of --in, --client and --artifact")}
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			var res *he.RegisterAdapterResponse
+			if in != "" {
+				data, err := os.ReadFile(in)
+				if err != nil {
+					return err
+				}
+				var a struct {
+					A     [][]float64 `json:"a"`
+					B     [][]float64 `json:"b"`
+					Scale float64     `json:"scale"`
+				}
+				dec := json.NewDecoder(bytes.NewReader(data))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&a); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("%s: %w", in, err)}
+				}
+				res, err = c.RegisterHEAdapter(cmd.Context(), module, he.Adapter{A: a.A, B: a.B, Scale: a.Scale})
+				if err != nil {
+					return err
+				}
+			} else if res, err = c.RegisterHEAdapterFrom(cmd.Context(), module, src); err != nil {
+				return err
+			}
+			return heJSON(cmd, res)
+		},
+	}
+	sf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&module, "module", "", "name the adapter is registered under (required)")
+	f.StringVar(&in, "in", "", `JSON file {"a", "b", "scale"}`)
+	f.StringVar(&src.TrainingClientID, "client", "", "training client whose current adapter to take")
+	f.StringVar(&src.ArtifactID, "artifact", "", "checkpoint artifact to take the adapter from")
+	f.IntVar(&src.Layer, "layer", 0, "layer of the projection (with --client or --artifact)")
+	f.StringVar(&src.Module, "proj", "q_proj", "projection (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)")
+	return cmd
+}
+
+func newHEDeltaCmd() *cobra.Command {
+	var (
+		sf      heServerFlags
+		kf      keyringFlags
+		keyFile string
+		modules []string
+		shape   string
+		packing string
+		in, out string
+	)
+	cmd := &cobra.Command{
+		Use:   "delta --keys PREFIX.hek --module NAME --shape d_in,d_out,rank --in X.json --server URL",
+		Short: "Encrypted LoRA deltas: encrypt activations here, compute on the server, decrypt here",
+		Long: `delta reads activations X (JSON, tokens×d_in), encrypts them under the client keys
+(PREFIX.hek, opened with the local keyring), asks the server for the deltas scale·B(Ax) of the
+modules, decrypts them and writes {"module": tokens×d_out, ...} as JSON (--out, default stdout).
+The server never sees X or the deltas. --packing auto (default) chooses by batch size.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keyFile == "" || len(modules) == 0 || shape == "" || in == "" {
+				return &exitError{code: 2, err: errors.New("--keys, --module, --shape and --in are required")}
+			}
+			sh, err := parseShape(shape)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--shape: %w", err)}
+			}
+			var pk he.Packing
+			switch packing {
+			case "auto", "":
+				pk = client.PackingAuto
+			case string(he.PackingThroughput), string(he.PackingLatency):
+				pk = he.Packing(packing)
+			default:
+				return &exitError{code: 2, err: fmt.Errorf("--packing %q: want auto, %s or %s", packing, he.PackingThroughput, he.PackingLatency)}
+			}
+			xdata, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			var x [][]float64
+			if err := json.Unmarshal(xdata, &x); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", in, err)}
+			}
+			sealed, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			kr, err := kf.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer kr.Close()
+			ck, err := he.OpenClientKeys(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant}, sealed)
+			if err != nil {
+				return fmt.Errorf("%s: %w", keyFile, err)
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			deltas, err := c.HE(ck).Deltas(cmd.Context(), modules, sh, x, pk)
+			if err != nil {
+				return err
+			}
+			res := make(map[string][][]float64, len(modules))
+			for i, m := range modules {
+				res[m] = deltas[i]
+			}
+			data, err := json.Marshal(res)
+			if err != nil {
+				return err
+			}
+			data = append(data, '\n')
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			return writeNew(out, data, 0o600)
+		},
+	}
+	sf.register(cmd)
+	kf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&keyFile, "keys", "", "sealed client keys written by tensafe he keygen (required)")
+	f.StringArrayVar(&modules, "module", nil, "registered module (repeatable; same d_in)")
+	f.StringVar(&shape, "shape", "", "adapter shape d_in,d_out,rank (required)")
+	f.StringVar(&packing, "packing", "auto", "auto, feature_major or interleaved")
+	f.StringVar(&in, "in", "", "activations, JSON tokens×d_in (required)")
+	f.StringVar(&out, "out", "", "output file (default stdout; never overwritten)")
 	return cmd
 }
 

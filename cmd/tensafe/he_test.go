@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tensafe/tensafe/he"
+)
+
+func runHECLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+// heServer runs tensafe serve in process and returns its base URL and the
+// operator admin key file.
+func heServer(t *testing.T) (string, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() {
+		done <- runServe(ctx, serveOptions{dataDir: dir, addr: "127.0.0.1:0", rateLimit: -1, grace: 5 * time.Second,
+			logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &out, func(a string) { addrc <- a })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		return "http://" + a, filepath.Join(dir, serveAdminKeyFile)
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	return "", ""
+}
+
+// TestHECLI: keygen (client keys sealed by a local keyring), register,
+// adapter from a JSON file, and delta through a live server, equal to the
+// plaintext delta; files are never overwritten.
+func TestHECLI(t *testing.T) {
+	t.Setenv(envMasterKey, "")
+	t.Setenv(envPassphrase, "")
+	t.Setenv(envKeyring, "")
+	t.Setenv("TENSAFE_API_KEY", "")
+	dir := t.TempDir()
+	ring, mk := filepath.Join(dir, "client-keyring.tsk"), filepath.Join(dir, "master.key")
+	if _, err := runHECLI(t, "keys", "init", "--keyring", ring, "--new-master-key", mk); err != nil {
+		t.Fatal(err)
+	}
+	kr := []string{"--keyring", ring, "--master-key-file", mk}
+	prefix := filepath.Join(dir, "tenant")
+	out, err := runHECLI(t, append([]string{"he", "keygen", "--out", prefix, "--lora", "32,24,4"}, kr...)...)
+	if err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(prefix + ".hek"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("client keys file: %v %v", err, fi)
+	}
+	sealed, _ := os.ReadFile(prefix + ".hek")
+	if !bytes.Contains([]byte(out), []byte("hek_")) || bytes.Contains(sealed, []byte("tensafe.he.client_keys")) {
+		t.Fatalf("keygen output %q, or the client keys are not sealed", out)
+	}
+	if _, err := runHECLI(t, append([]string{"he", "keygen", "--out", prefix}, kr...)...); err == nil {
+		t.Fatal("keygen overwrote existing key files")
+	}
+
+	base, adminKey := heServer(t)
+	srv := []string{"--server", base, "--api-key-file", adminKey}
+	out, err = runHECLI(t, append([]string{"he", "register", "--evk", prefix + ".evk"}, srv...)...)
+	if err != nil {
+		t.Fatalf("register: %v\n%s", err, out)
+	}
+	var info he.KeyInfo
+	if err := json.Unmarshal([]byte(out), &info); err != nil || info.State != he.KeyActive {
+		t.Fatalf("register output %q: %v", out, err)
+	}
+
+	r := rand.New(rand.NewPCG(4, 4))
+	mat := func(rows, cols int) [][]float64 {
+		m := make([][]float64, rows)
+		for i := range m {
+			m[i] = make([]float64, cols)
+			for j := range m[i] {
+				m[i][j] = r.NormFloat64() * 0.05
+			}
+		}
+		return m
+	}
+	ad := he.Adapter{A: mat(4, 32), B: mat(24, 4), Scale: 2}
+	adFile := filepath.Join(dir, "adapter.json")
+	b, _ := json.Marshal(map[string]any{"a": ad.A, "b": ad.B, "scale": ad.Scale})
+	os.WriteFile(adFile, b, 0o600)
+	out, err = runHECLI(t, append([]string{"he", "adapter", "--module", "layers.0.q_proj", "--in", adFile}, srv...)...)
+	if err != nil || !strings.Contains(out, string(he.PackingLatency)) {
+		t.Fatalf("adapter: %v\n%s", err, out)
+	}
+
+	x := make([][]float64, 5)
+	for i := range x {
+		x[i] = make([]float64, 32)
+		for j := range x[i] {
+			x[i][j] = 2*r.Float64() - 1
+		}
+	}
+	xFile, dFile := filepath.Join(dir, "x.json"), filepath.Join(dir, "delta.json")
+	b, _ = json.Marshal(x)
+	os.WriteFile(xFile, b, 0o600)
+	for _, packing := range []string{"auto", "feature_major"} {
+		os.Remove(dFile)
+		args := append([]string{"he", "delta", "--keys", prefix + ".hek", "--module", "layers.0.q_proj", "--shape", "32,24,4",
+			"--in", xFile, "--out", dFile, "--packing", packing}, srv...)
+		if out, err := runHECLI(t, append(args, kr...)...); err != nil {
+			t.Fatalf("delta %s: %v\n%s", packing, err, out)
+		}
+		var got map[string][][]float64
+		data, _ := os.ReadFile(dFile)
+		if err := json.Unmarshal(data, &got); err != nil {
+			t.Fatal(err)
+		}
+		var worst float64
+		for i := range x {
+			want := ad.Apply(x[i])
+			for c := range want {
+				worst = math.Max(worst, math.Abs(got["layers.0.q_proj"][i][c]-want[c]))
+			}
+		}
+		if worst > 1e-4 {
+			t.Fatalf("packing %s: max error %g", packing, worst)
+		}
+	}
+	// Without the keyring's master key the client keys stay closed.
+	if _, err := runHECLI(t, append([]string{"he", "delta", "--keys", prefix + ".hek", "--module", "m", "--shape", "32,24,4",
+		"--in", xFile, "--keyring", ring}, srv...)...); err == nil {
+		t.Fatal("delta opened the client keys without a master key")
+	}
+}
