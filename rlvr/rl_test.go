@@ -357,4 +357,30 @@ func TestGRPO(t *testing.T) {
 	if mean(hist[len(hist)-3:]) < mean(hist[:3]) {
 		t.Errorf("grpo's mean reward fell: %.2f", hist)
 	}
+
+	// SaveWith: the caller's metadata beside the state, weights only.
+	saved, err := tr.SaveWith(ctx, api.SaveStateRequest{Name: "grpo", Metadata: json.RawMessage(`{"run": "grpo-test"}`),
+		IncludeOptimizer: ptr(false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, err := tc.LoadState(ctx, saved.ArtifactID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := lf.Result(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]json.RawMessage
+	if err := json.Unmarshal(loaded.Metadata, &meta); err != nil || string(meta["run"]) != `"grpo-test"` || meta[rlvr.MetadataKey] == nil ||
+		loaded.OptimizerRestored {
+		t.Errorf("load_state %+v (metadata %s, %v)", loaded, loaded.Metadata, err)
+	}
+	if err := tr.Restore(loaded.Metadata); err != nil {
+		t.Errorf("restore: %v", err)
+	}
+	if _, err := tr.SaveWith(ctx, api.SaveStateRequest{Metadata: json.RawMessage(`{"rlvr": 1}`)}); err == nil {
+		t.Error("metadata overwriting the trainer's key accepted")
+	}
 }

@@ -2,6 +2,7 @@ package rlvr
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -321,15 +322,31 @@ func (t *Trainer) referenceLogProbs(ctx context.Context, batch *api.Batch) error
 // Save writes an encrypted checkpoint of the policy with the algorithm
 // state in its metadata, so that Load resumes the run exactly.
 func (t *Trainer) Save(ctx context.Context, name string) (*api.SaveStateResult, error) {
+	return t.SaveWith(ctx, api.SaveStateRequest{Name: name})
+}
+
+// SaveWith is Save with the request's other options: IncludeOptimizer,
+// and Metadata, a JSON object of the caller's own keys kept beside the
+// algorithm state (the key MetadataKey is the trainer's).
+func (t *Trainer) SaveWith(ctx context.Context, req api.SaveStateRequest) (*api.SaveStateResult, error) {
 	s, err := t.State()
 	if err != nil {
 		return nil, err
 	}
-	meta, err := s.metadata()
-	if err != nil {
-		return nil, err
+	meta := map[string]any{}
+	if len(req.Metadata) > 0 {
+		if err := json.Unmarshal(req.Metadata, &meta); err != nil || meta == nil {
+			return nil, errors.New("rlvr: save: metadata must be a JSON object")
+		}
+		if _, ok := meta[MetadataKey]; ok {
+			return nil, fmt.Errorf("rlvr: save: metadata key %q is the trainer's", MetadataKey)
+		}
 	}
-	f, err := t.policy.SaveStateWith(ctx, api.SaveStateRequest{Name: name, Metadata: meta})
+	meta[MetadataKey] = s
+	if req.Metadata, err = json.Marshal(meta); err != nil {
+		return nil, fmt.Errorf("rlvr: save: %w", err)
+	}
+	f, err := t.policy.SaveStateWith(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("rlvr: save: %w", err)
 	}

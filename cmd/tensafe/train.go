@@ -132,6 +132,9 @@ type trainRLVR struct {
 type trainOutput struct {
 	Dir            string `yaml:"dir"`
 	CheckpointName string `yaml:"checkpoint_name"`
+	// IncludeOptimizer (default true) keeps the AdamW moments in the
+	// checkpoints; false saves the adapter and counters only.
+	IncludeOptimizer *bool `yaml:"include_optimizer"`
 }
 
 // configError is a bad config: the key (dotted path), its line, why.
@@ -1102,14 +1105,15 @@ func (c *parsedConfig) checkpointName() string {
 }
 
 func (r *trainRun) save(ctx context.Context, tc *client.TrainingClient, name string, tr *rlvr.Trainer) (string, error) {
+	req := api.SaveStateRequest{Name: name, IncludeOptimizer: r.cfg.Output.IncludeOptimizer}
 	if tr != nil {
-		res, err := tr.Save(ctx, name)
+		res, err := tr.SaveWith(ctx, req)
 		if err != nil {
 			return "", fmt.Errorf("train: save: %w", err)
 		}
 		return res.ArtifactID, nil
 	}
-	f, err := tc.SaveStateWith(ctx, api.SaveStateRequest{Name: name})
+	f, err := tc.SaveStateWith(ctx, req)
 	if err != nil {
 		return "", fmt.Errorf("train: save: %w", err)
 	}
