@@ -224,7 +224,7 @@ func TestWriteFilesRoundTrip(t *testing.T) {
 }
 
 func TestFormatRatio(t *testing.T) {
-	for in, want := range map[float64]string{0: "0×", 0.10285: "0.103×", 1.4946: "1.49×", 7.7257: "7.73×", 38.85: "38.9×", 455.14: "455×", 6049.2: "6049×"} {
+	for in, want := range map[float64]string{0: "0×", 0.10285: "0.103×", 1.002: "1.00×", 1.4946: "1.49×", 7.7257: "7.73×", 38.86: "38.9×", 455.14: "455×", 6049.2: "6049×"} {
 		if got := FormatRatio(in); got != want {
 			t.Errorf("FormatRatio(%v) = %q, want %q", in, got, want)
 		}

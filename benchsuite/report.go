@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -154,10 +155,18 @@ func hasDerived(rep *Report) bool {
 	return false
 }
 
-// FormatRatio prints a ratio with three significant digits below 100.
+// FormatRatio prints a ratio with three significant digits (whole numbers
+// from 100 on).
 func FormatRatio(v float64) string {
-	if v >= 100 || v <= -100 {
+	a := math.Abs(v)
+	switch {
+	case a >= 100:
 		return fmt.Sprintf("%.0f×", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f×", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f×", v)
+	default:
+		return fmt.Sprintf("%.3g×", v)
 	}
-	return fmt.Sprintf("%.3g×", v)
 }
