@@ -267,7 +267,11 @@ func (e *Evaluator) deltaFeatureMajor(ctx context.Context, ad *loraAdapter, next
 	for base := 0; base < s.DOut; base += outBlock {
 		n := min(outBlock, s.DOut-base)
 		tiles := (n + fmTile - 1) / fmTile
-		err := parallelFor(ctx, tiles, workers, func() any { return newWideAcc(2, L, N) }, func(st any, t int) error {
+		newState := func() any { return nil }
+		if !ad.fmB.narrow {
+			newState = func() any { return newWideAcc(2, L, N) }
+		}
+		err := parallelFor(ctx, tiles, workers, newState, func(st any, t int) error {
 			k0, k1 := t*fmTile, min((t+1)*fmTile, n)
 			for k := k0; k < k1; k++ {
 				ct := rlwe.NewCiphertext(p.p, 1, L-1)
