@@ -19,9 +19,11 @@ import (
 // interval.
 const DefaultRetentionInterval = time.Minute
 
-// retention is the artifact retention policy and what its sweeps did.
+// retention is the artifact and operation retention policy and what its
+// sweeps did.
 type retention struct {
-	ttl time.Duration // 0: artifacts have no TTL (an explicit ExpiresAt still applies)
+	ttl   time.Duration // 0: artifacts have no TTL (an explicit ExpiresAt still applies)
+	opTTL time.Duration // 0: finished operations (and their results) are kept
 
 	mu       sync.Mutex
 	running  bool
@@ -35,8 +37,9 @@ type retention struct {
 func (s *Service) ArtifactTTL() time.Duration { return s.ret.ttl }
 
 // expiry returns when artifact a expires: its recorded ExpiresAt, else its
-// creation time plus the TTL, else never (nil). The TTL is applied when a
-// sweep runs, so a TTL set later applies to artifacts written before.
+// creation time plus the TTL, else never (nil). An artifact written while a
+// TTL is configured records its ExpiresAt (sealedStore.CreateArtifact); to
+// one written before, the TTL is applied when a sweep runs.
 func (s *Service) expiry(a store.Artifact) *time.Time {
 	if a.ExpiresAt != nil {
 		t := a.ExpiresAt.UTC()
@@ -49,35 +52,69 @@ func (s *Service) expiry(a store.Artifact) *time.Time {
 	return &t
 }
 
-// expired lists the artifacts of every tenant that have expired at now.
+// expired lists the artifacts of every tenant that have expired at now,
+// by the two indexed queries: a recorded expires_at at or before now, and,
+// with a TTL, no expires_at and a creation at or before now − TTL.
 func (s *Service) expired(ctx context.Context, now time.Time) ([]store.Artifact, error) {
-	ts, err := s.st.ListTenants(ctx)
+	out, err := s.st.ListExpiredArtifacts(ctx, now)
 	if err != nil {
 		return nil, err
 	}
-	var out []store.Artifact
-	for _, t := range ts {
-		as, err := s.st.ListArtifacts(ctx, t.ID)
+	if s.ret.ttl > 0 {
+		old, err := s.st.ListArtifactsWithoutExpiry(ctx, now.Add(-s.ret.ttl))
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range as {
-			if e := s.expiry(a); e != nil && !e.After(now) {
-				out = append(out, a)
-			}
-		}
+		out = append(out, old...)
 	}
 	return out, nil
+}
+
+// OperationTTL returns how long finished operations, and their results,
+// are kept (0: for ever).
+func (s *Service) OperationTTL() time.Duration { return s.ret.opTTL }
+
+// opSweepBatch is how many operations one delete statement removes.
+const opSweepBatch = 1000
+
+// expireOperations deletes the operations that finished before now − the
+// operation TTL, in batches, and returns how many.
+func (s *Service) expireOperations(ctx context.Context, now time.Time) (int64, error) {
+	if s.ret.opTTL <= 0 {
+		return 0, nil
+	}
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("service: retention: %w", err)
+		}
+		n, err := s.st.DeleteFinishedOperations(context.WithoutCancel(ctx), now.Add(-s.ret.opTTL), opSweepBatch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("service: retention: delete finished operations: %w", err)
+		}
+		if n < opSweepBatch {
+			return total, nil
+		}
+	}
 }
 
 // EnforceRetention deletes every artifact expired at now: first the
 // encrypted file (so that nothing readable is left if the rest fails; a
 // file already gone is fine), then its record, then it appends a
 // RETENTION event (retention.delete_artifact) to the audit log with the
-// artifact's content hash. It returns how many artifacts it deleted; on an
-// error it stops, and the next sweep retries what is left.
+// artifact's content hash. With an operation TTL it also deletes the
+// operations (futures, with their sealed results) that finished more than
+// the TTL before now; the sweep's audit entry counts them. It returns how
+// many artifacts it deleted; on an error it stops, and the next sweep
+// retries what is left.
 func (s *Service) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 	n, err := s.enforceRetention(ctx, now)
+	ops, oerr := int64(0), error(nil)
+	if err == nil {
+		ops, oerr = s.expireOperations(ctx, now)
+		err = oerr
+	}
 	s.ret.mu.Lock()
 	s.ret.last, s.ret.deleted = now.UTC(), s.ret.deleted+int64(n)
 	s.ret.lastErr = ""
@@ -85,9 +122,13 @@ func (s *Service) EnforceRetention(ctx context.Context, now time.Time) (int, err
 		s.ret.lastErr = err.Error()
 	}
 	s.ret.mu.Unlock()
-	if err != nil || n > 0 {
+	if err != nil || n > 0 || ops > 0 {
 		r := audit.Record{Actor: "system", Operation: OpRetentionSweep, Outcome: audit.OutcomeSuccess,
 			Details: map[string]string{"deleted_count": fmt.Sprint(n), "ttl_seconds": fmt.Sprint(int64(s.ret.ttl / time.Second))}}
+		if s.ret.opTTL > 0 {
+			r.Details["operations_deleted_count"] = fmt.Sprint(ops)
+			r.Details["operation_ttl_seconds"] = fmt.Sprint(int64(s.ret.opTTL / time.Second))
+		}
 		if err != nil {
 			r.Outcome = audit.OutcomeFailure
 			r.Details["error_code"] = api.CodeInternal

@@ -53,6 +53,10 @@ type Config struct {
 	// EnforceRetention (or RunRetention) deletes them once expired. 0: no
 	// TTL (see retention.go).
 	ArtifactTTL time.Duration
+	// OperationTTL is how long finished operations (futures, with their
+	// results) are kept after they finished; EnforceRetention deletes them
+	// once expired. 0: kept for ever.
+	OperationTTL time.Duration
 }
 
 // DefaultMaxQueued is the default bound on one client's queue.
@@ -81,6 +85,9 @@ type Service struct {
 	closed   bool
 	sessions map[string]*session      // client id → loaded session
 	waiters  map[string]chan struct{} // operation id → closed when final
+	// integrityReported: clients whose integrity failure is audited
+	// (sealed.go).
+	integrityReported map[string]bool
 }
 
 // New returns a service. Call Recover before serving requests.
@@ -116,9 +123,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
-		st: cfg.Store, audit: cfg.Audit, keys: cfg.Keys, dir: cfg.ArtifactDir, models: reg, log: lg,
+		st: &sealedStore{Store: cfg.Store, rs: newRecordSealer(cfg.Keys), ttl: max(cfg.ArtifactTTL, 0)}, audit: cfg.Audit, keys: cfg.Keys, dir: cfg.ArtifactDir, models: reg, log: lg,
 		sem: make(chan struct{}, n), maxQ: q, jobCtx: ctx, cancelJob: cancel, pkg: newPackager(cfg.Packages),
-		sessions: map[string]*session{}, waiters: map[string]chan struct{}{}, ret: retention{ttl: max(cfg.ArtifactTTL, 0)},
+		sessions: map[string]*session{}, waiters: map[string]chan struct{}{}, ret: retention{ttl: max(cfg.ArtifactTTL, 0), opTTL: max(cfg.OperationTTL, 0)},
 	}, nil
 }
 
@@ -377,6 +384,9 @@ func (s *Service) session(ctx context.Context, tenant, id string) (*session, err
 func (s *Service) loadSession(ctx context.Context, tenant, id string) (*session, error) {
 	rec, err := s.st.GetClient(ctx, tenant, id)
 	if err != nil {
+		if errors.Is(err, ErrIntegrity) { // the sealed accountant state (sealed.go): fail closed
+			return nil, s.integrityFailure(ctx, tenant, id, "authentication", err)
+		}
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 			return nil, fmt.Errorf("%w: training client", ErrNotFound)
 		}
@@ -409,6 +419,9 @@ func (s *Service) loadSession(ctx context.Context, tenant, id string) (*session,
 	budget, err := privacy.ParseBudget(rec.BudgetState)
 	if err != nil {
 		return nil, fmt.Errorf("service: client %s: stored budget: %w", id, err)
+	}
+	if err := s.checkRollback(ctx, tenant, id, budget.Steps()); err != nil {
+		return nil, err
 	}
 	// The adapter lived in the memory of a process that is gone: unless the
 	// client had not trained yet, it must load a checkpoint before going on.

@@ -1,0 +1,338 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/keys"
+	"github.com/tensafe/tensafe/store"
+)
+
+// countingKeys counts a Provider's DEK draws and unwraps.
+type countingKeys struct {
+	keys.Provider
+	news, unwraps atomic.Int64
+}
+
+func (c *countingKeys) NewDEK(ctx context.Context, tenant string) ([]byte, keys.WrappedKey, error) {
+	c.news.Add(1)
+	return c.Provider.NewDEK(ctx, tenant)
+}
+
+func (c *countingKeys) Unwrap(ctx context.Context, tenant string, w keys.WrappedKey) ([]byte, error) {
+	c.unwraps.Add(1)
+	return c.Provider.Unwrap(ctx, tenant, w)
+}
+
+// restarted returns a new service on the fixture's store, log and keys (a
+// restarted process), configured by mod.
+func restarted(t *testing.T, f *fixture, mod func(*Config)) *Service {
+	t.Helper()
+	cfg := Config{Store: f.st, Audit: f.log, Keys: f.svc.keys, ArtifactDir: f.svc.dir, MaxConcurrent: 2}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+func TestRecordSealing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ck := &countingKeys{Provider: f.svc.keys}
+	rs := newRecordSealer(ck)
+	b := binding{purpose: purposeBudget, tenant: f.tenA, client: "tc_1", step: 7}
+	msg := []byte(`{"accountant state":1}`)
+	rec, err := rs.seal(ctx, b, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(rec, []byte(recordMagic)) || bytes.Contains(rec, msg) {
+		t.Fatalf("record %q", rec)
+	}
+	got, err := newRecordSealer(f.svc.keys).open(ctx, b, rec)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("open = %q, %v", got, err)
+	}
+	// Bound to tenant, client, operation, step and purpose.
+	for name, other := range map[string]binding{
+		"tenant":  {purpose: purposeBudget, tenant: f.tenB, client: "tc_1", step: 7},
+		"client":  {purpose: purposeBudget, tenant: f.tenA, client: "tc_2", step: 7},
+		"step":    {purpose: purposeBudget, tenant: f.tenA, client: "tc_1", step: 6},
+		"op":      {purpose: purposeBudget, tenant: f.tenA, client: "tc_1", op: "op_1", step: 7},
+		"purpose": {purpose: purposeResult, tenant: f.tenA, client: "tc_1", step: 7},
+	} {
+		if _, err := rs.open(ctx, other, rec); err == nil {
+			t.Errorf("the record opened under another %s", name)
+		} else if name != "tenant" && !errors.Is(err, ErrIntegrity) {
+			t.Errorf("%s: %v is not ErrIntegrity", name, err)
+		}
+	}
+	// Any altered byte fails; all but the KEK version (an unknown version
+	// is the keyring's error) are ErrIntegrity.
+	for i := range rec {
+		bad := bytes.Clone(rec)
+		bad[i] ^= 0x01
+		_, err := newRecordSealer(f.svc.keys).open(ctx, b, bad)
+		if err == nil {
+			t.Fatalf("byte %d altered: opened", i)
+		}
+		if (i < 5 || i > 8) && !errors.Is(err, ErrIntegrity) {
+			t.Fatalf("byte %d altered: %v", i, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, rec[:10], rec[:len(rec)-1], []byte(`{"plaintext":true}`)} {
+		if _, err := rs.open(ctx, b, bad); !errors.Is(err, ErrIntegrity) {
+			t.Fatalf("open(%q) = %v", bad, err)
+		}
+	}
+	// One DEK per client, unwrapped once per process.
+	for i := range 50 {
+		if _, err := rs.seal(ctx, binding{purpose: purposeResult, tenant: f.tenA, client: "tc_1", op: "op_" + string(rune('a'+i%26))}, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ck.news.Load(); n != 1 {
+		t.Fatalf("%d DEKs drawn for one client", n)
+	}
+	fresh := newRecordSealer(ck)
+	ck.unwraps.Store(0)
+	for range 50 {
+		if _, err := fresh.open(ctx, b, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ck.unwraps.Load(); n != 1 {
+		t.Fatalf("%d unwraps for 50 opens of one DEK's records", n)
+	}
+}
+
+// TestResultsSealedAtRest: the store holds results sealed; the service
+// returns them in clear; a result moved to another operation's row does not
+// open.
+func TestResultsSealedAtRest(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 2, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("secret text", "more")})
+	var fb api.ForwardBackwardResult
+	got := await(t, s, ten, fu, err, &fb)
+	if len(fb.PerExampleLoss) != 2 || !strings.Contains(string(got.Result), "per_example_loss") {
+		t.Fatalf("result in clear through the service: %s", got.Result)
+	}
+	sf, err := s.Sample(ctx, ten, tc.ID, api.SampleRequest{Prompt: "ab", MaxTokens: 4})
+	var sr api.SampleResult
+	await(t, s, ten, sf, err, &sr)
+	for _, id := range []string{fu.ID, sf.ID} {
+		raw, err := f.st.GetOperation(ctx, ten, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]string
+		if err := json.Unmarshal(raw.Result, &v); err != nil || len(v) != 1 || v[resultKey] == "" {
+			t.Fatalf("stored result of %s is not sealed: %s", id, raw.Result)
+		}
+		for _, leak := range []string{"per_example_loss", "logprobs", "sequences", "loss"} {
+			if strings.Contains(string(raw.Result), leak) {
+				t.Fatalf("stored result of %s shows %q", id, leak)
+			}
+		}
+	}
+	// The sealed result of one operation, planted in another's row.
+	raw, _ := f.st.GetOperation(ctx, ten, fu.ID)
+	if _, err := f.st.CreateOperation(ctx, store.Operation{ID: "op_planted", TenantID: ten, ClientID: tc.ID, Kind: store.KindForwardBackward,
+		State: store.OpSucceeded, Result: raw.Result}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOperation(ctx, ten, "op_planted"); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("a moved result: %v", err)
+	}
+	// A plaintext result written behind the service's back is refused.
+	if _, err := f.st.CreateOperation(ctx, store.Operation{ID: "op_plain", TenantID: ten, ClientID: tc.ID, Kind: store.KindForwardBackward,
+		State: store.OpSucceeded, Result: json.RawMessage(`{"loss":0}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOperation(ctx, ten, "op_plain"); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("a plaintext result: %v", err)
+	}
+	// A restarted process opens the results (the DEK is unwrapped again).
+	s2 := restarted(t, f, nil)
+	f2, err := s2.GetOperation(ctx, ten, fu.ID)
+	if err != nil || !bytes.Equal(f2.Result, got.Result) {
+		t.Fatalf("after restart: %s, %v", f2.Result, err)
+	}
+}
+
+// TestBudgetStateIntegrity: the accountant state is sealed; a reset
+// (plaintext fresh state) or a rollback (an older sealed state of the
+// client) written behind the service's back refuses the client after a
+// restart, audited once; the genuine state put back works again.
+func TestBudgetStateIntegrity(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 8, 2, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := s.st.GetClient(ctx, ten, tc.ID) // the service's view: in clear
+	if err != nil {
+		t.Fatal(err)
+	}
+	var step1 store.TrainingClient
+	for i := range 3 {
+		fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: textBatch("ab", "cd")})
+		await(t, s, ten, fu, err, nil)
+		ou, err := s.OptimStep(ctx, ten, tc.ID)
+		await(t, s, ten, ou, err, nil)
+		if i == 0 {
+			if step1, err = f.st.GetClient(ctx, ten, tc.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want, err := s.DPMetrics(ctx, ten, tc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := f.st.GetClient(ctx, ten, tc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(good.BudgetState, []byte(recordMagic)) || bytes.Equal(good.BudgetState, fresh.BudgetState) {
+		t.Fatal("the stored accountant state is not sealed")
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// write puts a state in the row behind the service's back.
+	write := func(step int64, state []byte) {
+		t.Helper()
+		cur, err := f.st.GetClient(ctx, ten, tc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Step, cur.BudgetState = step, state
+		if _, err := f.st.UpdateClient(ctx, cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withAudit := func(c *Config) { c.Packages.AuditStore = f.as }
+	refused := func(s *Service, reason string) {
+		t.Helper()
+		for range 2 {
+			_, err := s.DPMetrics(ctx, ten, tc.ID)
+			if !errors.Is(err, ErrIntegrity) || !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), reason) {
+				t.Fatalf("%s: DPMetrics = %v", reason, err)
+			}
+			if _, err := s.OptimStep(ctx, ten, tc.ID); !errors.Is(err, ErrIntegrity) {
+				t.Fatalf("%s: OptimStep = %v", reason, err)
+			}
+		}
+	}
+	// ε reset: a fresh state in clear.
+	write(0, fresh.BudgetState)
+	refused(restarted(t, f, withAudit), "authentication")
+	// The genuine state of another step number.
+	write(2, good.BudgetState)
+	refused(restarted(t, f, withAudit), "authentication")
+	// Rollback: the client's own state after step 1, with its step.
+	write(step1.Step, step1.BudgetState)
+	refused(restarted(t, f, withAudit), "rollback")
+	// Without a readable audit store the rollback is not detected.
+	if m, err := restarted(t, f, nil).DPMetrics(ctx, ten, tc.ID); err != nil || m.Steps != 1 {
+		t.Fatalf("rollback without an audit store: %+v, %v", m, err)
+	}
+	// The genuine state back: the client works again.
+	write(good.Step, good.BudgetState)
+	if m, err := restarted(t, f, withAudit).DPMetrics(ctx, ten, tc.ID); err != nil || m != want {
+		t.Fatalf("genuine state: %+v, %v; want %+v", m, err, want)
+	}
+	var failures []audit.Entry
+	if err := auditScan(f, func(e audit.Entry) {
+		if e.Operation == OpIntegrityFailure {
+			failures = append(failures, e)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Once per process and client: three refusing processes.
+	if len(failures) != 3 || failures[2].Details["reason"] != "rollback" || failures[0].Resource != tc.ID ||
+		failures[0].TenantID != ten || failures[0].Outcome != audit.OutcomeFailure {
+		t.Fatalf("integrity audit entries: %+v", failures)
+	}
+}
+
+// TestRetentionIndexedAndOperations: with a TTL an artifact records its
+// expiry when written; with an operation TTL a sweep deletes the finished
+// operations (and their results) older than it, never an unfinished one.
+func TestRetentionIndexedAndOperations(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s := restarted(t, f, func(c *Config) { c.ArtifactTTL, c.OperationTTL = time.Hour, 2*time.Hour })
+	ten := f.tenA
+	sv := savedArtifact(t, s, ten)
+	raw, err := f.st.GetArtifact(ctx, ten, sv.ArtifactID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw.ExpiresAt == nil || !raw.ExpiresAt.Equal(raw.CreatedAt.Add(time.Hour)) {
+		t.Fatalf("artifact expiry %v, created %v", raw.ExpiresAt, raw.CreatedAt)
+	}
+	// Found by the indexed query.
+	if l, err := f.st.ListExpiredArtifacts(ctx, raw.CreatedAt.Add(time.Hour)); err != nil || len(l) != 1 || l[0].ID != sv.ArtifactID {
+		t.Fatalf("ListExpiredArtifacts = %+v, %v", l, err)
+	}
+	ops, err := f.st.ListOperationsByState(ctx, store.OpSucceeded)
+	if err != nil || len(ops) < 2 {
+		t.Fatalf("succeeded operations: %d, %v", len(ops), err)
+	}
+	queued, err := f.st.CreateOperation(ctx, store.Operation{ID: "op_queued", TenantID: ten, Kind: store.KindSample})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An hour on: the artifact goes, the operations stay.
+	if n, err := s.EnforceRetention(ctx, raw.CreatedAt.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("sweep at the artifact's expiry: %d, %v", n, err)
+	}
+	if _, err := s.GetOperation(ctx, ten, ops[0].ID); err != nil {
+		t.Fatalf("operation within its TTL: %v", err)
+	}
+	// Past the operation TTL: the finished operations go.
+	if _, err := s.EnforceRetention(ctx, time.Now().Add(2*time.Hour+time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range ops {
+		if _, err := s.GetOperation(ctx, ten, op.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("expired operation %s: %v", op.ID, err)
+		}
+	}
+	if _, err := s.GetOperation(ctx, ten, queued.ID); err != nil {
+		t.Fatalf("queued operation deleted: %v", err)
+	}
+	var sweeps []audit.Entry
+	auditScan(f, func(e audit.Entry) {
+		if e.Operation == OpRetentionSweep {
+			sweeps = append(sweeps, e)
+		}
+	})
+	if len(sweeps) != 2 || sweeps[1].Details["operations_deleted_count"] == "0" || sweeps[1].Details["operation_ttl_seconds"] != "7200" {
+		t.Fatalf("sweep entries %+v", sweeps)
+	}
+}
