@@ -497,3 +497,26 @@ func TestHEAdapterFromTraining(t *testing.T) {
 		t.Fatalf("tenant B taking A's checkpoint: %d, want 404", resp.StatusCode)
 	}
 }
+
+// BenchmarkHEDeltaOverAPI: one interleaved request of 2 tokens at d = 4096,
+// r = 16 through the SDK and a real server: encrypt, CBOR, the server's key
+// and adapter loading and evaluation, decrypt.
+func BenchmarkHEDeltaOverAPI(b *testing.B) {
+	ck, evk := heKeys(b)
+	e := newEnv(b)
+	c := e.client(b, e.trainerA)
+	if _, err := c.RegisterHEKeys(e.ctx, evk); err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	if _, err := c.RegisterHEAdapter(e.ctx, "q", he.Adapter{A: gaussMat(r, 16, 4096, 0.02), B: gaussMat(r, 4096, 16, 0.02), Scale: 2}); err != nil {
+		b.Fatal(err)
+	}
+	s := c.HE(ck)
+	x := uniformMat(r, 2, 4096)
+	for b.Loop() {
+		if _, err := s.Deltas(e.ctx, []string{"q"}, heShape, x, he.PackingLatency); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
