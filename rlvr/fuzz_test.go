@@ -17,6 +17,11 @@ func FuzzLastNumber(f *testing.F) {
 		if ok && (math.IsNaN(v) || math.IsInf(v, 0)) {
 			t.Fatalf("LastNumber(%q) = %v", s, v)
 		}
+		// The fast path finds what the full scan finds.
+		w, wok := lastNumberIn(s)
+		if ok != wok || ok && v != w {
+			t.Fatalf("LastNumber(%q) = %v, %v; full scan %v, %v", s, v, ok, w, wok)
+		}
 	})
 }
 

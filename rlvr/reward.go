@@ -391,6 +391,29 @@ var numberRE = regexp.MustCompile(`[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[
 // LastNumber returns the last number written in text ("the answer is
 // 1,234.5" → 1234.5; "3/4" → 0.75), the way math answers are checked.
 func LastNumber(text string) (float64, bool) {
+	// Fast path: only the run of number characters around the last digit
+	// can hold the last number.
+	last := strings.LastIndexAny(text, "0123456789")
+	if last < 0 {
+		return 0, false
+	}
+	const numChars = "0123456789,.+-/eE"
+	start := last
+	for start > 0 && strings.IndexByte(numChars, text[start-1]) >= 0 {
+		start--
+	}
+	end := last + 1
+	for end < len(text) && strings.IndexByte(numChars, text[end]) >= 0 {
+		end++
+	}
+	if v, ok := lastNumberIn(text[start:end]); ok {
+		return v, true
+	}
+	return lastNumberIn(text[:start])
+}
+
+// lastNumberIn is the full scan: every match of numberRE, last first.
+func lastNumberIn(text string) (float64, bool) {
 	ms := numberRE.FindAllString(text, -1)
 	for i := len(ms) - 1; i >= 0; i-- {
 		if v, ok := parseNumber(ms[i]); ok {
