@@ -237,7 +237,9 @@ func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
 // Update is the learning half of Step: from scored rollouts (one group per
 // prompt, e.g. from Rollout), compute the advantages and update the policy,
 // then advance the algorithm state. Callers with their own rollouts use it
-// directly.
+// directly. On error the algorithm state is not advanced, but the epochs
+// that completed before the error have updated the policy (their steps are
+// accounted by the server).
 func (t *Trainer) Update(ctx context.Context, groups [][]Trajectory) (*StepResult, error) {
 	baseline := t.state.Baseline
 	if err := Advantages(groups, t.cfg.Advantage, &baseline); err != nil {
