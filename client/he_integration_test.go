@@ -27,6 +27,9 @@ var (
 	heErr   error
 	heShape = he.LoRAShape{DIn: 4096, DOut: 4096, Rank: 16}
 	heSmall = he.LoRAShape{DIn: 64, DOut: 48, Rank: 4}
+	// heTiny keeps feature-major requests small (24 ciphertexts, 9 MiB)
+	// where the test is about something else.
+	heTiny = he.LoRAShape{DIn: 24, DOut: 16, Rank: 2}
 	heMLP   = func() *he.MLP {
 		r := rand.New(rand.NewPCG(3, 4))
 		return &he.MLP{Layers: []he.Layer{
@@ -241,7 +244,7 @@ func TestHETenantIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 1))
-	if _, err := a.RegisterHEAdapter(ctx, "small.q", he.Adapter{A: gaussMat(r, 4, 64, 0.02), B: gaussMat(r, 48, 4, 0.02), Scale: 1}); err != nil {
+	if _, err := a.RegisterHEAdapter(ctx, "small.q", he.Adapter{A: gaussMat(r, 2, 24, 0.02), B: gaussMat(r, 16, 2, 0.02), Scale: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.HEKey(ctx, ck.ID()); !client.IsNotFound(err) {
@@ -251,7 +254,7 @@ func TestHETenantIsolation(t *testing.T) {
 		t.Fatalf("tenant B's keys: %v %v", ks, err)
 	}
 	// B under A's key id.
-	if _, err := b.HE(ck).Deltas(ctx, []string{"small.q"}, heSmall, uniformMat(r, 2, 64), he.PackingThroughput); !client.IsNotFound(err) {
+	if _, err := b.HE(ck).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); !client.IsNotFound(err) {
 		t.Fatalf("tenant B using A's key: %v, want not found", err)
 	}
 	// B with its own key, asking for A's adapter.
@@ -263,11 +266,11 @@ func TestHETenantIsolation(t *testing.T) {
 	if _, err := b.RegisterHEKeys(ctx, evkB); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.HE(ckB).Deltas(ctx, []string{"small.q"}, heSmall, uniformMat(r, 2, 64), he.PackingThroughput); !client.IsNotFound(err) {
+	if _, err := b.HE(ckB).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); !client.IsNotFound(err) {
 		t.Fatalf("tenant B asking for A's adapter: %v, want not found", err)
 	}
 	// A's own call works; a viewer of A may not register.
-	if _, err := a.HE(ck).Deltas(ctx, []string{"small.q"}, heSmall, uniformMat(r, 2, 64), he.PackingThroughput); err != nil {
+	if _, err := a.HE(ck).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.client(t, e.viewerA).RegisterHEKeys(ctx, evk); !client.IsPermissionDenied(err) {
@@ -287,10 +290,10 @@ func TestHETenantIsolation(t *testing.T) {
 	if k, err := a.HEKey(ctx, ck.ID()); err != nil || k.State != he.KeyRetired || k.Retired == nil {
 		t.Fatalf("old key after rotation: %+v %v", k, err)
 	}
-	if _, err := a.HE(ck).Deltas(ctx, []string{"small.q"}, heSmall, uniformMat(r, 2, 64), he.PackingThroughput); !client.IsFailedPrecondition(err) {
+	if _, err := a.HE(ck).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); !client.IsFailedPrecondition(err) {
 		t.Fatalf("deltas under a retired key: %v, want failed precondition", err)
 	}
-	if _, err := a.HE(ck2).Deltas(ctx, []string{"small.q"}, heSmall, uniformMat(r, 2, 64), he.PackingThroughput); err != nil {
+	if _, err := a.HE(ck2).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -306,11 +309,11 @@ func TestHEMalformedRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(2, 2))
-	if _, err := c.RegisterHEAdapter(ctx, "small.q", he.Adapter{A: gaussMat(r, 4, 64, 0.02), B: gaussMat(r, 48, 4, 0.02), Scale: 1}); err != nil {
+	if _, err := c.RegisterHEAdapter(ctx, "small.q", he.Adapter{A: gaussMat(r, 2, 24, 0.02), B: gaussMat(r, 16, 2, 0.02), Scale: 1}); err != nil {
 		t.Fatal(err)
 	}
 	hc := he.NewClient(ck)
-	in, err := hc.EncryptLoRAInput(ctx, uniformMat(r, 3, 64), he.PackingThroughput, heSmall)
+	in, err := hc.EncryptLoRAInput(ctx, uniformMat(r, 3, 24), he.PackingThroughput, heTiny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +356,7 @@ func TestHEMalformedRequests(t *testing.T) {
 		})
 	}
 	// A JSON body with an unknown field names it. (The bodies here are
-	// over 30 MiB: 64 feature-major ciphertexts in base64, beyond the
+	// over 12 MiB: 24 feature-major ciphertexts in base64, beyond the
 	// general api.MaxRequestBytes, within the HE routes' limit.)
 	body, _ := json.Marshal(map[string]any{"key_id": ck.ID(), "modules": []string{"small.q"}, "input": good, "extra": 1})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url+"/api/v1/he/deltas", bytes.NewReader(body))
