@@ -30,7 +30,7 @@ var (
 	// heTiny keeps feature-major requests small (24 ciphertexts, 9 MiB)
 	// where the test is about something else.
 	heTiny = he.LoRAShape{DIn: 24, DOut: 16, Rank: 2}
-	heMLP   = func() *he.MLP {
+	heMLP  = func() *he.MLP {
 		r := rand.New(rand.NewPCG(3, 4))
 		return &he.MLP{Layers: []he.Layer{
 			{W: gaussMat(r, 24, 20, 0.2), Bias: gaussVec(r, 24, 0.1), Act: he.Activation{Kind: he.ActSquare}},
