@@ -257,7 +257,39 @@ func (r *recordSealer) sealResult(ctx context.Context, op store.Operation) (json
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(map[string]string{resultKey: base64.StdEncoding.EncodeToString(rec)})
+	// Standard base64 needs no JSON escaping.
+	out := make([]byte, 0, len(resultPrefix)+base64.StdEncoding.EncodedLen(len(rec))+len(resultSuffix))
+	out = append(out, resultPrefix...)
+	out = base64.StdEncoding.AppendEncode(out, rec)
+	return append(out, resultSuffix...), nil
+}
+
+// The stored form of a sealed result, as sealResult writes it.
+const (
+	resultPrefix = `{"` + resultKey + `":"`
+	resultSuffix = `"}`
+)
+
+// sealedResultRecord returns the record inside a stored result: the exact
+// form sealResult writes is read without a JSON decoder; any other
+// spelling of the one-key object is decoded.
+func sealedResultRecord(stored []byte) ([]byte, error) {
+	var b64 []byte
+	if bytes.HasPrefix(stored, []byte(resultPrefix)) && bytes.HasSuffix(stored, []byte(resultSuffix)) &&
+		len(stored) >= len(resultPrefix)+len(resultSuffix) {
+		b64 = stored[len(resultPrefix) : len(stored)-len(resultSuffix)]
+		if bytes.ContainsAny(b64, `"\`) {
+			b64 = nil
+		}
+	}
+	if b64 == nil {
+		var v map[string]string
+		if err := json.Unmarshal(stored, &v); err != nil || len(v) != 1 || v[resultKey] == "" {
+			return nil, errors.New("the result is not sealed")
+		}
+		b64 = []byte(v[resultKey])
+	}
+	return base64.StdEncoding.AppendDecode(nil, b64)
 }
 
 // openResult returns the plaintext result of a stored operation.
@@ -265,12 +297,7 @@ func (r *recordSealer) openResult(ctx context.Context, op store.Operation) (json
 	if len(op.Result) == 0 {
 		return nil, nil
 	}
-	var v map[string]string
-	dec := json.NewDecoder(bytes.NewReader(op.Result))
-	if err := dec.Decode(&v); err != nil || len(v) != 1 || v[resultKey] == "" {
-		return nil, fmt.Errorf("%w: operation %s: the result is not sealed", ErrIntegrity, op.ID)
-	}
-	rec, err := base64.StdEncoding.DecodeString(v[resultKey])
+	rec, err := sealedResultRecord(op.Result)
 	if err != nil {
 		return nil, fmt.Errorf("%w: operation %s: %v", ErrIntegrity, op.ID, err)
 	}

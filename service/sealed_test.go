@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -334,5 +335,156 @@ func TestRetentionIndexedAndOperations(t *testing.T) {
 	})
 	if len(sweeps) != 2 || sweeps[1].Details["operations_deleted_count"] == "0" || sweeps[1].Details["operation_ttl_seconds"] != "7200" {
 		t.Fatalf("sweep entries %+v", sweeps)
+	}
+}
+
+// TestRecordFormat opens a sealed record by docs/STORE.md §8 alone, with
+// crypto/cipher and the keyring, as an independent reader would.
+func TestRecordFormat(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	rs := newRecordSealer(f.svc.keys)
+	b := binding{purpose: purposeResult, tenant: f.tenA, client: "tc_x", op: "op_y"}
+	msg := []byte(`{"loss":1.5}`)
+	rec, err := rs.seal(ctx, b, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// magic "TSR" 0x01 | purpose | u32 KEK version | u8 n | wrapped DEK (n) | nonce (12) | ciphertext ‖ tag
+	if string(rec[:4]) != "TSR\x01" || rec[4] != 1 || rec[9] != 40 {
+		t.Fatalf("header % x", rec[:10])
+	}
+	n := int(rec[9])
+	ver := uint32(rec[5])<<24 | uint32(rec[6])<<16 | uint32(rec[7])<<8 | uint32(rec[8])
+	dek, err := f.svc.keys.Unwrap(ctx, f.tenA, keys.WrappedKey{KeyID: "kek:" + f.tenA, KEKVersion: ver, Wrapped: rec[10 : 10+n]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newGCM(dek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aad []byte
+	aad = append(aad, "tensafe.record.v1\x00"...)
+	aad = append(aad, rec[:10+n]...)
+	for _, s := range []string{f.tenA, "tc_x", "op_y"} {
+		aad = append(aad, byte(len(s)>>24), byte(len(s)>>16), byte(len(s)>>8), byte(len(s)))
+		aad = append(aad, s...)
+	}
+	aad = append(aad, 0, 0, 0, 0, 0, 0, 0, 0) // step 0
+	pt, err := aead.Open(nil, rec[10+n:10+n+12], rec[10+n+12:], aad)
+	if err != nil || !bytes.Equal(pt, msg) {
+		t.Fatalf("independent open: %q, %v", pt, err)
+	}
+	// The stored result is the JSON object {"sealed_record": base64(record)}.
+	stored, err := rs.sealResult(ctx, store.Operation{ID: "op_y", TenantID: f.tenA, ClientID: "tc_x", Result: msg})
+	if err != nil || !strings.HasPrefix(string(stored), `{"sealed_record":"VFNSAQ`) {
+		t.Fatalf("stored form %s, %v", stored, err)
+	}
+}
+
+// FuzzOpenRecord: whatever the stored bytes, opening fails cleanly (never
+// panics) unless they are a record sealed for the binding.
+func FuzzOpenRecord(f *testing.F) {
+	fx := newFixture(f)
+	ctx := context.Background()
+	rs := newRecordSealer(fx.svc.keys)
+	b := binding{purpose: purposeResult, tenant: fx.tenA, client: "tc_f", op: "op_f"}
+	rec, err := rs.seal(ctx, b, []byte(`{"x":1}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(rec)
+	f.Add([]byte("TSR\x01"))
+	f.Add([]byte(`{"sealed_record":"VFNSAQ=="}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pt, err := rs.open(ctx, b, data)
+		if err == nil && !bytes.Equal(data, rec) {
+			t.Fatalf("forged record opened: %q", pt)
+		}
+		op := store.Operation{ID: "op_f", TenantID: fx.tenA, ClientID: "tc_f", Result: data}
+		if pt, err := rs.openResult(ctx, op); err == nil && len(data) > 0 && !bytes.Contains(data, []byte("VFNSAQ")) {
+			t.Fatalf("openResult accepted %q: %q", data, pt)
+		}
+	})
+}
+
+// BenchmarkResultSealing measures sealing and opening one operation's
+// result (warm DEK caches: the cost per operation of a running client), by
+// result size.
+func BenchmarkResultSealing(b *testing.B) {
+	fx := newFixture(b)
+	ctx := context.Background()
+	rs := newRecordSealer(fx.svc.keys)
+	// float64 values in the result: a forward_backward's losses and norms
+	// (batch 8), a sample's log-probabilities (4×64), a forward's (8×512).
+	for _, n := range []int{24, 256, 4096} {
+		vals := make([]float64, n)
+		for i := range vals {
+			vals[i] = -1.2345678901234567 * float64(i+1)
+		}
+		res, _ := json.Marshal(map[string]any{"per_example_loss": vals})
+		op := store.Operation{ID: "op_bench", TenantID: fx.tenA, ClientID: "tc_bench", Result: res}
+		name := fmt.Sprintf("%dB", len(res))
+		b.Run("seal/"+name, func(b *testing.B) {
+			b.SetBytes(int64(len(res)))
+			for b.Loop() {
+				if _, err := rs.sealResult(ctx, op); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		sealed, err := rs.sealResult(ctx, op)
+		if err != nil {
+			b.Fatal(err)
+		}
+		so := op
+		so.Result = sealed
+		b.Run("open/"+name, func(b *testing.B) {
+			b.SetBytes(int64(len(res)))
+			for b.Loop() {
+				if _, err := rs.openResult(ctx, so); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("seal_cold_dek", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := newRecordSealer(fx.svc.keys).seal(ctx, binding{purpose: purposeResult, tenant: fx.tenA, client: "c", op: "o"}, []byte("{}")); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkTrainStepSealing is BenchmarkTrainStep with the store sealed
+// (as served) and in clear (the store under the seal): the difference is
+// what sealing results and accountant states costs a training step.
+func BenchmarkTrainStepSealing(b *testing.B) {
+	for _, sealed := range []bool{true, false} {
+		b.Run(map[bool]string{true: "sealed", false: "clear"}[sealed], func(b *testing.B) {
+			f := newFixture(b)
+			ctx := context.Background()
+			s, ten := f.svc, f.tenA
+			if !sealed {
+				s.st = s.st.(*sealedStore).Store
+			}
+			tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 1000, 4, 1_000_000))
+			if err != nil {
+				b.Fatal(err)
+			}
+			batch := textBatch("the quick brown", "fox jumps over", "the lazy dog ok", "privacy first!!")
+			step := func() {
+				fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: batch})
+				await(b, s, ten, fu, err, nil)
+				ou, err := s.OptimStep(ctx, ten, tc.ID)
+				await(b, s, ten, ou, err, nil)
+			}
+			step() // compile graphs
+			for b.Loop() {
+				step()
+			}
+		})
 	}
 }
