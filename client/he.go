@@ -121,6 +121,40 @@ func (c *ServiceClient) HEKey(ctx context.Context, id string) (he.KeyInfo, error
 	return out, err
 }
 
+// DeleteHEKey deletes a retired HE key (the active one cannot be deleted).
+func (c *ServiceClient) DeleteHEKey(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/he/keys/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// HEAdapters lists the tenant's registered adapters by module.
+func (c *ServiceClient) HEAdapters(ctx context.Context) ([]he.AdapterInfo, error) {
+	var out []he.AdapterInfo
+	if err := c.do(ctx, http.MethodGet, "/api/v1/he/adapters", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteHEAdapter deletes a module's adapter.
+func (c *ServiceClient) DeleteHEAdapter(ctx context.Context, module string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/he/adapters/"+url.PathEscape(module), nil, nil, nil)
+}
+
+// HEModels lists the tenant's registered models by name, with the width
+// to encrypt inputs with.
+func (c *ServiceClient) HEModels(ctx context.Context) ([]he.ModelEntry, error) {
+	var out []he.ModelEntry
+	if err := c.do(ctx, http.MethodGet, "/api/v1/he/models", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteHEModel deletes a model.
+func (c *ServiceClient) DeleteHEModel(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/he/models/"+url.PathEscape(name), nil, nil, nil)
+}
+
 // RegisterHEAdapter registers (or replaces) the plaintext LoRA adapter of a
 // module for encrypted deltas.
 func (c *ServiceClient) RegisterHEAdapter(ctx context.Context, module string, a he.Adapter) (*he.RegisterAdapterResponse, error) {

@@ -217,6 +217,10 @@ func TestHEInferenceOverAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		models, err := c.HEModels(ctx)
+		if err != nil || !slices.ContainsFunc(models, func(m he.ModelEntry) bool { return m.Name == "mlp-"+string(p) && m.Model == info }) {
+			t.Fatalf("models %+v, %v", models, err)
+		}
 		got, err := s.Infer(ctx, "mlp-"+string(p), info, x, heMLP)
 		if err != nil {
 			t.Fatal(err)
@@ -295,6 +299,46 @@ func TestHETenantIsolation(t *testing.T) {
 	}
 	if _, err := a.HE(ck2).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); err != nil {
 		t.Fatal(err)
+	}
+
+	// Listing and deleting: B sees none of A's adapters and deletes none;
+	// the active key cannot be deleted, the retired one can.
+	if as, err := a.HEAdapters(ctx); err != nil || len(as) != 1 || as[0].Module != "small.q" || as[0].Shape != heTiny {
+		t.Fatalf("A's adapters %+v, %v", as, err)
+	}
+	if as, err := b.HEAdapters(ctx); err != nil || len(as) != 0 {
+		t.Fatalf("B's adapters %+v, %v", as, err)
+	}
+	if err := b.DeleteHEAdapter(ctx, "small.q"); !client.IsNotFound(err) {
+		t.Fatalf("B deleting A's adapter: %v", err)
+	}
+	if err := b.DeleteHEKey(ctx, ck.ID()); !client.IsNotFound(err) {
+		t.Fatalf("B deleting A's key: %v", err)
+	}
+	if err := a.DeleteHEKey(ctx, ck2.ID()); !client.IsFailedPrecondition(err) {
+		t.Fatalf("deleting the active key: %v", err)
+	}
+	if err := a.DeleteHEKey(ctx, ck.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.HEKey(ctx, ck.ID()); !client.IsNotFound(err) {
+		t.Fatalf("deleted key: %v", err)
+	}
+	if err := a.DeleteHEAdapter(ctx, "small.q"); err != nil {
+		t.Fatal(err)
+	}
+	// A module name with a slash travels escaped.
+	if _, err := a.RegisterHEAdapter(ctx, "model/layers.0.q", he.Adapter{A: gaussMat(r, 2, 24, 0.02), B: gaussMat(r, 16, 2, 0.02), Scale: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteHEAdapter(ctx, "model/layers.0.q"); err != nil {
+		t.Fatal(err)
+	}
+	if as, err := a.HEAdapters(ctx); err != nil || len(as) != 0 {
+		t.Fatalf("adapters after deletion %+v, %v", as, err)
+	}
+	if _, err := a.HE(ck2).Deltas(ctx, []string{"small.q"}, heTiny, uniformMat(r, 2, 24), he.PackingThroughput); !client.IsNotFound(err) {
+		t.Fatalf("deltas of a deleted adapter: %v", err)
 	}
 }
 

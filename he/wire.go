@@ -1,6 +1,9 @@
 package he
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Request and response bodies for the HTTP API the server will expose
 // (issue 8, item 5). They are defined here, next to the formats they carry,
@@ -55,6 +58,20 @@ type AdapterSource struct {
 
 // Adapter converts the request to an Adapter.
 func (r RegisterAdapterRequest) Adapter() Adapter { return Adapter{A: r.A, B: r.B, Scale: r.Scale} }
+
+// AdapterInfo describes a registered adapter (GET /api/v1/he/adapters).
+type AdapterInfo struct {
+	Module string    `json:"module" cbor:"module"`
+	Shape  LoRAShape `json:"shape" cbor:"shape"`
+	Stored time.Time `json:"stored" cbor:"stored"`
+}
+
+// ModelEntry describes a registered model (GET /api/v1/he/models).
+type ModelEntry struct {
+	Name   string    `json:"name" cbor:"name"`
+	Model  ModelInfo `json:"model" cbor:"model"`
+	Stored time.Time `json:"stored" cbor:"stored"`
+}
 
 // RegisterAdapterResponse reports the registered shape and the packings it
 // can serve under the tenant's active key.

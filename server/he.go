@@ -143,3 +143,51 @@ func (s *Server) heRegisterModel(w http.ResponseWriter, r *http.Request, p princ
 func (s *Server) heInference(w http.ResponseWriter, r *http.Request, p principal) {
 	heCall(s, w, r, p, http.StatusOK, s.cfg.Service.HEInference)
 }
+
+func (s *Server) heDeleteKey(w http.ResponseWriter, r *http.Request, p principal) {
+	if err := s.cfg.Service.DeleteHEKey(r.Context(), p.Tenant, r.PathValue("id")); err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) heListAdapters(w http.ResponseWriter, r *http.Request, p principal) {
+	as, err := s.cfg.Service.ListHEAdapters(r.Context(), p.Tenant)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	if as == nil {
+		as = []he.AdapterInfo{}
+	}
+	writeJSON(w, http.StatusOK, as)
+}
+
+func (s *Server) heDeleteAdapter(w http.ResponseWriter, r *http.Request, p principal) {
+	if err := s.cfg.Service.DeleteHEAdapter(r.Context(), p.Tenant, r.PathValue("module")); err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) heListModels(w http.ResponseWriter, r *http.Request, p principal) {
+	ms, err := s.cfg.Service.ListHEModels(r.Context(), p.Tenant)
+	if err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	if ms == nil {
+		ms = []he.ModelEntry{}
+	}
+	writeJSON(w, http.StatusOK, ms)
+}
+
+func (s *Server) heDeleteModel(w http.ResponseWriter, r *http.Request, p principal) {
+	if err := s.cfg.Service.DeleteHEModel(r.Context(), p.Tenant, r.PathValue("name")); err != nil {
+		s.writeErr(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

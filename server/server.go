@@ -246,6 +246,11 @@ func (s *Server) register() {
 		{"POST /api/v1/he/deltas", train, s.heDeltas},
 		{"POST /api/v1/he/models", train, s.heRegisterModel},
 		{"POST /api/v1/he/inference", train, s.heInference},
+		{"DELETE /api/v1/he/keys/{id}", train, s.heDeleteKey},
+		{"GET /api/v1/he/adapters", read, s.heListAdapters},
+		{"DELETE /api/v1/he/adapters/{module}", train, s.heDeleteAdapter},
+		{"GET /api/v1/he/models", read, s.heListModels},
+		{"DELETE /api/v1/he/models/{name}", train, s.heDeleteModel},
 	}
 	for _, r := range routes {
 		s.routes = append(s.routes, r.pattern)

@@ -19,7 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -754,4 +757,141 @@ func rows(v []float32, r, c int) [][]float64 {
 		}
 	}
 	return out
+}
+
+// removeHEArtifact deletes a stored HE object: its file, then its record.
+func (s *Service) removeHEArtifact(ctx context.Context, a store.Artifact) error {
+	if a.Location == "" || filepath.Base(a.Location) != a.Location || a.Location[0] == '.' {
+		return fmt.Errorf("service: artifact %s: bad location", a.ID)
+	}
+	if err := os.Remove(filepath.Join(s.dir, a.Location)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("service: delete artifact %s: %w", a.ID, err)
+	}
+	syncDir(s.dir)
+	if err := s.st.DeleteArtifact(context.WithoutCancel(ctx), a.TenantID, a.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("service: delete record of artifact %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// DeleteHEKey deletes a retired evaluation key of the tenant. The active
+// key cannot be deleted (register a new one first): requests encrypted
+// under it would fail.
+func (s *Service) DeleteHEKey(ctx context.Context, tenant, id string) error {
+	if !he.ValidKeyID(id) {
+		return fmt.Errorf("%w: HE key", ErrNotFound)
+	}
+	k, err := s.heKey(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	if k.info.State == he.KeyActive {
+		return fmt.Errorf("%w: HE key %s is active; register its successor before deleting it", ErrFailedPrecondition, id)
+	}
+	err = s.removeHEArtifact(ctx, k.art)
+	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.delete_key", Resource: id,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"artifact_id": k.art.ID}}
+	if err != nil {
+		rcd.Outcome = audit.OutcomeFailure
+	}
+	s.record(ctx, rcd)
+	return err
+}
+
+// heNamedAll returns every artifact of kind of the tenant, oldest first.
+func (s *Service) heNamedAll(ctx context.Context, tenant, kind string) ([]store.Artifact, error) {
+	as, err := s.st.ListArtifacts(ctx, tenant)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
+			return nil, fmt.Errorf("%w: tenant", ErrNotFound)
+		}
+		return nil, fmt.Errorf("service: list artifacts: %w", err)
+	}
+	var out []store.Artifact
+	for _, a := range as {
+		if a.Kind == kind {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// ListHEAdapters lists the tenant's registered adapters (the newest
+// registration of each module), by module name.
+func (s *Service) ListHEAdapters(ctx context.Context, tenant string) ([]he.AdapterInfo, error) {
+	as, err := s.heNamedAll(ctx, tenant, ArtifactHEAdapter)
+	if err != nil {
+		return nil, err
+	}
+	latest := map[string]he.AdapterInfo{}
+	for _, a := range as {
+		var m struct {
+			Shape he.LoRAShape `json:"shape"`
+		}
+		if err := json.Unmarshal(a.Metadata, &m); err != nil {
+			return nil, fmt.Errorf("service: HE adapter artifact %s: metadata: %w", a.ID, err)
+		}
+		latest[a.Name] = he.AdapterInfo{Module: a.Name, Shape: m.Shape, Stored: a.CreatedAt}
+	}
+	out := slices.Collect(maps.Values(latest))
+	slices.SortFunc(out, func(x, y he.AdapterInfo) int { return strings.Compare(x.Module, y.Module) })
+	return out, nil
+}
+
+// ListHEModels lists the tenant's registered models (the newest
+// registration of each name), by name.
+func (s *Service) ListHEModels(ctx context.Context, tenant string) ([]he.ModelEntry, error) {
+	as, err := s.heNamedAll(ctx, tenant, ArtifactHEModel)
+	if err != nil {
+		return nil, err
+	}
+	latest := map[string]he.ModelEntry{}
+	for _, a := range as {
+		var m he.ModelInfo
+		if err := json.Unmarshal(a.Metadata, &m); err != nil {
+			return nil, fmt.Errorf("service: HE model artifact %s: metadata: %w", a.ID, err)
+		}
+		latest[a.Name] = he.ModelEntry{Name: a.Name, Model: m, Stored: a.CreatedAt}
+	}
+	out := slices.Collect(maps.Values(latest))
+	slices.SortFunc(out, func(x, y he.ModelEntry) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
+}
+
+// DeleteHEAdapter deletes every stored registration of a module's adapter.
+func (s *Service) DeleteHEAdapter(ctx context.Context, tenant, module string) error {
+	return s.deleteHENamed(ctx, tenant, ArtifactHEAdapter, module, "he.delete_adapter")
+}
+
+// DeleteHEModel deletes every stored registration of a model.
+func (s *Service) DeleteHEModel(ctx context.Context, tenant, name string) error {
+	return s.deleteHENamed(ctx, tenant, ArtifactHEModel, name, "he.delete_model")
+}
+
+func (s *Service) deleteHENamed(ctx context.Context, tenant, kind, name, op string) error {
+	if !he.ValidName(name) {
+		return fmt.Errorf("%w: %s", ErrNotFound, kind)
+	}
+	as, err := s.heNamedAll(ctx, tenant, kind)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, a := range as {
+		if a.Name != name {
+			continue
+		}
+		if err := s.removeHEArtifact(ctx, a); err != nil {
+			s.record(ctx, audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: op, Resource: name,
+				Outcome: audit.OutcomeFailure, Details: map[string]string{"artifact_id": a.ID}})
+			return err
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s %q", ErrNotFound, kind, name)
+	}
+	s.record(ctx, audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: op, Resource: name,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"artifact_count": fmt.Sprint(n)}})
+	return nil
 }
