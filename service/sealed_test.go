@@ -245,6 +245,11 @@ func TestBudgetStateIntegrity(t *testing.T) {
 			if _, err := s.OptimStep(ctx, ten, tc.ID); !errors.Is(err, ErrIntegrity) {
 				t.Fatalf("%s: OptimStep = %v", reason, err)
 			}
+			if reason != "rollback" {
+				if _, err := s.GetTrainingClient(ctx, ten, tc.ID); !errors.Is(err, ErrIntegrity) {
+					t.Fatalf("%s: GetTrainingClient = %v", reason, err)
+				}
+			}
 		}
 	}
 	// ε reset: a fresh state in clear.

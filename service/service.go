@@ -444,6 +444,9 @@ func (s *Service) GetTrainingClient(ctx context.Context, tenant, id string) (api
 	}
 	rec, err := s.st.GetClient(ctx, tenant, id)
 	if err != nil {
+		if errors.Is(err, ErrIntegrity) {
+			return api.TrainingClient{}, s.integrityFailure(ctx, tenant, id, "authentication", err)
+		}
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 			return api.TrainingClient{}, fmt.Errorf("%w: training client", ErrNotFound)
 		}
