@@ -29,6 +29,10 @@ import (
 	"github.com/tensafe/tensafe/rlvr"
 )
 
+// trainKeyFile holds the embedded server's trainer API key under
+// --data-dir (mode 0600).
+const trainKeyFile = "train.key"
+
 // Training modes of a config (docs/TRAINING_CONFIG.md).
 const (
 	modeSFT  = "sft"
@@ -536,6 +540,8 @@ type trainOptions struct {
 	config, server, apiKey, dataDir, out string
 	// steps, when > 0, replaces the schedule (a smoke run).
 	steps int
+	// resume is a checkpoint artifact to continue from.
+	resume string
 }
 
 func newTrainCmd() *cobra.Command {
@@ -571,6 +577,7 @@ the key and its line.`,
 	f.StringVar(&o.server, "server", "", "TenSafe server URL (default: an embedded server)")
 	f.StringVar(&o.apiKey, "api-key", "", "API key of a trainer (with --server; default $TENSAFE_API_KEY)")
 	f.StringVar(&o.dataDir, "data-dir", "", "data directory of the embedded server (default: a temporary one)")
+	f.StringVar(&o.resume, "resume", "", "continue from this checkpoint artifact (of the same tenant: with --server, or the same --data-dir)")
 	f.IntVar(&o.steps, "steps", 0, "run this many steps instead of the config's schedule (a smoke run)")
 	f.StringVar(&o.out, "out", "", "output folder (default: output.dir of the config, else ./tensafe-train-<mode>)")
 	return cmd
@@ -633,7 +640,7 @@ func runTrain(ctx context.Context, o trainOptions, out, progress io.Writer) (*tr
 		return nil, err
 	}
 	defer stop()
-	r := &trainRun{cfg: cfg, svc: svc, out: out, progress: progress, outDir: outDir}
+	r := &trainRun{cfg: cfg, svc: svc, out: out, progress: progress, outDir: outDir, resume: o.resume}
 	return r.run(ctx, train, eval)
 }
 
@@ -689,15 +696,24 @@ func connectTrain(ctx context.Context, o trainOptions) (*client.ServiceClient, f
 	if err != nil {
 		return fail(err)
 	}
-	tenant, err := admin.CreateTenant(ctx, "train-"+time.Now().UTC().Format("20060102-150405"))
+	// One tenant per data directory: its trainer key is kept in
+	// train.key (0600), so that a later run on the same --data-dir sees
+	// the checkpoints of earlier ones (--resume).
+	token, err := readOrCreateSecret(filepath.Join(dataDir, trainKeyFile), func() (string, error) {
+		tenant, err := admin.CreateTenant(ctx, "train")
+		if err != nil {
+			return "", err
+		}
+		key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
+		if err != nil {
+			return "", err
+		}
+		return key.Token, nil
+	})
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("train: %w", err))
 	}
-	key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
-	if err != nil {
-		return fail(err)
-	}
-	c, err := client.New(base, key.Token)
+	c, err := client.New(base, strings.TrimSpace(token))
 	if err != nil {
 		return fail(err)
 	}
@@ -712,6 +728,7 @@ type trainRun struct {
 	progress io.Writer
 	outDir   string
 	metrics  *os.File
+	resume   string // checkpoint artifact to continue from
 }
 
 func (r *trainRun) trainingConfig(datasetSize int64, expectedBatch int) api.TrainingConfig {
@@ -799,7 +816,11 @@ func (r *trainRun) bar(steps int) *progressbar.ProgressBar {
 }
 
 func (r *trainRun) run(ctx context.Context, train, eval []record) (*trainSummary, error) {
-	f, err := os.OpenFile(filepath.Join(r.outDir, "metrics.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if r.resume != "" {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND // a resumed run continues the file
+	}
+	f, err := os.OpenFile(filepath.Join(r.outDir, "metrics.jsonl"), flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("train: metrics: %w", err)
 	}
@@ -1004,11 +1025,16 @@ func (r *trainRun) runSupervised(ctx context.Context, trainRecs, evalRecs []reco
 	}
 	fmt.Fprintf(r.out, "tensafe train: %s on %s, client %s: %d examples, %d steps, expected batch %d (q = %.4g), σ = %g, C = %g, budget ε = %g at δ = %g\n",
 		c.Mode, c.Model, tc.ID, len(train), steps, c.Schedule.BatchSize, q, c.DP.NoiseMultiplier, c.DP.MaxGradNorm, c.DP.TargetEpsilon, c.DP.TargetDelta)
+	start, err := r.resumeInto(ctx, tc, steps)
+	if err != nil {
+		return nil, err
+	}
 	sum := &trainSummary{Steps: steps}
 	bar := r.bar(steps)
+	bar.Set(start)
 	name := c.checkpointName()
 	firstSet := false
-	for step := 1; step <= steps; step++ {
+	for step := start + 1; step <= steps; step++ {
 		picked, err := poissonSample(train, q)
 		if err != nil {
 			return nil, err
@@ -1055,6 +1081,27 @@ func (r *trainRun) runSupervised(ctx context.Context, trainRecs, evalRecs []reco
 		bar.Add(1)
 	}
 	return r.finish(ctx, tc, name, nil, sum)
+}
+
+// resumeInto loads the --resume checkpoint into tc and returns the step
+// it is at (0 without --resume).
+func (r *trainRun) resumeInto(ctx context.Context, tc *client.TrainingClient, steps int) (int, error) {
+	if r.resume == "" {
+		return 0, nil
+	}
+	f, err := tc.LoadState(ctx, r.resume)
+	if err != nil {
+		return 0, fmt.Errorf("train: resume from %s: %w", r.resume, err)
+	}
+	res, err := f.Result(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("train: resume from %s: %w", r.resume, err)
+	}
+	if int(res.Step) >= steps {
+		return 0, r.cfg.errorf("schedule.steps", "the checkpoint %s is at step %d; the schedule has %d steps", r.resume, res.Step, steps)
+	}
+	fmt.Fprintf(r.out, "resumed from %s at step %d (ε spent %.4f)\n", r.resume, res.Step, res.EpsilonSpent)
+	return int(res.Step), nil
 }
 
 func (r *trainRun) optimStep(ctx context.Context, tc *client.TrainingClient, m *metricLine) error {
@@ -1213,10 +1260,25 @@ func (r *trainRun) runRLVR(ctx context.Context, trainRecs, evalRecs []record) (*
 	}
 	fmt.Fprintf(r.out, "tensafe train: rlvr (%s) on %s, client %s: %d prompts, %d steps × %d update(s), %d rows per step (q = %.4g), σ = %g, C = %g, budget ε = %g at δ = %g\n",
 		tr.Config().Algorithm, c.Model, tc.ID, len(prompts), steps, epochs, rows, q, c.DP.NoiseMultiplier, c.DP.MaxGradNorm, c.DP.TargetEpsilon, c.DP.TargetDelta)
+	start := 0
+	if r.resume != "" {
+		if err := tr.Load(ctx, r.resume); err != nil {
+			return nil, fmt.Errorf("train: resume from %s: %w", r.resume, err)
+		}
+		st, err := tr.State()
+		if err != nil {
+			return nil, err
+		}
+		if start = st.Step; start >= steps {
+			return nil, c.errorf("schedule.steps", "the checkpoint %s is at step %d; the schedule has %d steps", r.resume, start, steps)
+		}
+		fmt.Fprintf(r.out, "resumed from %s at step %d\n", r.resume, start)
+	}
 	sum := &trainSummary{Steps: steps}
 	bar := r.bar(steps)
+	bar.Set(start)
 	name := c.checkpointName()
-	for step := 1; step <= steps; step++ {
+	for step := start + 1; step <= steps; step++ {
 		res, err := tr.Step(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
@@ -1229,7 +1291,7 @@ func (r *trainRun) runRLVR(ctx context.Context, trainRecs, evalRecs []record) (*
 		}
 		os := last.OptimStep
 		m.LearningRate, m.NoiseStd, m.EpsilonSpent, m.Delta = os.LearningRate, os.NoiseStd, os.EpsilonSpent, os.Delta
-		if step == 1 {
+		if step == start+1 {
 			sum.FirstMetric = mr
 		}
 		sum.LastMetric = mr

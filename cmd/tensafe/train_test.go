@@ -199,3 +199,44 @@ func FuzzTrainConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestTrainResume: a run on a persistent --data-dir continues from its
+// checkpoint with --resume: the steps go on from the checkpoint's (the
+// rlvr algorithm state included) and metrics.jsonl is continued.
+func TestTrainResume(t *testing.T) {
+	for _, mode := range []string{"sft", "rlvr"} {
+		t.Run(mode, func(t *testing.T) {
+			data, out := t.TempDir(), t.TempDir()
+			cfg := filepath.Join("..", "..", "configs", "train_"+mode+".yaml")
+			first, err := runTrain(context.Background(), trainOptions{config: cfg, dataDir: data, out: out, steps: 2}, io.Discard, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var log strings.Builder
+			second, err := runTrain(context.Background(), trainOptions{config: cfg, dataDir: data, out: out, steps: 3, resume: first.ArtifactID}, &log, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(log.String(), "resumed from "+first.ArtifactID+" at step 2") || !(second.EpsilonSpent > first.EpsilonSpent) {
+				t.Errorf("resume: %q, ε %v then %v", log.String(), first.EpsilonSpent, second.EpsilonSpent)
+			}
+			b, err := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			var last metricLine
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+				t.Fatal(err)
+			}
+			if len(lines) != 3 || last.Step != 3 {
+				t.Errorf("metrics after resume: %d lines, last step %d", len(lines), last.Step)
+			}
+			// Resuming past the schedule is refused.
+			_, err = runTrain(context.Background(), trainOptions{config: cfg, dataDir: data, out: out, steps: 3, resume: second.ArtifactID}, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "schedule.steps") {
+				t.Errorf("resume at the end of the schedule: %v", err)
+			}
+		})
+	}
+}
