@@ -77,6 +77,9 @@ type authAuditor struct {
 	suppressed int64
 	from       map[string]struct{}
 	since      time.Time
+	// accounted counts every denial recorded: written, or counted for the
+	// next summary.
+	accounted int64
 }
 
 func newAuthAuditor(lg *audit.Log, now func() time.Time, errLog func(string, ...any)) *authAuditor {
@@ -149,6 +152,7 @@ func (a *authAuditor) record(r *http.Request, d denial) {
 	now := a.now()
 	a.mu.Lock()
 	ok := a.allow(addr, now)
+	a.accounted++
 	if !ok {
 		a.suppressed++
 		if len(a.from) < maxAuthAuditAddrs {
@@ -199,6 +203,14 @@ func (a *authAuditor) takeSummary(now time.Time, force bool) (audit.Record, bool
 			"suppressed_count": fmt.Sprint(n), "address_count": fmt.Sprint(addrs),
 			"from": since.UTC().Format(time.RFC3339Nano), "to": now.UTC().Format(time.RFC3339Nano),
 		}}, true
+}
+
+// count returns how many denials were accounted for so far (each written
+// as an OpAuthDenied entry or counted in an OpAuthDeniedSummary).
+func (a *authAuditor) count() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.accounted
 }
 
 // flush writes the summary of what was suppressed so far, if anything.

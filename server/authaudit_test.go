@@ -181,3 +181,23 @@ func TestAuthDenialAuditRateLimited(t *testing.T) {
 		t.Fatalf("%d summaries after an interval without suppression", n)
 	}
 }
+
+// TestComplianceFailuresAuditedWhenLimited: compliance metrics asked twice
+// in a row from one address report failures audited both times, though the
+// second probe finds the address's audit bucket spent (its 401s are then
+// counted for the summary).
+func TestComplianceFailuresAuditedWhenLimited(t *testing.T) {
+	fx, _, as := auditFixture(t)
+	fixed := time.Now()
+	fx.srv.denied.now = func() time.Time { return fixed }
+	for i := range 2 {
+		var m api.ComplianceMetrics
+		fx.must(t, 200, fx.tok["op"], "GET", "/api/v1/compliance/metrics", nil, &m)
+		if !m.Authentication.FailuresAudited {
+			t.Fatalf("call %d: failures not audited", i)
+		}
+	}
+	if n := len(auditEntries(t, as, OpAuthDenied)); n != DefaultAuthAuditPerAddrBurst {
+		t.Fatalf("%d denial entries, want the burst %d", n, DefaultAuthAuditPerAddrBurst)
+	}
+}
