@@ -415,8 +415,10 @@ func checkpointAdapter(state []byte, mc model.Config, base string) (config, weig
 	if err := json.Unmarshal([]byte(f.Metadata["tensafe"]), &h); err != nil {
 		return nil, nil, "", fmt.Errorf("engine state: header: %w", err)
 	}
-	if h.Format != engine.StateFormat {
-		return nil, nil, "", fmt.Errorf("engine state: format %q, want %q", h.Format, engine.StateFormat)
+	// v1 and v2 hold the same "lora/<name>" tensors; v2 only adds the
+	// optimizer_state field, which packaging does not read.
+	if h.Format != engine.StateFormat && h.Format != engine.StateFormatV1 {
+		return nil, nil, "", fmt.Errorf("engine state: format %q, want %q or %q", h.Format, engine.StateFormat, engine.StateFormatV1)
 	}
 	if h.BaseParams != strconv.FormatInt(mc.Parameters(), 10) {
 		return nil, nil, "", fmt.Errorf("engine state: saved for a base model of %s parameters, this one has %d", h.BaseParams, mc.Parameters())

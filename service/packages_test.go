@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -368,6 +369,20 @@ func TestCheckpointAdapter(t *testing.T) {
 				t.Fatalf("got %v, want an error mentioning %q", err, c.want)
 			}
 		})
+	}
+	// A state saved before tensafe-engine-state/v2 (no optimizer_state
+	// field) still packages, to the same adapter bytes.
+	v1 := strings.Replace(f.Metadata["tensafe"], engine.StateFormat, engine.StateFormatV1, 1)
+	v1 = regexp.MustCompile(`,"optimizer_state":"[^"]*"`).ReplaceAllString(v1, "")
+	if v1 == f.Metadata["tensafe"] || strings.Contains(v1, "optimizer_state") {
+		t.Fatalf("could not rewrite the header to v1: %s", v1)
+	}
+	var b1 bytes.Buffer
+	if err := safetensors.Write(&b1, f.Tensors, map[string]string{"tensafe": v1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, w1, hash1, err := checkpointAdapter(b1.Bytes(), m.Config, "tensafe-tiny"); err != nil || !bytes.Equal(w1, w) || hash1 != hash {
+		t.Fatalf("v1 state: %v", err)
 	}
 	if _, _, _, err := checkpointAdapter([]byte("not a state"), m.Config, "tensafe-tiny"); err == nil {
 		t.Fatal("garbage accepted")
