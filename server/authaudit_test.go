@@ -201,3 +201,24 @@ func TestComplianceFailuresAuditedWhenLimited(t *testing.T) {
 		t.Fatalf("%d denial entries, want the burst %d", n, DefaultAuthAuditPerAddrBurst)
 	}
 }
+
+// TestAuthDenialSummaryOnStop: what was suppressed when the server stops is
+// summarized then, not lost.
+func TestAuthDenialSummaryOnStop(t *testing.T) {
+	_, lg, as := auditFixture(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := newAuthAuditor(lg, func() time.Time { return now }, func(msg string, args ...any) { t.Errorf("%s %v", msg, args) })
+	for range DefaultAuthAuditPerAddrBurst + 5 {
+		r := httptest.NewRequest("GET", "/api/v1/artifacts", nil)
+		a.record(r, denial{status: http.StatusUnauthorized, code: api.CodeUnauthenticated, reason: "missing", route: "GET /api/v1/artifacts"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.run(ctx); close(done) }()
+	cancel()
+	<-done
+	sums := auditEntries(t, as, OpAuthDeniedSummary)
+	if len(sums) != 1 || sums[0].Details["suppressed_count"] != "5" {
+		t.Fatalf("summaries at stop: %+v", sums)
+	}
+}
