@@ -200,12 +200,22 @@ func (s *Server) downloadArtifact(w http.ResponseWriter, r *http.Request, p prin
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", a.ID+".ckpt"))
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", a.ID+downloadExt(a.Kind)))
 	w.Header().Set("X-Content-Hash", a.ContentHash)
 	if _, err := io.Copy(w, rc); err != nil {
 		s.log.ErrorContext(r.Context(), "artifact download failed", "request_id", requestID(r), "artifact", a.ID, "error", err.Error())
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// downloadExt is the file extension a download of an artifact kind is
+// offered under: TSSP packages are ".tssp" (docs/TSSP_SPEC.md), checkpoints
+// ".ckpt".
+func downloadExt(kind string) string {
+	if kind == api.ArtifactKindTSSP {
+		return ".tssp"
+	}
+	return ".ckpt"
 }
 
 // AuditPage is the answer of GET /api/v1/audit: entries after seq After,
