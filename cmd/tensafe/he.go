@@ -20,7 +20,7 @@ func newHECmd() *cobra.Command {
 		Use:   "he",
 		Short: "Homomorphic encryption (CKKS): encrypted LoRA deltas and private inference",
 	}
-	cmd.AddCommand(newHEBenchCmd(), newHEParamsCmd(), newHEKeygenCmd(), newHERegisterCmd(), newHEAdapterCmd(), newHEDeltaCmd())
+	cmd.AddCommand(newHEBenchCmd(), newHEParamsCmd(), newHEKeygenCmd(), newHERegisterCmd(), newHEAdapterCmd(), newHEDeltaCmd(), newHEModelCmd(), newHEInferCmd())
 	return cmd
 }
 
@@ -444,5 +444,156 @@ worker (latency) and with all workers (throughput).`,
 	f.IntVar(&cfg.Workers, "workers", 0, "parallel workers (0: GOMAXPROCS)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&noProgr, "quiet", false, "no progress lines on stderr")
+	return cmd
+}
+
+// readMLP reads a model file: JSON {"layers": [{"w", "bias", "act": {"kind", "coeffs"}}]}.
+func readMLP(path string) (*he.MLP, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m he.MLP
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &m, nil
+}
+
+func newHEModelCmd() *cobra.Command {
+	var (
+		sf      heServerFlags
+		name    string
+		in      string
+		profile string
+		hybrid  int
+	)
+	cmd := &cobra.Command{
+		Use:   "model --name NAME --in MODEL.json --profile full|encrypted_input|hybrid --server URL",
+		Short: "Register an HE-friendly model (MLP with x² or polynomial activations) for private inference",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if name == "" || in == "" {
+				return &exitError{code: 2, err: errors.New("--name and --in are required")}
+			}
+			m, err := readMLP(in)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			info, err := c.RegisterHEModel(cmd.Context(), name, m, he.Profile(profile), hybrid)
+			if err != nil {
+				return err
+			}
+			return heJSON(cmd, info)
+		},
+	}
+	sf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "model name (required)")
+	f.StringVar(&in, "in", "", `model JSON {"layers": [{"w", "bias", "act": {"kind", "coeffs"}}]} (required)`)
+	f.StringVar(&profile, "profile", string(he.ProfileFull), "full, encrypted_input or hybrid")
+	f.IntVar(&hybrid, "hybrid-layers", 0, "layers under HE for profile hybrid")
+	return cmd
+}
+
+func newHEInferCmd() *cobra.Command {
+	var (
+		sf      heServerFlags
+		kf      keyringFlags
+		keyFile string
+		name    string
+		model   string
+		in, out string
+	)
+	cmd := &cobra.Command{
+		Use:   "infer --keys PREFIX.hek --name NAME --in X.json --server URL [--model MODEL.json]",
+		Short: "Private inference: encrypt inputs here, evaluate the HE layers on the server, decrypt and finish here",
+		Long: `infer encrypts X (JSON, tokens×input_dim) under the client keys, has the server run the
+HE layers of registered model NAME, decrypts their output and, for the profiles encrypted_input
+and hybrid, runs the remaining layers here with --model (the same model file). It writes the
+outputs (JSON, tokens×output_dim) to --out or stdout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keyFile == "" || name == "" || in == "" {
+				return &exitError{code: 2, err: errors.New("--keys, --name and --in are required")}
+			}
+			var m *he.MLP
+			if model != "" {
+				var err error
+				if m, err = readMLP(model); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
+			xdata, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			var x [][]float64
+			if err := json.Unmarshal(xdata, &x); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w", in, err)}
+			}
+			sealed, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			kr, err := kf.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer kr.Close()
+			ck, err := he.OpenClientKeys(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant}, sealed)
+			if err != nil {
+				return fmt.Errorf("%s: %w", keyFile, err)
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			models, err := c.HEModels(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var info *he.ModelInfo
+			for _, e := range models {
+				if e.Name == name {
+					info = &e.Model
+				}
+			}
+			if info == nil {
+				return &exitError{code: 1, err: fmt.Errorf("model %q is not registered", name)}
+			}
+			y, err := c.HE(ck).Infer(cmd.Context(), name, *info, x, m)
+			if err != nil {
+				return err
+			}
+			data, err := json.Marshal(y)
+			if err != nil {
+				return err
+			}
+			data = append(data, '\n')
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			return writeNew(out, data, 0o600)
+		},
+	}
+	sf.register(cmd)
+	kf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&keyFile, "keys", "", "sealed client keys written by tensafe he keygen (required)")
+	f.StringVar(&name, "name", "", "registered model (required)")
+	f.StringVar(&model, "model", "", "the model file, to run the plaintext layers (profiles encrypted_input, hybrid)")
+	f.StringVar(&in, "in", "", "inputs, JSON tokens×input_dim (required)")
+	f.StringVar(&out, "out", "", "output file (default stdout; never overwritten)")
 	return cmd
 }

@@ -71,7 +71,7 @@ func TestHECLI(t *testing.T) {
 	}
 	kr := []string{"--keyring", ring, "--master-key-file", mk}
 	prefix := filepath.Join(dir, "tenant")
-	out, err := runHECLI(t, append([]string{"he", "keygen", "--out", prefix, "--lora", "32,24,4"}, kr...)...)
+	out, err := runHECLI(t, append([]string{"he", "keygen", "--out", prefix, "--lora", "32,24,4", "--mlp-width", "32"}, kr...)...)
 	if err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
@@ -150,6 +150,42 @@ func TestHECLI(t *testing.T) {
 			t.Fatalf("packing %s: max error %g", packing, worst)
 		}
 	}
+	// Private inference: a 2-layer MLP, first layer under HE, the second
+	// run by the CLI in plaintext.
+	mlp := he.MLP{Layers: []he.Layer{
+		{W: mat(24, 20), Bias: mat(1, 24)[0], Act: he.Activation{Kind: he.ActSquare}},
+		{W: mat(10, 24), Act: he.Activation{Kind: he.ActNone}},
+	}}
+	mFile, yFile, x2File := filepath.Join(dir, "mlp.json"), filepath.Join(dir, "y.json"), filepath.Join(dir, "x2.json")
+	b, _ = json.Marshal(mlp)
+	os.WriteFile(mFile, b, 0o600)
+	x2 := make([][]float64, 3)
+	for i := range x2 {
+		x2[i] = x[i][:20]
+	}
+	b, _ = json.Marshal(x2)
+	os.WriteFile(x2File, b, 0o600)
+	if out, err := runHECLI(t, append([]string{"he", "model", "--name", "mlp", "--in", mFile, "--profile", "encrypted_input"}, srv...)...); err != nil {
+		t.Fatalf("model: %v\n%s", err, out)
+	}
+	args := append([]string{"he", "infer", "--keys", prefix + ".hek", "--name", "mlp", "--in", x2File, "--model", mFile, "--out", yFile}, srv...)
+	if out, err := runHECLI(t, append(args, kr...)...); err != nil {
+		t.Fatalf("infer: %v\n%s", err, out)
+	}
+	var y [][]float64
+	data, _ := os.ReadFile(yFile)
+	if err := json.Unmarshal(data, &y); err != nil || len(y) != len(x2) {
+		t.Fatalf("infer output %s: %v", data, err)
+	}
+	for i := range x2 {
+		want := mlp.Forward(x2[i])
+		for c := range want {
+			if d := math.Abs(y[i][c] - want[c]); d > 1e-3 {
+				t.Fatalf("inference token %d output %d: error %g", i, c, d)
+			}
+		}
+	}
+
 	// Without the keyring's master key the client keys stay closed.
 	if _, err := runHECLI(t, append([]string{"he", "delta", "--keys", prefix + ".hek", "--module", "m", "--shape", "32,24,4",
 		"--in", xFile, "--keyring", ring}, srv...)...); err == nil {
