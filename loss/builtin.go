@@ -257,23 +257,52 @@ func (c mse) Func(out Outputs, b Batch) Result {
 	return Result{PerExample: Square(Sub(value, target)), Metrics: map[string]*Node{"prediction_mean": ReduceAllMean(value)}}
 }
 
+// MaxRLGroupSize bounds the group_size kwarg of importance_sampling and
+// ppo: the rows of one example (one prompt's completions).
+const MaxRLGroupSize = 1024
+
+// checkRLGroup validates the group_size kwarg of a policy-gradient loss.
+func checkRLGroup(name string, g int) error {
+	if g < 1 || g > MaxRLGroupSize {
+		return fmt.Errorf("loss: %s: kwargs.group_size must be in [1, %d] (rows per example: one prompt's completions), got %d",
+			name, MaxRLGroupSize, g)
+	}
+	return nil
+}
+
+// sumGroups sums per-row values [B] over groups of G consecutive rows:
+// [B/G]. With G = 1 it returns x unchanged.
+func sumGroups(x *Node, G int) *Node {
+	if G <= 1 {
+		return x
+	}
+	return ReduceSum(groups(x, G), -1)
+}
+
 // importanceSampling is the off-policy policy-gradient loss:
-// loss = −Σ_t exp(logp_t − sampling_logp_t)·A_t − entropy_coef·Σ_t H_t.
+// loss = −Σ_t exp(logp_t − sampling_logp_t)·A_t − entropy_coef·Σ_t H_t
+// per row; with group_size G > 1, an example is G consecutive rows (the G
+// completions of one prompt) and its loss is the sum of its rows' losses,
+// so the prompt, not the completion, is the DP privacy unit.
 type importanceSampling struct {
 	EntropyCoef float64 `json:"entropy_coef"`
+	GroupSize   int     `json:"group_size"`
 }
 
 func newImportanceSampling(kw map[string]any) (Loss, error) {
-	var c importanceSampling
+	c := importanceSampling{GroupSize: 1}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: importance_sampling: %w", err)
 	}
 	if !finite(c.EntropyCoef) {
 		return Loss{}, fmt.Errorf("loss: importance_sampling: kwargs.entropy_coef must be finite")
 	}
-	return Loss{Func: c.Func, Needs: []Field{FieldAdvantages, FieldSamplingLogProbs},
+	if err := checkRLGroup("importance_sampling", c.GroupSize); err != nil {
+		return Loss{}, err
+	}
+	return Loss{Func: c.Func, GroupSize: c.GroupSize, Needs: []Field{FieldAdvantages, FieldSamplingLogProbs},
 		Metrics: []string{"ratio_mean", "entropy"}, Params: []float64{c.EntropyCoef},
-		Key: fmt.Sprintf("importance_sampling/entropy=%t", c.EntropyCoef != 0)}, nil
+		Key: fmt.Sprintf("importance_sampling/entropy=%t/group=%d", c.EntropyCoef != 0, c.GroupSize)}, nil
 }
 
 // Func is the graph function; Params[0] is the entropy coefficient.
@@ -287,7 +316,7 @@ func (c importanceSampling) Func(out Outputs, b Batch) Result {
 		lossPer = Sub(lossPer, Mul(rowSum(ent, mask), b.Param(0, ent)))
 	}
 	ent = StopGradient(ent)
-	return Result{PerExample: lossPer, Metrics: map[string]*Node{
+	return Result{PerExample: sumGroups(lossPer, c.GroupSize), Metrics: map[string]*Node{
 		"ratio_mean": tokenMean(ratio, mask), "entropy": tokenMean(ent, mask)}}
 }
 
@@ -295,16 +324,19 @@ func (c importanceSampling) Func(out Outputs, b Batch) Result {
 // against reference log-probabilities and an entropy bonus:
 // r_t = exp(logp_t − sampling_logp_t),
 // loss = −Σ_t min(r_t·A_t, clip(r_t, low, high)·A_t) + kl_coef·Σ_t KL_t − entropy_coef·Σ_t H_t,
-// KL_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1.
+// KL_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1,
+// per row; with group_size G > 1 an example is G consecutive rows and its
+// loss is the sum of theirs (as for importance_sampling).
 type ppo struct {
 	ClipLow     float64 `json:"clip_low_threshold"`
 	ClipHigh    float64 `json:"clip_high_threshold"`
 	KLCoef      float64 `json:"kl_coef"`
 	EntropyCoef float64 `json:"entropy_coef"`
+	GroupSize   int     `json:"group_size"`
 }
 
 func newPPO(kw map[string]any) (Loss, error) {
-	c := ppo{ClipLow: 0.8, ClipHigh: 1.2}
+	c := ppo{ClipLow: 0.8, ClipHigh: 1.2, GroupSize: 1}
 	if err := DecodeKwargs(kw, &c); err != nil {
 		return Loss{}, fmt.Errorf("loss: ppo: %w", err)
 	}
@@ -318,12 +350,15 @@ func newPPO(kw map[string]any) (Loss, error) {
 	case !finite(c.EntropyCoef):
 		return Loss{}, fmt.Errorf("loss: ppo: kwargs.entropy_coef must be finite")
 	}
+	if err := checkRLGroup("ppo", c.GroupSize); err != nil {
+		return Loss{}, err
+	}
 	needs := []Field{FieldAdvantages, FieldSamplingLogProbs}
 	if c.KLCoef > 0 {
 		needs = append(needs, FieldReferenceLogProbs)
 	}
-	key := fmt.Sprintf("ppo/kl=%t/entropy=%t", c.KLCoef > 0, c.EntropyCoef != 0)
-	return Loss{Func: c.Func, Needs: needs, Metrics: []string{"clip_fraction", "approx_kl", "ratio_mean", "entropy"},
+	key := fmt.Sprintf("ppo/kl=%t/entropy=%t/group=%d", c.KLCoef > 0, c.EntropyCoef != 0, c.GroupSize)
+	return Loss{Func: c.Func, GroupSize: c.GroupSize, Needs: needs, Metrics: []string{"clip_fraction", "approx_kl", "ratio_mean", "entropy"},
 		Params: []float64{c.ClipLow, c.ClipHigh, c.KLCoef, c.EntropyCoef}, Key: key}, nil
 }
 
@@ -352,7 +387,7 @@ func (c ppo) Func(out Outputs, b Batch) Result {
 	outside := LogicalOr(LessThan(ratio, low), GreaterThan(ratio, high))
 	// approx_kl estimates KL(sampling ‖ current) with k3: (r − 1) − log r.
 	approxKL := Sub(Sub(ratio, OnesLike(ratio)), logRatio)
-	return Result{PerExample: lossPer, Metrics: map[string]*Node{
+	return Result{PerExample: sumGroups(lossPer, c.GroupSize), Metrics: map[string]*Node{
 		"clip_fraction": tokenMean(ConvertDType(outside, ratio.DType()), mask),
 		"approx_kl":     tokenMean(approxKL, mask),
 		"ratio_mean":    tokenMean(ratio, mask),
