@@ -195,6 +195,17 @@ func (s *Service) RunRetention(ctx context.Context, interval time.Duration) {
 		} else if n > 0 {
 			s.log.Info("service: retention deleted expired artifacts", "count", n)
 		}
+		// Key hygiene rides on the same tick: accountant states sealed
+		// under a KEK version older than the current one are re-sealed
+		// (sealed.go), so that retiring the old version refuses no client.
+		if n, err := s.ResealStaleStates(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Error("service: re-sealing accountant states failed", "err", err)
+		} else if n > 0 {
+			s.log.Info("service: accountant states re-sealed under the current KEK version", "count", n)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -555,3 +555,106 @@ func (s *Service) checkRollback(ctx context.Context, tenant, id string, steps in
 	}
 	return nil
 }
+
+// dropWriter forgets the sealing DEK of (tenant, client): its next record
+// gets a fresh DEK, wrapped under the tenant's current KEK version.
+func (r *recordSealer) dropWriter(tenant, client string) {
+	r.mu.Lock()
+	delete(r.writers, tenant+"\x00"+client)
+	r.mu.Unlock()
+}
+
+// recordKEK returns the KEK version and wrapped DEK in a v1 record's header.
+func recordKEK(tenant string, rec []byte) (keys.WrappedKey, bool) {
+	if len(rec) < 10 || string(rec[:4]) != recordMagic || len(rec) < 10+int(rec[9]) {
+		return keys.WrappedKey{}, false
+	}
+	return keys.WrappedKey{KeyID: keys.KeyIDFor(tenant), KEKVersion: binary.BigEndian.Uint32(rec[5:9]),
+		Wrapped: bytes.Clone(rec[10 : 10+int(rec[9])])}, true
+}
+
+// ResealStaleStates re-seals, under each tenant's current KEK version, the
+// accountant states of active clients that are sealed under an older one
+// (after a rotation), and returns how many it re-sealed. It reads each
+// state's header, not its content, and asks the key provider once per
+// tenant for the current version. A state that does not authenticate is
+// left as it is (loading it refuses the client), as is one that a
+// concurrent step re-sealed first. RunRetention calls it after each sweep,
+// so that a retired KEK version is not still needed by an idle client's
+// state (docs/KEYS.md).
+func (s *Service) ResealStaleStates(ctx context.Context) (int, error) {
+	ss, ok := s.st.(*sealedStore)
+	if !ok {
+		return 0, nil
+	}
+	ts, err := ss.ListTenants(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("service: reseal: %w", err)
+	}
+	n := 0
+	for _, t := range ts {
+		cs, err := ss.Store.ListClients(ctx, t.ID) // as stored: sealed
+		if err != nil {
+			return n, fmt.Errorf("service: reseal: %w", err)
+		}
+		var current uint32
+		for _, c := range cs {
+			w, ok := recordKEK(t.ID, c.BudgetState)
+			if c.Status != store.ClientActive || !ok {
+				continue
+			}
+			if current == 0 {
+				nw, err := s.keys.Rewrap(ctx, t.ID, w)
+				if err != nil {
+					s.log.Warn("service: reseal: current KEK version", "tenant", t.ID, "err", err)
+					break
+				}
+				current = nw.KEKVersion
+			}
+			if w.KEKVersion >= current {
+				continue
+			}
+			resealed, err := s.reseal(ctx, ss, c)
+			if err != nil {
+				return n, err
+			}
+			if resealed {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// reseal writes client c's accountant state again under a fresh DEK.
+func (s *Service) reseal(ctx context.Context, ss *sealedStore, c store.TrainingClient) (bool, error) {
+	ss.rs.dropWriter(c.TenantID, c.ID)
+	s.mu.Lock()
+	sess := s.sessions[c.ID]
+	s.mu.Unlock()
+	if sess != nil && sess.tenant == c.TenantID {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		if sess.deleted {
+			return false, nil
+		}
+		if err := s.updateClient(ctx, sess, sess.rec); err != nil {
+			return false, fmt.Errorf("service: reseal client %s: %w", c.ID, err)
+		}
+		return true, nil
+	}
+	plain, err := ss.GetClient(ctx, c.TenantID, c.ID)
+	if err != nil {
+		if errors.Is(err, ErrIntegrity) {
+			return false, nil
+		}
+		return false, fmt.Errorf("service: reseal client %s: %w", c.ID, err)
+	}
+	if _, err := ss.UpdateClient(ctx, plain); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return false, nil // written meanwhile, by a step that sealed it afresh
+		}
+		return false, fmt.Errorf("service: reseal client %s: %w", c.ID, err)
+	}
+	return true, nil
+}

@@ -493,3 +493,94 @@ func BenchmarkTrainStepSealing(b *testing.B) {
 		})
 	}
 }
+
+// TestResealAfterRotation: after a KEK rotation the accountant states
+// under the old version are re-sealed under the new one (for a loaded
+// client and for one only in the store), so that retiring the old version
+// refuses no client; without it the retirement would.
+func TestResealAfterRotation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	kr := f.svc.keys.(*keys.Keyring)
+	s := f.svc
+	version := func(tenant, id string) uint32 {
+		t.Helper()
+		c, err := f.st.GetClient(ctx, tenant, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok := recordKEK(tenant, c.BudgetState)
+		if !ok {
+			t.Fatal("state not sealed")
+		}
+		return w.KEKVersion
+	}
+	trained := func(tenant string) (string, api.DPMetrics) {
+		tc, err := s.CreateTrainingClient(ctx, tenant, tinyConfig(1, 8, 2, 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ou, err := s.OptimStep(ctx, tenant, tc.ID)
+		await(t, s, tenant, ou, err, nil)
+		m, err := s.DPMetrics(ctx, tenant, tc.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tc.ID, m
+	}
+	a, ma := trained(f.tenA)
+	b, _ := trained(f.tenB)
+	for _, ten := range []string{f.tenA, f.tenB} {
+		if _, err := kr.Rotate(ctx, ten); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if version(f.tenA, a) != 1 {
+		t.Fatal("state not under version 1 before the rotation")
+	}
+	// A loaded client (tenant A; B's is re-sealed too, then put back).
+	bOld, _ := f.st.GetClient(ctx, f.tenB, b)
+	if n, err := s.ResealStaleStates(ctx); err != nil || n != 2 {
+		t.Fatalf("ResealStaleStates = %d, %v; want 2", n, err)
+	}
+	if version(f.tenA, a) != 2 || version(f.tenB, b) != 2 {
+		t.Fatal("states not re-sealed under version 2")
+	}
+	if n, err := s.ResealStaleStates(ctx); err != nil || n != 0 {
+		t.Fatalf("second ResealStaleStates = %d, %v", n, err)
+	}
+	// A client only in the store: a restarted process, another rotation.
+	s.Close(ctx)
+	if _, err := kr.Rotate(ctx, f.tenA); err != nil {
+		t.Fatal(err)
+	}
+	s2 := restarted(t, f, nil)
+	// Only A's state is stale (version 2 of 3); B's is current.
+	if n, err := s2.ResealStaleStates(ctx); err != nil || n != 1 {
+		t.Fatalf("restarted ResealStaleStates = %d, %v; want 1", n, err)
+	}
+	if version(f.tenA, a) != 3 {
+		t.Fatalf("state under version %d, want 3", version(f.tenA, a))
+	}
+	for _, v := range []uint32{1, 2} {
+		if err := kr.Retire(ctx, f.tenA, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := restarted(t, f, nil).DPMetrics(ctx, f.tenA, a); err != nil || m != ma {
+		t.Fatalf("after retiring the old versions: %+v, %v; want %+v", m, err, ma)
+	}
+	// Tenant B's state put back under version 1, which is then retired:
+	// the client is refused — what the re-sealing prevents.
+	cur, _ := f.st.GetClient(ctx, f.tenB, b)
+	bOld.Version = cur.Version
+	if _, err := f.st.UpdateClient(ctx, bOld); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Retire(ctx, f.tenB, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restarted(t, f, nil).DPMetrics(ctx, f.tenB, b); err == nil {
+		t.Fatal("a state under a retired KEK version opened")
+	}
+}
