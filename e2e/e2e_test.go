@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -154,14 +156,16 @@ func tensafe(ctx context.Context, args ...string) (string, error) {
 	return string(out), err
 }
 
-// records is a small synthetic corpus (no personal data) tokenized for
-// tensafe-tiny.
-func records(t *testing.T) [][]int {
+// records is a synthetic corpus (no personal data) of n distinct notes
+// tokenized for tensafe-tiny.
+func records(t *testing.T, n int) [][]int {
 	t.Helper()
 	tok := tokenizer.NewByte()
+	symptoms := []string{"mild symptoms", "a cough", "a headache", "fatigue", "a sore throat", "no complaints"}
+	advice := []string{"rest", "drink water", "return in a week", "take the usual dose", "walk daily"}
 	var out [][]int
-	for i := range 64 {
-		text := fmt.Sprintf("note %d: the patient reports mild symptoms and is advised to rest and drink water.", i)
+	for i := range n {
+		text := fmt.Sprintf("note %d: the patient reports %s and is advised to %s.", i, symptoms[i%len(symptoms)], advice[(i/len(symptoms))%len(advice)])
 		ids, err := tok.Encode(text, true)
 		if err != nil {
 			t.Fatal(err)
@@ -169,6 +173,23 @@ func records(t *testing.T) [][]int {
 		out = append(out, append(ids, tokenizer.ByteEOS))
 	}
 	return out
+}
+
+// poisson draws a batch including each example independently with
+// probability q, from crypto/rand: the sampling the accountant's q assumes.
+func poisson(t *testing.T, data [][]int, q float64) api.Batch {
+	t.Helper()
+	var b api.Batch
+	var buf [8]byte
+	for _, ex := range data {
+		if _, err := rand.Read(buf[:]); err != nil {
+			t.Fatal(err)
+		}
+		if float64(binary.LittleEndian.Uint64(buf[:])>>11)/(1<<53) < q {
+			b.InputIDs, b.Labels = append(b.InputIDs, ex), append(b.Labels, ex)
+		}
+	}
+	return b
 }
 
 type trainer struct {
@@ -211,26 +232,29 @@ type stepMetrics struct {
 	StepMS  float64 `json:"step_ms"`
 }
 
-// train runs DP steps (fixed batches of 8 cycling through the corpus) until
-// steps are done or until the deadline, whichever is set.
+// train runs DP steps on Poisson-sampled batches (expected size 8) until
+// steps are done or until the deadline, whichever is set. An empty batch is
+// still a step (noise only), as the accountant assumes.
 func train(ctx context.Context, t *testing.T, tc *client.TrainingClient, data [][]int, steps int, until time.Time) []stepMetrics {
 	t.Helper()
+	q := float64(expectedBatch) / float64(len(data))
 	var out []stepMetrics
 	prevEps := 0.0
 	for i := 0; (steps > 0 && i < steps) || (steps == 0 && time.Now().Before(until)); i++ {
-		var b api.Batch
-		for j := range 8 {
-			ex := data[(i*8+j)%len(data)]
-			b.InputIDs, b.Labels = append(b.InputIDs, ex), append(b.Labels, ex)
-		}
+		b := poisson(t, data, q)
 		t0 := time.Now()
-		f, err := tc.ForwardBackward(ctx, b, &api.LossSpec{Type: "token_ce"})
-		if err != nil {
-			t.Fatalf("step %d: forward_backward: %v", i+1, err)
-		}
-		fb, err := f.Result(ctx)
-		if err != nil {
-			t.Fatalf("step %d: forward_backward: %v", i+1, err)
+		var fb *api.ForwardBackwardResult
+		if len(b.InputIDs) > 0 {
+			f, err := tc.ForwardBackward(ctx, b, &api.LossSpec{Type: "token_ce"})
+			if err != nil {
+				t.Fatalf("step %d: forward_backward: %v", i+1, err)
+			}
+			if fb, err = f.Result(ctx); err != nil {
+				t.Fatalf("step %d: forward_backward: %v", i+1, err)
+			}
+			if math.IsNaN(fb.Loss) || fb.Loss <= 0 || len(fb.PerExampleLoss) != len(b.InputIDs) {
+				t.Fatalf("step %d: forward_backward result %+v for %d examples", i+1, fb, len(b.InputIDs))
+			}
 		}
 		o, err := tc.OptimStep(ctx)
 		if err != nil {
@@ -252,17 +276,22 @@ func train(ctx context.Context, t *testing.T, tc *client.TrainingClient, data []
 			t.Fatalf("step %d: dp_metrics steps %d, ε %v (previous %v, target %v)", i+1, m.Steps, m.EpsilonSpent, prevEps, m.TargetEpsilon)
 		}
 		prevEps = m.EpsilonSpent
-		if math.IsNaN(fb.Loss) || fb.Loss <= 0 || len(fb.PerExampleLoss) != 8 {
-			t.Fatalf("step %d: forward_backward result %+v", i+1, fb)
+		sm := stepMetrics{Step: i + 1, Batch: len(b.InputIDs), Epsilon: m.EpsilonSpent, StepMS: float64(el.Nanoseconds()) / 1e6}
+		if fb != nil {
+			sm.Loss, sm.Clipped = fb.Loss, fb.FractionClipped
 		}
-		out = append(out, stepMetrics{Step: i + 1, Batch: 8, Loss: fb.Loss, Clipped: fb.FractionClipped, Epsilon: m.EpsilonSpent,
-			StepMS: float64(el.Nanoseconds()) / 1e6})
+		out = append(out, sm)
 	}
 	return out
 }
 
+// corpusSize and expectedBatch give the sampling rate q declared to the
+// server: the batches really are Poisson samples of this corpus at this q.
+const corpusSize, expectedBatch = 4000, 8
+
 func dpConfig() *api.DPConfig {
-	return &api.DPConfig{NoiseMultiplier: 1.0, MaxGradNorm: 1.0, TargetEpsilon: 8, TargetDelta: 1e-5, DatasetSize: 50_000, ExpectedBatchSize: 8}
+	return &api.DPConfig{NoiseMultiplier: 1.0, MaxGradNorm: 1.0, TargetEpsilon: 8, TargetDelta: 1e-5,
+		DatasetSize: corpusSize, ExpectedBatchSize: expectedBatch}
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -287,7 +316,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := records(t)
+	data := records(t, corpusSize)
 
 	var saved *api.SaveStateResult
 	t.Run("go_sdk_training", func(t *testing.T) {
@@ -307,7 +336,8 @@ func TestEndToEnd(t *testing.T) {
 		if len(metrics) == 0 {
 			t.Fatal("no step ran")
 		}
-		t.Logf("%d DP steps; loss %.4f → %.4f; ε %.4f", len(metrics), metrics[0].Loss, metrics[len(metrics)-1].Loss, metrics[len(metrics)-1].Epsilon)
+		first, last := lossWindows(metrics, 20)
+		t.Logf("%d DP steps; mean loss %.4f (first steps) → %.4f (last steps); ε %.4f", len(metrics), first, last, metrics[len(metrics)-1].Epsilon)
 		sf, err := tc.Sample(ctx, api.SampleRequest{PromptTokens: data[0][:10], MaxTokens: 16})
 		if err != nil {
 			t.Fatal(err)
@@ -455,6 +485,29 @@ func uniq(s []string) []string {
 	return out
 }
 
+// lossWindows returns the mean loss of the first and of the last k steps
+// that had examples (Poisson batches may be empty).
+func lossWindows(m []stepMetrics, k int) (first, last float64) {
+	var losses []float64
+	for _, s := range m {
+		if s.Batch > 0 {
+			losses = append(losses, s.Loss)
+		}
+	}
+	mean := func(x []float64) float64 {
+		if len(x) == 0 {
+			return 0
+		}
+		var sum float64
+		for _, v := range x {
+			sum += v
+		}
+		return sum / float64(len(x))
+	}
+	k = min(k, len(losses))
+	return mean(losses[:k]), mean(losses[len(losses)-k:])
+}
+
 // writeFullReport writes the long run's step metrics to reports/e2e/.
 func writeFullReport(t *testing.T, m []stepMetrics, d time.Duration) {
 	t.Helper()
@@ -463,16 +516,26 @@ func writeFullReport(t *testing.T, m []stepMetrics, d time.Duration) {
 		ms = append(ms, s.StepMS)
 	}
 	st := benchsuite.Summarize(ms)
+	first, last := lossWindows(m, 20)
+	examples := 0
+	for _, s := range m {
+		examples += s.Batch
+	}
 	rep := map[string]any{
-		"format":     "tensafe-e2e-full/v1",
-		"duration_s": d.Seconds(),
-		"steps":      len(m),
-		"step_ms":    st,
-		"loss_first": m[0].Loss,
-		"loss_last":  m[len(m)-1].Loss,
-		"epsilon":    m[len(m)-1].Epsilon,
-		"machine":    benchsuite.ReadMachine("go (tensafe serve default)"),
-		"per_step":   m,
+		"format":           "tensafe-e2e-full/v1",
+		"duration_s":       d.Seconds(),
+		"steps":            len(m),
+		"examples":         examples,
+		"corpus_size":      corpusSize,
+		"expected_batch":   expectedBatch,
+		"step_ms":          st,
+		"loss_first20":     first,
+		"loss_last20":      last,
+		"epsilon":          m[len(m)-1].Epsilon,
+		"delta":            1e-5,
+		"noise_multiplier": 1.0,
+		"machine":          benchsuite.ReadMachine("go (tensafe serve default)"),
+		"per_step":         m,
 	}
 	dir := filepath.Join("..", "reports", "e2e")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -483,6 +546,6 @@ func writeFullReport(t *testing.T, m []stepMetrics, d time.Duration) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("full run: %d steps in %s, step p50 %.1f ms p95 %.1f ms, loss %.4f → %.4f, ε %.4f; metrics in %s",
-		len(m), d, st.P50, st.P95, m[0].Loss, m[len(m)-1].Loss, m[len(m)-1].Epsilon, path)
+	t.Logf("full run: %d steps (%d examples) in %s, step p50 %.1f ms p95 %.1f ms, mean loss %.4f (first 20) → %.4f (last 20), ε %.4f; metrics in %s",
+		len(m), examples, d, st.P50, st.P95, first, last, m[len(m)-1].Epsilon, path)
 }
