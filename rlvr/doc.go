@@ -28,8 +28,13 @@
 //     algorithm state (baseline, step, random generator, reward history)
 //     saved inside the encrypted checkpoint's metadata and restored from it.
 //
-// Privacy unit: every completion is one row, and DP-SGD clips per row. A
-// prompt sampled n times contributes n rows to a step, so the guarantee per
-// prompt is that of n rows (group privacy) — docs/RLVR.md says how to size
-// it. Updates touch LoRA parameters only: the base model is never trained.
+// Privacy unit: the prompt. A prompt's n completions are n rows but one
+// DP example — the losses' group_size is n, so they share one gradient, one
+// norm and one clip — and each step draws its prompts by Poisson sampling
+// (rate q = PromptsPerStep / len(Prompts), from crypto/rand), which is the
+// sampling the accountant's q assumes: the DP config's dataset_size and
+// expected_batch_size count prompts. UnitCompletion keeps one completion
+// per example, a weaker guarantee per prompt (group privacy over n).
+// docs/RLVR.md has the details. Updates touch LoRA parameters only: the
+// base model is never trained.
 package rlvr

@@ -21,15 +21,20 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
-// Every RL test runs DP-SGD with σ = 1 and C = 1 on an expected batch of 32
-// rows (8 prompts × 4 samples): Gaussian noise of standard deviation 1/32
-// per coordinate of the averaged clipped gradient. A small adapter (rank 4
-// on o_proj and down_proj, ~7k parameters) keeps the noise's norm within
-// reach of the signal, so the reward rises with any noise draw (the noise
-// comes from crypto/rand: it is never seeded).
+// Every RL test runs DP-SGD with σ = 1 and C = 1 with the prompt as the
+// privacy unit: each step Poisson-samples the 32 prompts with q = 1/2
+// (16 prompts, 32 rows of 2 samples each, on average), and a prompt's 2
+// completions are one clipped example. The noise has standard deviation
+// 1/16 per coordinate of the averaged clipped gradient. A small adapter
+// (rank 4 on o_proj and down_proj, ~7k parameters) keeps the noise's norm
+// within reach of the signal, so the reward rises with any noise draw (the
+// noise comes from crypto/rand: it is never seeded; the prompt draw is
+// seeded, in tests only, with Config.SamplerSeed).
 const (
-	testSigma = 1.0
-	testRows  = 32
+	testSigma   = 1.0
+	testPrompts = 32 // dataset_size: prompts
+	testPerStep = 16 // expected_batch_size: prompts per step
+	testSamples = 2  // completions per prompt: rows per example
 )
 
 // policyConfig is a DP LoRA client on tensafe-tiny sized for RL tests.
@@ -38,7 +43,7 @@ func policyConfig(lr float64, seed uint64) api.TrainingConfig {
 		BaseModel: "tensafe-tiny",
 		LoRA:      api.LoRAConfig{Rank: 4, Alpha: 8, TargetModules: []string{"o_proj", "down_proj"}},
 		DP: &api.DPConfig{NoiseMultiplier: testSigma, MaxGradNorm: 1, TargetEpsilon: 1000, TargetDelta: 1e-5,
-			DatasetSize: 10000, ExpectedBatchSize: testRows},
+			DatasetSize: testPrompts, ExpectedBatchSize: testPerStep},
 		Optimizer: api.OptimizerConfig{LearningRate: ptr(lr), WeightDecay: ptr(0.0)},
 		Seed:      seed,
 	}
@@ -57,12 +62,20 @@ func lowercase(s rlvr.Sample) (float64, error) {
 	return float64(n) / float64(max(1, len(s.Completion))), nil
 }
 
-var rlPrompts = []rlvr.Prompt{{Text: "1"}, {Text: "#"}, {Text: "Q"}, {Text: "%"}, {Text: "7"}, {Text: "Z"}, {Text: "!"}, {Text: "8"}}
+// rlPrompts are 32 one-byte prompts without a lower-case letter.
+var rlPrompts = func() []rlvr.Prompt {
+	var ps []rlvr.Prompt
+	for _, c := range "1#Q%7Z!80@X&3K?5A(B)C*D+E-F=G/H:" {
+		ps = append(ps, rlvr.Prompt{Text: string(c)})
+	}
+	return ps
+}()
 
 func rlConfig(algo string) rlvr.Config {
-	return rlvr.Config{Algorithm: algo, Prompts: rlPrompts, PromptsPerStep: 8,
-		Sampling: rlvr.SamplingParams{N: 4, MaxTokens: 8, TopK: 8}, Seed: 3,
-		Advantage: rlvr.AdvantageConfig{Normalize: true}}
+	return rlvr.Config{Algorithm: algo, Prompts: rlPrompts, PromptsPerStep: testPerStep,
+		Sampling: rlvr.SamplingParams{N: testSamples, MaxTokens: 8, TopK: 8}, Seed: 3,
+		Advantage:   rlvr.AdvantageConfig{Normalize: true},
+		SamplerSeed: []byte("rlvr tests only")}
 }
 
 func run(t *testing.T, tr *rlvr.Trainer, steps int) ([]float64, []*rlvr.StepResult) {

@@ -27,8 +27,10 @@ type State struct {
 	// Step counts completed training steps (rollout + update).
 	Step     int            `json:"step"`
 	Baseline MovingBaseline `json:"baseline"`
-	// RNG is the PCG state of the generator that picks prompts and
-	// sampling seeds (math/rand/v2 PCG.MarshalBinary).
+	// RNG is the PCG state of the generator that picks the sampling seeds
+	// of completions (math/rand/v2 PCG.MarshalBinary). Prompts are drawn
+	// by Poisson sampling, from crypto/rand (or, in tests, from
+	// Config.SamplerSeed and Step): nothing of that draw is saved.
 	RNG []byte `json:"rng"`
 	// RewardHistory holds each step's mean reward, the latest maxHistory.
 	RewardHistory []float64 `json:"reward_history"`

@@ -27,6 +27,18 @@ const (
 	GRPO = "grpo"
 )
 
+// Privacy units: what one DP example (one gradient, one clip) is.
+const (
+	// UnitPrompt (the default): the N completions of one prompt form one
+	// example — the losses' group_size is N — so the DP guarantee is per
+	// prompt, and the DP config counts prompts.
+	UnitPrompt = "prompt"
+	// UnitCompletion: each completion is its own example. Weaker: a
+	// prompt's N completions are N examples, so the guarantee about a
+	// prompt is only group privacy over N examples per step.
+	UnitCompletion = "completion"
+)
+
 // Config configures a Trainer.
 type Config struct {
 	// Algorithm is reinforce (default), ppo or grpo.
@@ -34,12 +46,23 @@ type Config struct {
 	// Model is the base model's name, for tokenizing prompts; empty means
 	// the policy client's base model.
 	Model string
-	// Prompts are the tasks; each step draws PromptsPerStep of them
-	// (without replacement within the step).
+	// Prompts are the tasks. Each step draws them by Poisson sampling
+	// with rate q = PromptsPerStep / len(Prompts): every prompt is in a
+	// step independently with probability q, so a step has PromptsPerStep
+	// prompts on average (possibly none: the step is then a noise-only
+	// update).
 	Prompts        []Prompt
 	PromptsPerStep int
-	Sampling       SamplingParams
-	Advantage      AdvantageConfig
+	// PrivacyUnit is UnitPrompt (default) or UnitCompletion.
+	PrivacyUnit string
+	// SamplerSeed, if set, makes the Poisson draw of prompts a function of
+	// the seed and the step (PoissonSample). FOR TESTS ONLY: whoever knows
+	// the seed knows which prompts each step used, which the amplification
+	// by sampling behind the accountant's q assumes nobody does. Nil (the
+	// default) draws from crypto/rand.
+	SamplerSeed []byte
+	Sampling    SamplingParams
+	Advantage   AdvantageConfig
 	// EntropyCoef weights the entropy bonus (the losses' entropy_coef).
 	EntropyCoef float64
 	// Epochs is PPO's and GRPO's number of updates per batch (default 4
@@ -56,7 +79,8 @@ type Config struct {
 	// KeepZeroAdvantage keeps rows whose advantage is 0 (they add no
 	// gradient; by default they are not sent).
 	KeepZeroAdvantage bool
-	// Seed seeds prompt selection and sampling (never DP noise).
+	// Seed seeds the sampling of completions (never the prompt draw, see
+	// SamplerSeed, nor DP noise).
 	Seed uint64
 }
 
@@ -96,8 +120,18 @@ func NewTrainer(svc *client.ServiceClient, policy *client.TrainingClient, reward
 	if cfg.PromptsPerStep < 1 || cfg.PromptsPerStep > len(cfg.Prompts) {
 		return nil, fmt.Errorf("rlvr: trainer: prompts_per_step must be in [1, %d], got %d", len(cfg.Prompts), cfg.PromptsPerStep)
 	}
+	if cfg.SamplerSeed != nil && len(cfg.SamplerSeed) == 0 {
+		return nil, errors.New("rlvr: trainer: sampler_seed is set but empty (leave it nil to draw from crypto/rand)")
+	}
 	if cfg.Sampling.N == 0 {
 		cfg.Sampling.N = 4
+	}
+	switch cfg.PrivacyUnit {
+	case "":
+		cfg.PrivacyUnit = UnitPrompt
+	case UnitPrompt, UnitCompletion:
+	default:
+		return nil, fmt.Errorf("rlvr: trainer: privacy_unit %q, want %s or %s", cfg.PrivacyUnit, UnitPrompt, UnitCompletion)
 	}
 	if cfg.Sampling.MaxTokens == 0 {
 		cfg.Sampling.MaxTokens = 32
@@ -152,21 +186,69 @@ func NewTrainer(svc *client.ServiceClient, policy *client.TrainingClient, reward
 	if cfg.Model == "" {
 		return nil, errors.New("rlvr: trainer: the base model is unknown; set Config.Model")
 	}
+	if err := checkSamplingRate(cfg, policy.Info.Config.DP); err != nil {
+		return nil, err
+	}
 	pcg := rand.NewPCG(cfg.Seed, cfg.Seed^0x5851f42d4c957f2d)
 	t := &Trainer{svc: svc, policy: policy, reward: reward, cfg: cfg, pcg: pcg, rng: rand.New(pcg)}
 	t.state = State{Format: StateFormat, Algorithm: cfg.Algorithm}
 	return t, nil
 }
 
+// checkSamplingRate refuses a policy whose DP config declares a sampling
+// rate below the trainer's: the accountant would spend less ε than the
+// steps release. The DP config counts privacy units (prompts, or
+// completions with UnitCompletion).
+func checkSamplingRate(cfg Config, dp *api.DPConfig) error {
+	if dp == nil || dp.DatasetSize <= 0 {
+		return nil
+	}
+	units, perStep := int64(len(cfg.Prompts)), cfg.PromptsPerStep
+	what := "prompts"
+	if cfg.PrivacyUnit == UnitCompletion {
+		units, perStep, what = units*int64(cfg.Sampling.N), perStep*cfg.Sampling.N, "completions"
+	}
+	declared := float64(dp.ExpectedBatchSize) / float64(dp.DatasetSize)
+	if q := float64(perStep) / float64(units); declared < q*(1-1e-9) {
+		return fmt.Errorf("rlvr: trainer: the policy's dp_config declares q = expected_batch_size/dataset_size = %d/%d = %.4g, "+
+			"but the trainer samples %s with q = %d/%d = %.4g: set dataset_size = %d and expected_batch_size = %d (privacy unit: %s)",
+			dp.ExpectedBatchSize, dp.DatasetSize, declared, what, perStep, units, q, units, perStep, cfg.PrivacyUnit)
+	}
+	return nil
+}
+
+// SamplingRate is the Poisson sampling rate of prompts,
+// PromptsPerStep / len(Prompts): the q the accountant must use.
+func (t *Trainer) SamplingRate() float64 {
+	return float64(t.cfg.PromptsPerStep) / float64(len(t.cfg.Prompts))
+}
+
+// GroupSize is the number of rows per DP example: the samples per prompt
+// with UnitPrompt, 1 with UnitCompletion.
+func (t *Trainer) GroupSize() int {
+	if t.cfg.PrivacyUnit == UnitPrompt {
+		return t.cfg.Sampling.N
+	}
+	return 1
+}
+
 // StepResult reports one step.
 type StepResult struct {
-	Step         int
-	MeanReward   float64
+	Step int
+	// Prompts are the indices (into Config.Prompts) that the step's
+	// Poisson draw picked, in increasing order; empty for a noise-only
+	// step. Nil for Update called directly.
+	Prompts      []int
+	MeanReward   float64   // 0 when no prompt was drawn
 	Rewards      []float64 // every trajectory's reward, prompt-major
 	Trajectories []Trajectory
-	// Rows is how many rows were trained (trajectories with a non-zero
-	// advantage unless KeepZeroAdvantage).
+	// Rows is how many rows were trained: with UnitPrompt, every row of
+	// each prompt group that has a non-zero advantage; with
+	// UnitCompletion, the trajectories with a non-zero advantage (all,
+	// with KeepZeroAdvantage).
 	Rows int
+	// Examples is how many DP examples the rows make (Rows / GroupSize).
+	Examples int
 	// Updates holds each epoch's forward_backward result (nil when no row
 	// was sent) and optim_step result.
 	Updates []Update
@@ -199,6 +281,9 @@ func (t *Trainer) lossSpec() *api.LossSpec {
 		if t.cfg.EntropyCoef != 0 {
 			kw["entropy_coef"] = t.cfg.EntropyCoef
 		}
+		if g := t.GroupSize(); g > 1 {
+			kw["group_size"] = g
+		}
 		return &api.LossSpec{Type: "importance_sampling", Kwargs: kw}
 	}
 	kw := map[string]any{"clip_low_threshold": t.cfg.ClipLow, "clip_high_threshold": t.cfg.ClipHigh}
@@ -208,30 +293,47 @@ func (t *Trainer) lossSpec() *api.LossSpec {
 	if t.cfg.EntropyCoef != 0 {
 		kw["entropy_coef"] = t.cfg.EntropyCoef
 	}
+	if g := t.GroupSize(); g > 1 {
+		kw["group_size"] = g
+	}
 	return &api.LossSpec{Type: "ppo", Kwargs: kw}
 }
 
-// Step runs one RLVR step: draw prompts, roll out, score, compute
-// advantages, and update the policy (one or Epochs forward_backward +
-// optim_step rounds). Every update is a DP-SGD step of the server.
+// Step runs one RLVR step: draw prompts by Poisson sampling, roll out,
+// score, compute advantages, and update the policy (one or Epochs
+// forward_backward + optim_step rounds). Every update is a DP-SGD step of
+// the server; a step that drew no prompt is a noise-only update.
 func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
-	idx := t.rng.Perm(len(t.cfg.Prompts))[:t.cfg.PromptsPerStep]
-	prompts := make([]Prompt, len(idx))
-	seeds := make([]uint64, len(idx))
-	for i, j := range idx {
-		prompts[i] = t.cfg.Prompts[j]
-		seeds[i] = t.rng.Uint64()
-	}
-	groups, err := Rollout(ctx, t.policy, t.svc, t.cfg.Model, prompts, seeds, t.cfg.Sampling, t.reward)
+	idx, err := PoissonSample(t.SamplingRate(), len(t.cfg.Prompts), t.cfg.SamplerSeed, t.state.Step)
 	if err != nil {
 		return nil, err
 	}
-	for _, g := range groups {
-		for i := range g {
-			g[i].Prompt = idx[g[i].Prompt]
+	var groups [][]Trajectory
+	if len(idx) > 0 {
+		prompts := make([]Prompt, len(idx))
+		seeds := make([]uint64, len(idx))
+		for i, j := range idx {
+			prompts[i] = t.cfg.Prompts[j]
+			seeds[i] = t.rng.Uint64()
+		}
+		if groups, err = Rollout(ctx, t.policy, t.svc, t.cfg.Model, prompts, seeds, t.cfg.Sampling, t.reward); err != nil {
+			return nil, err
+		}
+		for _, g := range groups {
+			for i := range g {
+				g[i].Prompt = idx[g[i].Prompt]
+			}
 		}
 	}
-	return t.Update(ctx, groups)
+	res, err := t.Update(ctx, groups)
+	if err != nil {
+		return nil, err
+	}
+	res.Prompts = idx
+	if res.Prompts == nil {
+		res.Prompts = []int{}
+	}
+	return res, nil
 }
 
 // Update is the learning half of Step: from scored rollouts (one group per
@@ -240,24 +342,53 @@ func (t *Trainer) Step(ctx context.Context) (*StepResult, error) {
 // directly. On error the algorithm state is not advanced, but the epochs
 // that completed before the error have updated the policy (their steps are
 // accounted by the server).
+//
+// With UnitPrompt every group must hold exactly Sampling.N trajectories
+// (one prompt's completions: one DP example); a group is sent whole when
+// any of its advantages is non-zero (or with KeepZeroAdvantage), and not
+// at all otherwise. No groups at all is a noise-only step: under DP it
+// still takes its optim_steps, which keeps the empty draws of Poisson
+// sampling indistinguishable from the others; the baseline and the reward
+// history do not change.
 func (t *Trainer) Update(ctx context.Context, groups [][]Trajectory) (*StepResult, error) {
+	G := t.GroupSize()
+	for i, g := range groups {
+		if G > 1 && len(g) != G {
+			return nil, fmt.Errorf("rlvr: update: group %d has %d trajectories; with privacy unit %q a group is one prompt's %d samples",
+				i, len(g), t.cfg.PrivacyUnit, G)
+		}
+	}
+	empty := true
+	for _, g := range groups {
+		empty = empty && len(g) == 0
+	}
 	baseline := t.state.Baseline
-	if err := Advantages(groups, t.cfg.Advantage, &baseline); err != nil {
-		return nil, err
+	if !empty {
+		if err := Advantages(groups, t.cfg.Advantage, &baseline); err != nil {
+			return nil, err
+		}
 	}
 	res := &StepResult{Step: t.state.Step + 1}
 	var rows []Trajectory
 	for _, g := range groups {
+		send := t.cfg.KeepZeroAdvantage
 		for _, tr := range g {
 			res.Trajectories = append(res.Trajectories, tr)
 			res.Rewards = append(res.Rewards, tr.Reward)
-			if tr.Advantage != 0 || t.cfg.KeepZeroAdvantage {
+			send = send || tr.Advantage != 0
+			if G == 1 && (tr.Advantage != 0 || t.cfg.KeepZeroAdvantage) {
 				rows = append(rows, tr)
 			}
 		}
+		if G > 1 && send {
+			rows = append(rows, g...)
+		}
 	}
-	res.MeanReward, _ = meanStd(res.Rewards)
+	if !empty {
+		res.MeanReward, _ = meanStd(res.Rewards)
+	}
 	res.Rows = len(rows)
+	res.Examples = len(rows) / G
 	var batch api.Batch
 	if len(rows) > 0 {
 		var err error
@@ -270,11 +401,11 @@ func (t *Trainer) Update(ctx context.Context, groups [][]Trajectory) (*StepResul
 			}
 		}
 	}
-	loss := t.lossSpec()
+	spec := t.lossSpec()
 	for range t.cfg.Epochs {
 		var u Update
 		if len(rows) > 0 {
-			f, err := t.policy.ForwardBackward(ctx, batch, loss)
+			f, err := t.policy.ForwardBackward(ctx, batch, spec)
 			if err != nil {
 				return nil, fmt.Errorf("rlvr: step %d: forward_backward: %w", res.Step, err)
 			}
@@ -295,6 +426,9 @@ func (t *Trainer) Update(ctx context.Context, groups [][]Trajectory) (*StepResul
 	}
 	t.state.Baseline = baseline
 	t.state.Step++
+	if empty {
+		return res, nil
+	}
 	t.state.RewardHistory = append(t.state.RewardHistory, res.MeanReward)
 	if n := len(t.state.RewardHistory); n > maxHistory {
 		t.state.RewardHistory = slices.Clone(t.state.RewardHistory[n-maxHistory:])
