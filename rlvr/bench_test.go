@@ -93,6 +93,7 @@ func BenchmarkUpdateOverhead(b *testing.B) {
 	}
 	for _, algo := range []string{rlvr.REINFORCE, rlvr.PPO} {
 		cfg := rlConfig(algo)
+		cfg.Sampling.N = 4 // the rollouts' groups: one DP example each
 		cfg.Epochs = 1
 		cfg.Advantage.Baseline = rlvr.BaselineNone // every row trains: the same rows as the plain step
 		cfg.KeepZeroAdvantage = true
