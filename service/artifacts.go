@@ -307,6 +307,17 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		if err != nil {
 			return nil, err
 		}
+		sp, err := budget.Spent()
+		switch {
+		case errors.Is(err, privacy.ErrDomainTooLarge):
+			return nil, fmt.Errorf("%w: the %s accountant of checkpoint %s cannot bound its %d steps: %w; nothing was changed",
+				ErrFailedPrecondition, budget.Config().Accountant, art.ID, budget.Steps(), err)
+		case err != nil:
+			return nil, fmt.Errorf("service: privacy budget: %w", err)
+		}
+		// The record write is the last step that can fail: a state stored
+		// and then reported failed would be behind the audit log, and the
+		// rollback check (docs/STORE.md §8) would refuse the client.
 		sess.mu.Lock()
 		rec := sess.rec
 		rec.Config, rec.Step, rec.BudgetState = cj, int64(eng.Step()), bs
@@ -316,10 +327,6 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		}
 		sess.eng, sess.budget, sess.plan, sess.lost = eng, budget, p, false
 		sess.mu.Unlock()
-		sp, err := budget.Spent()
-		if err != nil {
-			return nil, fmt.Errorf("service: privacy budget: %w", err)
-		}
 		det["step"] = fmt.Sprint(eng.Step())
 		det["epsilon_spent"] = fmt.Sprintf("%.6g", sp.Epsilon)
 		return api.LoadStateResult{ArtifactID: art.ID, Step: int64(eng.Step()), EpsilonSpent: sp.Epsilon,
