@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -233,10 +234,16 @@ func (s *Service) getArtifact(ctx context.Context, tenant, id string) (store.Art
 
 // LoadState queues a load_state on client id from checkpoint artifactID of
 // the same tenant: the envelope is opened under the tenant's KEK, its
-// content hash checked, and the adapter, optimizer state, accountant state
-// and training configuration all replace the client's. The checkpoint must
-// be of the same base model and LoRA layout. Loading into a new client is
+// content hash checked, and the adapter, optimizer state and training
+// configuration replace the client's. The checkpoint must be of the same
+// base model and LoRA layout. Loading into a new client is
 // CreateTrainingClient followed by LoadState.
+//
+// The client's ε spent never decreases: its accountant after the load is
+// the composition of everything that touched data through it and through
+// the loaded weights (loadedBudget, docs/PRIVACY_ACCOUNTING.md). A load
+// whose composed ε exceeds the target is refused (privacy_budget_exceeded)
+// and changes nothing.
 func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.LoadStateRequest) (api.Future, error) {
 	sess, err := s.session(ctx, tenant, id)
 	if err != nil {
@@ -283,9 +290,39 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 			return nil, fmt.Errorf("%w: checkpoint %s has LoRA rank %d on %v; the client has rank %d on %v",
 				ErrFailedPrecondition, art.ID, l.Rank, l.Modules(), cur.Rank, cur.Modules())
 		}
-		budget, err := privacy.ParseBudget(cp.budget)
+		ckBudget, err := privacy.ParseBudget(cp.budget)
 		if err != nil {
 			return nil, fmt.Errorf("service: checkpoint %s: budget: %w", art.ID, err)
+		}
+		sess.mu.Lock()
+		curBudget := sess.budget // changed only by operations, which run one at a time: this one now
+		sess.mu.Unlock()
+		budget, how, err := loadedBudget(curBudget, ckBudget, art.ClientID == sess.id)
+		if err != nil {
+			return nil, fmt.Errorf("service: checkpoint %s: budget: %w", art.ID, err)
+		}
+		sp, err := budget.Spent()
+		switch {
+		case errors.Is(err, privacy.ErrUnbounded):
+			sp.Epsilon = math.Inf(1)
+		case errors.Is(err, privacy.ErrDomainTooLarge):
+			return nil, fmt.Errorf("%w: the %s accountant cannot bound the composition of the client's %d steps and checkpoint %s's %d: %w; nothing was changed",
+				ErrFailedPrecondition, budget.Config().Accountant, curBudget.Steps(), art.ID, ckBudget.Steps(), err)
+		case err != nil:
+			return nil, fmt.Errorf("service: privacy budget: %w", err)
+		}
+		if target := budget.Config().TargetEpsilon; !(sp.Epsilon <= target) {
+			var what string
+			switch how {
+			case historyComposed:
+				what = fmt.Sprintf("the client's %d steps composed with the checkpoint's %d (not of the client's lineage)", curBudget.Steps(), ckBudget.Steps())
+			case historyKept:
+				what = fmt.Sprintf("the client's %d steps, which include the checkpoint's %d", curBudget.Steps(), ckBudget.Steps())
+			default:
+				what = fmt.Sprintf("the checkpoint's %d steps", ckBudget.Steps())
+			}
+			return nil, fmt.Errorf("%w: loading checkpoint %s would leave the client at ε = %.4g > the checkpoint's target ε = %.4g (δ = %g) after %s; nothing was changed",
+				ErrBudgetExceeded, art.ID, sp.Epsilon, target, budget.Config().Delta, what)
 		}
 		m, _, _ := sess.base.load()
 		eng, err := engine.New(m, p.engine)
@@ -307,14 +344,6 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		if err != nil {
 			return nil, err
 		}
-		sp, err := budget.Spent()
-		switch {
-		case errors.Is(err, privacy.ErrDomainTooLarge):
-			return nil, fmt.Errorf("%w: the %s accountant of checkpoint %s cannot bound its %d steps: %w; nothing was changed",
-				ErrFailedPrecondition, budget.Config().Accountant, art.ID, budget.Steps(), err)
-		case err != nil:
-			return nil, fmt.Errorf("service: privacy budget: %w", err)
-		}
 		// The record write is the last step that can fail: a state stored
 		// and then reported failed would be behind the audit log, and the
 		// rollback check (docs/STORE.md §8) would refuse the client.
@@ -329,9 +358,58 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		sess.mu.Unlock()
 		det["step"] = fmt.Sprint(eng.Step())
 		det["epsilon_spent"] = fmt.Sprintf("%.6g", sp.Epsilon)
+		det["accountant_steps"] = fmt.Sprint(budget.Steps())
+		det["accountant_history"] = how
 		return api.LoadStateResult{ArtifactID: art.ID, Step: int64(eng.Step()), EpsilonSpent: sp.Epsilon,
 			Metadata: cp.header.Metadata, OptimizerRestored: restored}, nil
 	})
+}
+
+// How loadedBudget formed a client's accountant (the load_state audit
+// entry's accountant_history detail).
+const (
+	historyCheckpoint = "checkpoint" // a client without steps took the checkpoint's
+	historyKept       = "kept"       // the checkpoint's history is a prefix of the client's own
+	historyComposed   = "composed"   // the client's steps followed by the checkpoint's
+)
+
+// loadedBudget returns a client's accountant after it loads a checkpoint:
+// the composition of everything that touched data through the client (cur)
+// and through the loaded weights (ck), so that the ε the client has spent
+// never decreases (outputs it released before the load consumed privacy
+// whatever weights it holds next). own says the checkpoint was saved by
+// this client.
+//
+//   - A client with no steps takes the checkpoint's history.
+//   - A checkpoint of the client's own lineage, whose history is therefore
+//     already contained in the client's, leaves the history as it is: it
+//     was saved by this client (histories only grow, so a checkpoint saved
+//     by the client is a prefix of its current history) and its history is
+//     a prefix of the current one. Equal values alone do not prove a
+//     lineage (two clients of the same configuration have the same
+//     history), so a prefix saved by another client is composed.
+//   - Otherwise the histories are composed: the client's steps followed by
+//     the checkpoint's (RDP and PRV compose by concatenation). This counts
+//     an ancestry the two runs share twice, which can only raise ε.
+//
+// The result has the checkpoint's accountant configuration (target, δ,
+// accountant), the configuration the client trains under after the load.
+func loadedBudget(cur, ck *privacy.Budget, own bool) (*privacy.Budget, string, error) {
+	ch, kh := cur.History(), ck.History()
+	cfg := ck.Config()
+	switch {
+	case len(ch) == 0:
+		return ck, historyCheckpoint, nil
+	case own && privacy.HistoryHasPrefix(ch, kh):
+		b, err := privacy.NewBudgetWithHistory(cfg, ch)
+		return b, historyKept, err
+	}
+	h, err := privacy.ComposeHistories(ch, kh)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := privacy.NewBudgetWithHistory(cfg, h)
+	return b, historyComposed, err
 }
 
 // GetArtifact returns artifact id of tenant.

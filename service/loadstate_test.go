@@ -1,0 +1,172 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/tensafe/tensafe/api"
+	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/privacy"
+)
+
+// TestLoadStateNeverLowersEpsilon: loading a checkpoint never lowers the
+// ε a client has spent. With a target that allows exactly 3 steps:
+//   - a client at step 3 that loads its own step-2 checkpoint keeps its 3
+//     steps (and so cannot take a 4th);
+//   - another client with the same 2-step history (equal values, another
+//     lineage) that loads it would compose 4 steps: refused with
+//     privacy_budget_exceeded, and nothing changes;
+//   - a client with 1 step composes 3 steps;
+//   - a fresh client takes the checkpoint's 2.
+//
+// The audit entries say which rule applied, and after a restart the
+// rollback check (docs/STORE.md §8) accepts the states the loads stored.
+func TestLoadStateNeverLowersEpsilon(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	const q, sigma, delta = 0.08, 1.0, 1e-5
+	eps := func(n int64) float64 {
+		t.Helper()
+		r, err := privacy.Epsilon([]privacy.Run{{Q: q, Sigma: sigma, Count: n}}, delta, privacy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Epsilon
+	}
+	cfg := tinyConfig(sigma, eps(3)*(1+1e-9), 8, 100)
+	newClient := func(steps int) string {
+		t.Helper()
+		tc, err := s.CreateTrainingClient(ctx, ten, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range steps {
+			op, err := s.OptimStep(ctx, ten, tc.ID)
+			await(t, s, ten, op, err, nil)
+		}
+		return tc.ID
+	}
+	metrics := func(id string) (api.DPMetrics, int64) {
+		t.Helper()
+		m, err := s.DPMetrics(ctx, ten, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.GetTrainingClient(ctx, ten, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, c.Step
+	}
+	a := newClient(2)
+	var ck api.SaveStateResult
+	sf, err := s.SaveState(ctx, ten, a, api.SaveStateRequest{Name: "step 2"})
+	await(t, s, ten, sf, err, &ck)
+	op, err := s.OptimStep(ctx, ten, a)
+	await(t, s, ten, op, err, nil)
+	var sample api.SampleResult // an output released at step 3
+	sa, err := s.Sample(ctx, ten, a, api.SampleRequest{Prompt: "he", MaxTokens: 3})
+	await(t, s, ten, sa, err, &sample)
+	before, _ := metrics(a)
+
+	load := func(id string) (api.LoadStateResult, api.Future) {
+		t.Helper()
+		lf, err := s.LoadState(ctx, ten, id, api.LoadStateRequest{ArtifactID: ck.ArtifactID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.AwaitOperation(ctx, ten, lf.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ls api.LoadStateResult
+		if got.State == api.FutureSucceeded {
+			await(t, s, ten, lf, nil, &ls)
+		}
+		return ls, got
+	}
+
+	// Own lineage: the history is kept.
+	ls, got := load(a)
+	if got.State != api.FutureSucceeded {
+		t.Fatalf("own load: %+v", got.Error)
+	}
+	m, step := metrics(a)
+	if m.Steps != 3 || m.EpsilonSpent != before.EpsilonSpent || ls.EpsilonSpent != before.EpsilonSpent || step != 2 || ls.Step != 2 {
+		t.Fatalf("own older checkpoint: %d steps ε %v (result %+v, client step %d); before the load %d steps ε %v",
+			m.Steps, m.EpsilonSpent, ls, step, before.Steps, before.EpsilonSpent)
+	}
+	if _, err := s.OptimStep(ctx, ten, a); !errors.Is(err, ErrBudgetExceeded) {
+		t.Fatalf("a 4th step after rolling the weights back: %v, want budget exceeded", err)
+	}
+
+	// Another lineage with equal values: composed, over the target, refused.
+	b := newClient(2)
+	bBefore, bStep := metrics(b)
+	bRec, err := s.st.GetClient(ctx, ten, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got = load(b)
+	if got.State != api.FutureFailed || got.Error.Code != api.CodePrivacyBudgetExceeded {
+		t.Fatalf("load composing 4 steps: %s %+v, want privacy_budget_exceeded", got.State, got.Error)
+	}
+	if m, step := metrics(b); m != bBefore || step != bStep {
+		t.Fatalf("refused load changed the client: %+v step %d, before %+v step %d", m, step, bBefore, bStep)
+	}
+	if rec, err := s.st.GetClient(ctx, ten, b); err != nil || rec.Version != bRec.Version || string(rec.BudgetState) != string(bRec.BudgetState) {
+		t.Fatalf("refused load changed the stored client (%v)", err)
+	}
+
+	// One step of its own: composed 1 + 2.
+	c := newClient(1)
+	ls, got = load(c)
+	if got.State != api.FutureSucceeded {
+		t.Fatalf("composed load: %+v", got.Error)
+	}
+	if m, step := metrics(c); m.Steps != 3 || m.EpsilonSpent != eps(3) || ls.EpsilonSpent != eps(3) || step != 2 {
+		t.Fatalf("composed load: %d steps ε %v step %d, want 3 steps ε %v step 2", m.Steps, m.EpsilonSpent, step, eps(3))
+	}
+
+	// Fresh: the checkpoint's.
+	d := newClient(0)
+	ls, got = load(d)
+	if got.State != api.FutureSucceeded {
+		t.Fatalf("fresh load: %+v", got.Error)
+	}
+	if m, step := metrics(d); m.Steps != 2 || m.EpsilonSpent != eps(2) || ls.EpsilonSpent != eps(2) || step != 2 {
+		t.Fatalf("fresh load: %d steps ε %v step %d", m.Steps, m.EpsilonSpent, step)
+	}
+
+	want := map[string][2]string{a: {historyKept, "3"}, b: {"", ""}, c: {historyComposed, "3"}, d: {historyCheckpoint, "2"}}
+	seen := map[string]bool{}
+	if err := auditScan(f, func(e audit.Entry) {
+		if e.Operation != "training.load_state" {
+			return
+		}
+		w := want[e.Resource]
+		seen[e.Resource] = true
+		if e.Outcome == audit.OutcomeSuccess && (e.Details["accountant_history"] != w[0] || e.Details["accountant_steps"] != w[1] || e.Details["step"] != "2") {
+			t.Errorf("load_state of %s audited %v, want %v", e.Resource, e.Details, w)
+		}
+		if e.Resource == b && (e.Outcome != audit.OutcomeDenied || e.Details["error_code"] != api.CodePrivacyBudgetExceeded) {
+			t.Errorf("refused load audited %s %v", e.Outcome, e.Details)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 4 {
+		t.Errorf("load_state audit entries for %d clients, want 4", len(seen))
+	}
+
+	// After a restart, with the rollback check on, every state loads.
+	s2 := restarted(t, f, func(c *Config) { c.Packages.AuditStore = f.as })
+	for id, n := range map[string]int64{a: 3, b: 2, c: 3, d: 2} {
+		m, err := s2.DPMetrics(ctx, ten, id)
+		if err != nil || m.Steps != n {
+			t.Errorf("%s after a restart: %+v, %v; want %d steps", id, m, err, n)
+		}
+	}
+}
