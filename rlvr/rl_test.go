@@ -22,18 +22,18 @@ import (
 func ptr[T any](v T) *T { return &v }
 
 // Every RL test runs DP-SGD with σ = 1 and C = 1 with the prompt as the
-// privacy unit: each step Poisson-samples the 32 prompts with q = 1/2
-// (16 prompts, 32 rows of 2 samples each, on average), and a prompt's 2
+// privacy unit: each step Poisson-samples the 48 prompts with q = 1/2
+// (24 prompts, 48 rows of 2 samples each, on average), and a prompt's 2
 // completions are one clipped example. The noise has standard deviation
-// 1/16 per coordinate of the averaged clipped gradient. A small adapter
+// 1/24 per coordinate of the averaged clipped gradient. A small adapter
 // (rank 4 on o_proj and down_proj, ~7k parameters) keeps the noise's norm
 // within reach of the signal, so the reward rises with any noise draw (the
 // noise comes from crypto/rand: it is never seeded; the prompt draw is
 // seeded, in tests only, with Config.SamplerSeed).
 const (
 	testSigma   = 1.0
-	testPrompts = 32 // dataset_size: prompts
-	testPerStep = 16 // expected_batch_size: prompts per step
+	testPrompts = 48 // dataset_size: prompts
+	testPerStep = 24 // expected_batch_size: prompts per step
 	testSamples = 2  // completions per prompt: rows per example
 )
 
@@ -62,10 +62,10 @@ func lowercase(s rlvr.Sample) (float64, error) {
 	return float64(n) / float64(max(1, len(s.Completion))), nil
 }
 
-// rlPrompts are 32 one-byte prompts without a lower-case letter.
+// rlPrompts are 48 one-byte prompts without a lower-case letter.
 var rlPrompts = func() []rlvr.Prompt {
 	var ps []rlvr.Prompt
-	for _, c := range "1#Q%7Z!80@X&3K?5A(B)C*D+E-F=G/H:" {
+	for _, c := range "1#Q%7Z!80@X&3K?5A(B)C*D+E-F=G/H:IJLMNOPRSTUVWY24" {
 		ps = append(ps, rlvr.Prompt{Text: string(c)})
 	}
 	return ps
