@@ -43,6 +43,7 @@ type serveOptions struct {
 	maxConcurrent           int
 	grace                   time.Duration
 	artifactTTL             time.Duration // 0: keep artifacts; else delete them this long after creation
+	operationTTL            time.Duration // 0: keep finished operations; else delete them this long after they finished
 	logger                  *slog.Logger  // nil: JSON lines on stderr
 }
 
@@ -60,7 +61,12 @@ in PostgreSQL instead; the keys and artifacts stay under --data-dir.
 On first start it creates the operator tenant and its admin API key, writes the key to
 <data-dir>/admin.key (mode 0600) and prints that path, never the key. The operator admin key
 creates tenants (POST /api/v1/tenants) and their keys. SIGINT or SIGTERM shut the server down
-gracefully: requests in flight finish, queued operations finish or are marked failed.`,
+gracefully: requests in flight finish, queued operations finish or are marked failed.
+
+A retention loop always runs: with --artifact-ttl it deletes expired artifacts, with
+--operation-ttl finished operations (futures and their sealed results), and in every case it
+re-seals accountant states left under an older KEK version after a key rotation (every 10
+minutes when no TTL is set).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), o, cmd.OutOrStdout(), nil)
@@ -74,6 +80,7 @@ gracefully: requests in flight finish, queued operations finish or are marked fa
 	f.IntVar(&o.maxConcurrent, "max-concurrent", 0, "operations running at once over all clients (default GOMAXPROCS)")
 	f.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "how long shutdown waits for requests and operations")
 	f.DurationVar(&o.artifactTTL, "artifact-ttl", 0, "delete artifacts (files and records) this long after creation, e.g. 720h (0: keep)")
+	f.DurationVar(&o.operationTTL, "operation-ttl", 0, "delete finished operations (futures and their sealed results) this long after they finished, e.g. 168h (0: keep)")
 	f.StringVar(&o.packageSigner, "package-signer", "", "signing key file (tensafe keys signer new) for TSSP packages (default: generated once into <data-dir>/package-signing.key, mode 0600)")
 	return cmd
 }
@@ -81,6 +88,14 @@ gracefully: requests in flight finish, queued operations finish or are marked fa
 // runServe serves until ctx is done. ready, when set, is called with the
 // listening address once requests are accepted.
 func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(addr string)) (err error) {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--artifact-ttl", o.artifactTTL}, {"--operation-ttl", o.operationTTL}} {
+		if d.v < 0 {
+			return &exitError{2, fmt.Errorf("serve: %s must be 0 (keep) or positive, got %v", d.flag, d.v)}
+		}
+	}
 	logger := o.logger
 	if logger == nil {
 		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -171,7 +186,7 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 	closers = append(closers, lg.Close)
 
 	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(o.dataDir, serveArtifactDir),
-		MaxConcurrent: o.maxConcurrent, Logger: logger, ArtifactTTL: o.artifactTTL,
+		MaxConcurrent: o.maxConcurrent, Logger: logger, ArtifactTTL: o.artifactTTL, OperationTTL: o.operationTTL,
 		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: version, AuditKey: signer.Public()}})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -183,10 +198,11 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 	} else if n > 0 {
 		logger.Info("operations cut off by the last stop marked failed", "count", n, "code", store.ErrorCodeServerRestarted)
 	}
-	if o.artifactTTL > 0 { // the retention sweeper (service/retention.go), stopped before the store closes
+	{ // the retention loop (service/retention.go), stopped before the store closes
 		rctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); svc.RunRetention(rctx, min(max(o.artifactTTL/4, time.Second), time.Minute)) }()
+		interval := retentionInterval(o.artifactTTL, o.operationTTL)
+		go func() { defer close(done); svc.RunRetention(rctx, interval) }()
 		closers = append(closers, func() error { stop(); <-done; return nil })
 	}
 	operator, created, err := bootstrapOperator(ctx, st, o.dataDir)
@@ -215,6 +231,30 @@ func runServe(ctx context.Context, o serveOptions, stdout io.Writer, ready func(
 	}
 	fmt.Fprintln(stdout, "tensafe stopped")
 	return nil
+}
+
+// serveResealInterval is how often the retention loop runs when no TTL is
+// set: then it only re-seals accountant states left under an older KEK
+// version after a rotation (service.ResealStaleStates), which asks the key
+// provider once per tenant.
+const serveResealInterval = 10 * time.Minute
+
+// retentionInterval is the retention loop's period: a quarter of the
+// shortest TTL set, between a second and a minute, so that nothing outlives
+// its TTL by much; serveResealInterval when no TTL is set. The loop runs
+// in every case: re-sealing stale accountant states after a KEK rotation
+// rides on it.
+func retentionInterval(artifactTTL, operationTTL time.Duration) time.Duration {
+	shortest := time.Duration(0)
+	for _, ttl := range []time.Duration{artifactTTL, operationTTL} {
+		if ttl > 0 && (shortest == 0 || ttl < shortest) {
+			shortest = ttl
+		}
+	}
+	if shortest == 0 {
+		return serveResealInterval
+	}
+	return min(max(shortest/4, time.Second), time.Minute)
 }
 
 // readOrCreateSecret returns the content of the secret file at path,
