@@ -131,6 +131,7 @@ type trainRLVR struct {
 	ClipLow             float64           `yaml:"clip_low_threshold"`
 	ClipHigh            float64           `yaml:"clip_high_threshold"`
 	KLCoef              float64           `yaml:"kl_coef"`
+	PrivacyUnit         string            `yaml:"privacy_unit"` // prompt (default) or completion (weaker)
 }
 
 type trainOutput struct {
@@ -425,7 +426,7 @@ func (p *parsedConfig) validate() error {
 			return p.errorf("loss", "is not used in rlvr mode: rlvr.algorithm chooses importance_sampling or ppo")
 		}
 		if c.Schedule.BatchSize != 0 {
-			return p.errorf("schedule.batch_size", "is not used in rlvr mode: rows per step are rlvr.prompts_per_step × rlvr.samples_per_prompt")
+			return p.errorf("schedule.batch_size", "is not used in rlvr mode: each step Poisson-samples prompts at rate rlvr.prompts_per_step / prompts")
 		}
 		if c.RLVR == nil {
 			return p.errorf("rlvr", "is required in rlvr mode (algorithm, rewards, …)")
@@ -441,6 +442,9 @@ func (p *parsedConfig) validate() error {
 		}
 		if r.PromptsPerStep < 0 || r.SamplesPerPrompt < 0 || r.MaxTokens < 0 || r.Epochs < 0 {
 			return p.errorf("rlvr", "prompts_per_step, samples_per_prompt, max_tokens and epochs must be ≥ 0")
+		}
+		if u := r.PrivacyUnit; u != "" && u != rlvr.UnitPrompt && u != rlvr.UnitCompletion {
+			return p.errorf("rlvr.privacy_unit", "%q, want %s (default) or %s", u, rlvr.UnitPrompt, rlvr.UnitCompletion)
 		}
 		return nil
 	}
@@ -1228,22 +1232,29 @@ func (r *trainRun) runRLVR(ctx context.Context, trainRecs, evalRecs []record) (*
 			TopK: rc.TopK, TopP: rc.TopP, Stop: rc.Stop},
 		Advantage:   rlvr.AdvantageConfig{Baseline: rc.Baseline, Decay: rc.BaselineDecay, Normalize: normalize},
 		EntropyCoef: rc.EntropyCoef, Epochs: rc.Epochs, ClipLow: rc.ClipLow, ClipHigh: rc.ClipHigh, KLCoef: rc.KLCoef,
-		Seed: c.Seed}
-	rows := rc.PromptsPerStep * rc.SamplesPerPrompt
-	// The privacy unit is one completion (row): q = rows per step over all
-	// rows the prompts can give, as the client declares it.
-	dataset := int64(len(prompts) * rc.SamplesPerPrompt)
-	q := float64(rows) / float64(dataset)
+		Seed: c.Seed, PrivacyUnit: rc.PrivacyUnit}
+	if cfg.PrivacyUnit == "" {
+		cfg.PrivacyUnit = rlvr.UnitPrompt
+	}
+	// Each step Poisson-samples the prompts at q = prompts_per_step /
+	// prompts, so the DP config counts privacy units: prompts (a prompt's
+	// completions are one example), or completions with the weaker
+	// per-completion unit. Either way q is the trainer's true rate.
+	dataset, perStep := int64(len(prompts)), rc.PromptsPerStep
+	if cfg.PrivacyUnit == rlvr.UnitCompletion {
+		dataset, perStep = dataset*int64(rc.SamplesPerPrompt), perStep*rc.SamplesPerPrompt
+	}
+	q := float64(perStep) / float64(dataset)
 	steps := c.Schedule.Steps
 	if steps == 0 {
 		steps = max(1, int(math.Ceil(c.Schedule.Epochs*float64(len(prompts))/float64(rc.PromptsPerStep))))
 	}
-	tc, err := r.svc.CreateTrainingClient(ctx, r.trainingConfig(dataset, rows))
+	tc, err := r.svc.CreateTrainingClient(ctx, r.trainingConfig(dataset, perStep))
 	if err != nil {
 		return nil, fmt.Errorf("train: create client: %w", err)
 	}
 	if cfg.KLCoef > 0 {
-		ref, err := r.svc.CreateTrainingClient(ctx, r.trainingConfig(dataset, rows))
+		ref, err := r.svc.CreateTrainingClient(ctx, r.trainingConfig(dataset, perStep))
 		if err != nil {
 			return nil, fmt.Errorf("train: create reference client: %w", err)
 		}
@@ -1258,8 +1269,9 @@ func (r *trainRun) runRLVR(ctx context.Context, trainRecs, evalRecs []record) (*
 	if err := r.planSteps(ctx, steps, epochs, q); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(r.out, "tensafe train: rlvr (%s) on %s, client %s: %d prompts, %d steps × %d update(s), %d rows per step (q = %.4g), σ = %g, C = %g, budget ε = %g at δ = %g\n",
-		tr.Config().Algorithm, c.Model, tc.ID, len(prompts), steps, epochs, rows, q, c.DP.NoiseMultiplier, c.DP.MaxGradNorm, c.DP.TargetEpsilon, c.DP.TargetDelta)
+	fmt.Fprintf(r.out, "tensafe train: rlvr (%s) on %s, client %s: %d prompts Poisson-sampled at q = %.4g (%d per step on average) × %d samples, privacy unit: %s; %d steps × %d update(s), σ = %g, C = %g, budget ε = %g at δ = %g\n",
+		tr.Config().Algorithm, c.Model, tc.ID, len(prompts), q, rc.PromptsPerStep, rc.SamplesPerPrompt, cfg.PrivacyUnit, steps, epochs,
+		c.DP.NoiseMultiplier, c.DP.MaxGradNorm, c.DP.TargetEpsilon, c.DP.TargetDelta)
 	start := 0
 	if r.resume != "" {
 		if err := tr.Load(ctx, r.resume); err != nil {
@@ -1278,23 +1290,29 @@ func (r *trainRun) runRLVR(ctx context.Context, trainRecs, evalRecs []record) (*
 	bar := r.bar(steps)
 	bar.Set(start)
 	name := c.checkpointName()
+	sawReward := false
 	for step := start + 1; step <= steps; step++ {
 		res, err := tr.Step(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("train: %w", err)
 		}
 		mr := res.MeanReward
-		m := metricLine{Step: step, Examples: res.Rows, MeanReward: &mr}
+		m := metricLine{Step: step, Examples: res.Examples}
+		if len(res.Prompts) > 0 { // an empty Poisson draw is a noise-only step: no reward
+			m.MeanReward = &mr
+		}
 		last := res.Updates[len(res.Updates)-1]
 		if fb := last.ForwardBackward; fb != nil {
 			m.Loss, m.Metrics = &fb.Loss, fb.Metrics
 		}
 		os := last.OptimStep
 		m.LearningRate, m.NoiseStd, m.EpsilonSpent, m.Delta = os.LearningRate, os.NoiseStd, os.EpsilonSpent, os.Delta
-		if step == start+1 {
-			sum.FirstMetric = mr
+		if m.MeanReward != nil {
+			if !sawReward {
+				sum.FirstMetric, sawReward = mr, true
+			}
+			sum.LastMetric = mr
 		}
-		sum.LastMetric = mr
 		if c.Evaluation.Every > 0 && (step%c.Evaluation.Every == 0 || step == steps) {
 			v, err := r.evalReward(ctx, tc, evalRecs, reward, rc)
 			if err != nil {
