@@ -45,7 +45,7 @@ func (s *Service) expiry(a store.Artifact) *time.Time {
 		t := a.ExpiresAt.UTC()
 		return &t
 	}
-	if s.ret.ttl <= 0 {
+	if s.ret.ttl <= 0 || !ttlApplies(a.Kind) {
 		return nil
 	}
 	t := a.CreatedAt.Add(s.ret.ttl).UTC()
@@ -65,9 +65,27 @@ func (s *Service) expired(ctx context.Context, now time.Time) ([]store.Artifact,
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, old...)
+		for _, a := range old {
+			if ttlApplies(a.Kind) {
+				out = append(out, a)
+			}
+		}
 	}
 	return out, nil
+}
+
+// ttlApplies reports whether the artifact TTL applies to artifacts of
+// kind. It applies to what training produces (checkpoints, packages); HE
+// evaluation keys, adapters and models are configuration the tenant
+// registered, with a lifecycle of their own (rotation, DELETE): expiring the
+// active key under a tenant's feet would break its clients without
+// removing anything derived from training data.
+func ttlApplies(kind string) bool {
+	switch kind {
+	case ArtifactHEKeys, ArtifactHEAdapter, ArtifactHEModel:
+		return false
+	}
+	return true
 }
 
 // OperationTTL returns how long finished operations, and their results,

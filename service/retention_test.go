@@ -10,6 +10,7 @@ import (
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/store"
 )
 
 // savedArtifact trains one (noise-only) step on a new client of tenant and
@@ -90,6 +91,42 @@ func TestRetentionDeletes(t *testing.T) {
 	m := s.retentionMetric(nil, now)
 	if m.ArtifactTTLSeconds != 3600 || m.Deleted != 1 || m.LastSweep == nil || m.LastSweepError != "" {
 		t.Fatalf("retention metric %+v", m)
+	}
+}
+
+// TestRetentionKeepsHE: the artifact TTL does not expire HE evaluation
+// keys, adapters or models (registered configuration with its own
+// lifecycle), whether written under the TTL or before it was set.
+func TestRetentionKeepsHE(t *testing.T) {
+	f := newFixture(t)
+	s, ten := f.svc, f.tenA
+	ctx := context.Background()
+	var ids []string
+	for i, kind := range []string{ArtifactHEKeys, ArtifactHEAdapter, ArtifactHEModel} {
+		if i == 1 {
+			s.ret.ttl = time.Hour // the first was written before a TTL was set
+			s.st.(*sealedStore).ttl = time.Hour
+		}
+		a, err := s.writeArtifact(ctx, store.Artifact{TenantID: ten, Kind: kind, Name: kind}, []byte("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.ExpiresAt != nil {
+			t.Fatalf("%s artifact got an expiry %v", kind, a.ExpiresAt)
+		}
+		ids = append(ids, a.ID)
+	}
+	sv := savedArtifact(t, s, ten) // a checkpoint: the TTL applies
+	if n, err := s.EnforceRetention(ctx, time.Now().Add(2*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("sweep: %d deleted, %v; want only the checkpoint", n, err)
+	}
+	if _, err := s.GetArtifact(ctx, ten, sv.ArtifactID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired checkpoint: %v", err)
+	}
+	for _, id := range ids {
+		if _, err := s.GetArtifact(ctx, ten, id); err != nil {
+			t.Fatalf("HE artifact %s: %v", id, err)
+		}
 	}
 }
 

@@ -469,10 +469,11 @@ func (s *sealedStore) ListOperationsByState(ctx context.Context, states ...store
 }
 
 // CreateArtifact records the artifact's expiry (creation + TTL) when a TTL
-// is configured and the caller set none, so that retention finds it by the
+// is configured, applies to the artifact's kind (ttlApplies) and the caller
+// set none, so that retention finds it by the
 // indexed expires_at.
 func (s *sealedStore) CreateArtifact(ctx context.Context, a store.Artifact) (store.Artifact, error) {
-	if s.ttl > 0 && a.ExpiresAt == nil {
+	if s.ttl > 0 && a.ExpiresAt == nil && ttlApplies(a.Kind) {
 		if a.CreatedAt.IsZero() {
 			a.CreatedAt = time.Now()
 		}
