@@ -57,7 +57,8 @@ class PPOTest(unittest.TestCase):
     def test_ppo_with_reference_kl(self):
         srv = server()
         svc = srv.client()
-        cfg = config(sigma=0.5, eps=500.0, dataset=8, batch=8)
+        # The privacy unit is the prompt: the DP config counts the 2 prompts (2 per step: q = 1).
+        cfg = config(sigma=0.5, eps=500.0, dataset=2, batch=2)
         policy = svc.create_training_client(cfg)
         reference = svc.create_training_client(cfg)
         reward = rlvr.resolve_rewards([{"type": "nonblank_fraction"} if "nonblank_fraction" in rlvr.reward_names()
@@ -68,9 +69,12 @@ class PPOTest(unittest.TestCase):
             epochs=2, kl_coef=0.1, reference=reference, keep_zero_advantage=True, seed=3))
         r = tr.step()
         self.assertEqual(len(r.updates), 2)
-        self.assertEqual(r.rows, 8)
+        self.assertEqual((r.rows, r.examples, r.prompts), (8, 2, [0, 1]))
         for u in r.updates:
             self.assertIsNotNone(u.forward_backward)
+            # One DP example per prompt: its 4 completions share one norm and one clip.
+            self.assertEqual(len(u.forward_backward.per_example_loss), 2)
+            self.assertEqual(len(u.forward_backward.per_example_grad_norms or []), 2)
             for k in ("clip_fraction", "approx_kl", "ratio_mean"):
                 self.assertIn(k, u.forward_backward.metrics or {})
         # First epoch is on-policy: the importance ratio is 1.
@@ -78,6 +82,43 @@ class PPOTest(unittest.TestCase):
         self.assertEqual(policy.get_dp_metrics().steps, 2)
         self.assertEqual(reference.get_dp_metrics().steps, 0)
         self.assertEqual(tr.loss()["type"], "ppo")
+        self.assertEqual(tr.loss()["kwargs"]["group_size"], 4)
+
+
+class PoissonTest(unittest.TestCase):
+    def test_poisson_steps_and_noise_only(self):
+        # q = 1/16: each step uses exactly the seeded Poisson draw (tests only), a drawn prompt reaches the
+        # server as one example, and an empty draw is a noise-only optim_step the accountant counts.
+        srv = server()
+        svc = srv.client()
+        prompts = [rlvr.Prompt("Q%d: " % i) for i in range(16)]
+        policy = svc.create_training_client(config(sigma=1.0, eps=500.0, dataset=16, batch=1))
+        seed = b"python tests only"
+        tr = rlvr.Trainer(svc, policy, lambda p, c: float(len(c)), rlvr.TrainerConfig(
+            prompts=prompts, prompts_per_step=1, sampling=rlvr.RolloutParams(n=2, max_tokens=3),
+            advantage=rlvr.AdvantageConfig(baseline="none"), keep_zero_advantage=True, sampler_seed=seed))
+        draws = [rlvr.poisson_sample(1 / 16, 16, seed, s) for s in range(30)]
+        last = next(s for s, d in enumerate(draws) if not d)
+        for s in range(last + 1):
+            r = tr.step()
+            self.assertEqual(r.prompts, draws[s])
+            self.assertEqual(len(r.updates), 1)
+            self.assertGreater(r.updates[0].optim_step.noise_std, 0)
+            if not draws[s]:
+                self.assertIsNone(r.updates[0].forward_backward)
+                self.assertEqual((r.rows, r.examples, r.trajectories), (0, 0, []))
+            else:
+                self.assertEqual((r.rows, r.examples), (2 * len(draws[s]), len(draws[s])))
+                self.assertEqual(len(r.updates[0].forward_backward.per_example_loss), len(draws[s]))
+        self.assertEqual(tr.state().step, last + 1)
+        self.assertEqual(len(tr.state().reward_history), last)  # the empty step adds no reward
+        m = policy.get_dp_metrics()
+        self.assertEqual(m.steps, last + 1)
+        self.assertAlmostEqual(m.sampling_rate, 1 / 16)
+        # A dp_config understating q is refused before anything runs.
+        with self.assertRaisesRegex(ValueError, "dataset_size"):
+            rlvr.Trainer(svc, svc.create_training_client(config(dataset=1000, batch=1)), lambda p, c: 0.0,
+                         rlvr.TrainerConfig(prompts=prompts, prompts_per_step=4))
 
 
 class CustomLossTest(unittest.TestCase):

@@ -30,6 +30,28 @@ class PCGTest(unittest.TestCase):
             rlvr.PCG.unmarshal(b"pcg:short")
 
 
+class PoissonSampleTest(unittest.TestCase):
+    def test_matches_go(self):
+        # Produced by Go 1.26: rlvr.PoissonSample(0.3, 40, []byte("go vector"), 5), (0.5, 20, "tests", 0) and step 1.
+        self.assertEqual(rlvr.poisson_sample(0.3, 40, b"go vector", 5), [4, 5, 6, 14, 17, 21, 33, 38])
+        self.assertEqual(rlvr.poisson_sample(0.5, 20, b"tests", 0), [0, 1, 2, 4, 6, 7, 8, 10, 11, 12, 13])
+        self.assertEqual(rlvr.poisson_sample(0.5, 20, b"tests", 1), [1, 4, 5, 8, 10, 16, 17, 18])
+
+    def test_rates(self):
+        for seed in (None, b"s"):
+            self.assertEqual(rlvr.poisson_sample(0.0, 30, seed, 0), [])
+            self.assertEqual(rlvr.poisson_sample(1.0, 30, seed, 0), list(range(30)))
+            n, q, steps = 40, 0.25, 200
+            total = sum(len(rlvr.poisson_sample(q, n, seed, s)) for s in range(steps))
+            mean, sd = n * steps * q, math.sqrt(n * steps * q * (1 - q))
+            self.assertLess(abs(total - mean), 5 * sd, "seed %r: %d drawn, expected %.0f" % (seed, total, mean))
+        # Two CSPRNG draws of 256 at q = 1/2 agree with probability 2^-256.
+        self.assertNotEqual(rlvr.poisson_sample(0.5, 256), rlvr.poisson_sample(0.5, 256))
+        for bad in (dict(rate=-0.1, n=1), dict(rate=1.5, n=1), dict(rate=float("nan"), n=1), dict(rate=0.5, n=-1)):
+            with self.assertRaises(ValueError):
+                rlvr.poisson_sample(**bad)
+
+
 class RewardsTest(unittest.TestCase):
     def test_keyword_contains(self):
         cases = [
@@ -154,9 +176,14 @@ class TrainerConfigTest(unittest.TestCase):
                           rlvr.TrainerConfig(prompts=[rlvr.Prompt("a"), rlvr.Prompt("b")], algorithm=rlvr.PPO))
         c = tr.config
         self.assertEqual((c.prompts_per_step, c.sampling.n, c.sampling.max_tokens, c.epochs, c.model), (2, 4, 32, 4, "tensafe-tiny"))
-        self.assertEqual(tr.loss(), {"type": "ppo", "kwargs": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2}})
+        # The prompt is the privacy unit: its 4 completions are one example.
+        self.assertEqual((c.privacy_unit, tr.group_size, tr.sampling_rate), (rlvr.UNIT_PROMPT, 4, 1.0))
+        self.assertEqual(tr.loss(), {"type": "ppo", "kwargs": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2, "group_size": 4}})
         r = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0, rlvr.TrainerConfig(prompts=["x"], entropy_coef=0.01))
-        self.assertEqual(r.loss(), {"type": "importance_sampling", "kwargs": {"entropy_coef": 0.01}})
+        self.assertEqual(r.loss(), {"type": "importance_sampling", "kwargs": {"entropy_coef": 0.01, "group_size": 4}})
+        u = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0,
+                         rlvr.TrainerConfig(prompts=["x", "y"], prompts_per_step=1, privacy_unit=rlvr.UNIT_COMPLETION))
+        self.assertEqual((u.loss(), u.group_size, u.sampling_rate), ({"type": "importance_sampling", "kwargs": {}}, 1, 0.5))
         g = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0, rlvr.TrainerConfig(prompts=["x"], algorithm=rlvr.GRPO))
         self.assertTrue(g.config.advantage.group_normalize)
         self.assertEqual(g.config.epochs, 1)
@@ -172,6 +199,8 @@ class TrainerConfigTest(unittest.TestCase):
             dict(prompts=["x"], prompts_per_step=2),
             dict(prompts=["x"], clip_low=1.5),
             dict(prompts=["x"], algorithm=rlvr.PPO, epochs=65),
+            dict(prompts=["x"], privacy_unit="row"),
+            dict(prompts=["x"], sampler_seed=b""),
         ]
         for kw in bad:
             with self.subTest(kw=kw):
@@ -179,6 +208,37 @@ class TrainerConfigTest(unittest.TestCase):
                     rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0, rlvr.TrainerConfig(**kw))
         with self.assertRaises(rlvr.UnknownReward):
             rlvr.Trainer(self.svc, self.tc, "no_such_reward", rlvr.TrainerConfig(prompts=["x"]))
+
+    def test_sampling_rate_check(self):
+        # A dp_config declaring a smaller q than the trainer's Poisson rate is refused, naming the fields.
+        import tensafe
+
+        prompts = [rlvr.Prompt(c) for c in "abcdefghij"]
+        cases = [
+            (rlvr.UNIT_PROMPT, 10, 2, True),
+            (rlvr.UNIT_PROMPT, 5, 1, True),
+            (rlvr.UNIT_PROMPT, 10, 4, True),  # overstated q: allowed
+            (rlvr.UNIT_PROMPT, 100, 2, False),
+            (rlvr.UNIT_COMPLETION, 40, 8, True),
+            (rlvr.UNIT_COMPLETION, 400, 8, False),
+        ]
+        for unit, dataset, batch, ok in cases:
+            with self.subTest(unit=unit, dataset=dataset, batch=batch):
+                tc = tensafe.TrainingClient(self.svc, tensafe.TrainingClientInfo(
+                    id="tc_x", base_model="tensafe-tiny",
+                    config={"dp_config": {"dataset_size": dataset, "expected_batch_size": batch}}))
+                cfg = rlvr.TrainerConfig(prompts=list(prompts), prompts_per_step=2, privacy_unit=unit)
+                if ok:
+                    rlvr.Trainer(self.svc, tc, lambda p, c: 0.0, cfg)
+                else:
+                    with self.assertRaisesRegex(ValueError, "dataset_size.*expected_batch_size"):
+                        rlvr.Trainer(self.svc, tc, lambda p, c: 0.0, cfg)
+
+    def test_update_refuses_partial_groups(self):
+        tr = rlvr.Trainer(self.svc, self.tc, lambda p, c: 0.0,
+                          rlvr.TrainerConfig(prompts=["x"], sampling=rlvr.RolloutParams(n=2)))
+        with self.assertRaisesRegex(ValueError, "group 0 has 1 trajectories"):
+            tr.update([[traj(1.0)]])
 
 
 class BatchAndStateTest(unittest.TestCase):

@@ -6,6 +6,8 @@ The pieces, each usable alone:
   ``length_penalty``, ``format_compliance``, ``exact_match``,
   ``numeric_match``) resolved by name with validated kwargs, plus your own
   callables (``register_reward``, ``resolve_reward``);
+* ``poisson_sample`` — each step's prompts by Poisson sampling (rate
+  prompts_per_step / len(prompts)), from the OS CSPRNG;
 * ``rollout`` — n samples per prompt through the real ``sample`` endpoint, the
   sampling log-probabilities kept;
 * ``compute_advantages`` — moving-average or group-mean baselines,
@@ -18,7 +20,10 @@ The pieces, each usable alone:
   checkpoint's metadata (the Go trainer's format: runs resume across SDKs).
 
 Every update is a DP-SGD step of the server: clipping, noise, the accountant
-and the audit log apply to RL exactly as to supervised fine-tuning.
+and the audit log apply to RL exactly as to supervised fine-tuning. The
+privacy unit is the prompt: a prompt's n completions are one DP example (the
+loss's ``group_size``), and the policy's dp_config counts prompts
+(``dataset_size`` = len(prompts), ``expected_batch_size`` = prompts_per_step).
 
     reward = resolve_reward("keyword_contains", keywords=["yes"])
     trainer = Trainer(service, tc, reward, TrainerConfig(prompts=[Prompt("Q: ...")]))
@@ -33,6 +38,8 @@ from .core import (
     PPO,
     REINFORCE,
     STATE_FORMAT,
+    UNIT_COMPLETION,
+    UNIT_PROMPT,
     AdvantageConfig,
     MovingBaseline,
     NoState,
@@ -46,6 +53,7 @@ from .core import (
     Update,
     build_batch,
     compute_advantages,
+    poisson_sample,
     rollout,
 )
 from .rewards import (
@@ -82,6 +90,9 @@ __all__ = [
     "rollout",
     "compute_advantages",
     "build_batch",
+    "poisson_sample",
+    "UNIT_PROMPT",
+    "UNIT_COMPLETION",
     "RewardFn",
     "RewardSpec",
     "RewardRegistry",

@@ -3,19 +3,30 @@
 Every update goes through the server's ``forward_backward`` and
 ``optim_step``, so per-example clipping, DP noise, the privacy accountant, the
 audit log and encrypted checkpoints apply to RL exactly as to supervised
-fine-tuning. Privacy unit: every completion is one row; a prompt sampled n
-times contributes n rows to a step (group privacy over n rows).
+fine-tuning.
 
-The trainer's random generator is Go's math/rand/v2 PCG (DXSM) with the same
-seeding, and its state is saved under the same checkpoint metadata key and
-format as the Go trainer's (``tensafe-rlvr-state/v1``), so a run saved by one
-SDK resumes in the other.
+Privacy unit: the prompt. A prompt's n completions are n rows but one DP
+example (the loss's ``group_size`` is n: one gradient, one norm, one clip), and
+each step draws its prompts by Poisson sampling with rate
+q = prompts_per_step / len(prompts) from the OS CSPRNG, so the accountant's q
+(dp_config expected_batch_size / dataset_size, counted in prompts) is true.
+``privacy_unit="completion"`` keeps one completion per example: weaker (a
+prompt's guarantee is group privacy over n). ``sampler_seed`` seeds the draw
+for tests only.
+
+The generator of sampling seeds is Go's math/rand/v2 PCG (DXSM) with the same
+seeding, the seeded Poisson draw is the Go trainer's (``poisson_sample``), and
+the state is saved under the same checkpoint metadata key and format as the Go
+trainer's (``tensafe-rlvr-state/v1``), so a run saved by one SDK resumes in the
+other.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -44,7 +55,10 @@ __all__ = [
     "rollout",
     "compute_advantages",
     "build_batch",
+    "poisson_sample",
     "PCG",
+    "UNIT_PROMPT",
+    "UNIT_COMPLETION",
 ]
 
 REINFORCE = "reinforce"
@@ -54,6 +68,12 @@ GRPO = "grpo"
 BASELINE_MOVING_AVERAGE = "moving_average"
 BASELINE_GROUP_MEAN = "group_mean"
 BASELINE_NONE = "none"
+
+# Privacy units: what one DP example (one gradient, one clip) is.
+UNIT_PROMPT = "prompt"  # a prompt's n completions are one example (default)
+UNIT_COMPLETION = "completion"  # one completion per example: weaker (group privacy over n per prompt)
+
+_POISSON_DOMAIN = b"tensafe-rlvr-poisson/v1"
 
 STATE_FORMAT = "tensafe-rlvr-state/v1"
 METADATA_KEY = "rlvr"
@@ -109,6 +129,30 @@ class PCG:
             raise ValueError("rlvr: state: rng: invalid PCG encoding")
         hi, lo = struct.unpack(">QQ", data[4:])
         return cls(hi, lo)
+
+
+def poisson_sample(rate: float, n: int, seed: Optional[bytes] = None, step: int = 0) -> List[int]:
+    """One step's Poisson draw of prompts: each of the n is included independently with probability
+    ``rate``; the drawn indices in increasing order (possibly none). Go's rlvr.PoissonSample.
+
+    With ``seed`` None the draw comes from the OS CSPRNG (``os.urandom``). A seed makes it a function of
+    (seed, step): index i is drawn when the first 8 bytes of
+    SHA-256(b"tensafe-rlvr-poisson/v1" + seed + step + i) (big-endian uint64s), as a big-endian integer
+    whose top 53 bits u give u / 2**53 < rate — bit for bit the Go trainer's draw. For tests only:
+    whoever knows the seed knows which prompts each step used, which the amplification by sampling
+    behind the accountant's q assumes nobody does.
+    """
+    if not (isinstance(rate, (int, float)) and 0 <= rate <= 1):
+        raise ValueError("rlvr: poisson sampling: rate must be in [0, 1], got %r" % (rate,))
+    if n < 0 or step < 0:
+        raise ValueError("rlvr: poisson sampling: negative count %d or step %d" % (n, step))
+    if seed is None:
+        buf = os.urandom(8 * n)
+        words = [int.from_bytes(buf[8 * i: 8 * i + 8], "big") for i in range(n)]
+    else:
+        prefix = _POISSON_DOMAIN + bytes(seed) + struct.pack(">Q", step)
+        words = [int.from_bytes(hashlib.sha256(prefix + struct.pack(">Q", i)).digest()[:8], "big") for i in range(n)]
+    return [i for i, w in enumerate(words) if (w >> 11) / float(1 << 53) < rate]
 
 
 @dataclass
@@ -316,7 +360,8 @@ class TrainerConfig:
     prompts: List[Prompt] = field(default_factory=list)
     algorithm: str = REINFORCE
     model: str = ""  # the base model's name for tokenizing prompts; "" means the policy's
-    prompts_per_step: int = 0  # default min(len(prompts), 4)
+    # Poisson sampling rate q = prompts_per_step / len(prompts): prompts per step on average (default min(len, 4)).
+    prompts_per_step: int = 0
     sampling: RolloutParams = field(default_factory=RolloutParams)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     entropy_coef: float = 0.0
@@ -326,7 +371,9 @@ class TrainerConfig:
     kl_coef: float = 0.0
     reference: Optional[TrainingClient] = None  # never-trained client on the same base model (kl_coef > 0)
     keep_zero_advantage: bool = False
-    seed: int = 0
+    seed: int = 0  # seeds the sampling of completions (never the prompt draw, nor DP noise)
+    privacy_unit: str = UNIT_PROMPT  # or UNIT_COMPLETION (weaker)
+    sampler_seed: Optional[bytes] = None  # TESTS ONLY: seeds the Poisson prompt draw; None = os.urandom
 
 
 @dataclass
@@ -342,11 +389,13 @@ class StepResult:
     """One RLVR step."""
 
     step: int
-    mean_reward: float
+    mean_reward: float  # 0 when the Poisson draw was empty (a noise-only step)
     rewards: List[float]
     trajectories: List[Trajectory]
     rows: int
     updates: List[Update]
+    examples: int = 0  # DP examples sent: rows / group size
+    prompts: Optional[List[int]] = None  # indices drawn this step (increasing); None for update() called directly
 
 
 class NoState(ValueError):
@@ -401,6 +450,23 @@ class State:
                    reward_history=[float(x) for x in hist])
 
 
+def _check_sampling_rate(cfg: TrainerConfig, dp: Any) -> None:
+    """Refuse a policy whose dp_config declares a sampling rate below the trainer's (the accountant would
+    spend too little ε). The DP config counts privacy units: prompts, or completions with the completion unit."""
+    if not isinstance(dp, Mapping) or not dp.get("dataset_size"):
+        return
+    units, per_step, what = len(cfg.prompts), cfg.prompts_per_step, "prompts"
+    if cfg.privacy_unit == UNIT_COMPLETION:
+        units, per_step, what = units * cfg.sampling.n, per_step * cfg.sampling.n, "completions"
+    dataset, batch = int(dp["dataset_size"]), int(dp.get("expected_batch_size") or 0)
+    declared, q = batch / dataset, per_step / units
+    if declared < q * (1 - 1e-9):
+        raise ValueError(
+            "rlvr: trainer: the policy's dp_config declares q = expected_batch_size/dataset_size = %d/%d = %.4g, but the "
+            "trainer samples %s with q = %d/%d = %.4g: set dataset_size = %d and expected_batch_size = %d (privacy unit: %s)"
+            % (batch, dataset, declared, what, per_step, units, q, units, per_step, cfg.privacy_unit))
+
+
 class Trainer:
     """Runs RLVR steps on a policy training client: REINFORCE (importance_sampling loss), PPO (ppo loss,
     several epochs, optional KL penalty against a reference client) or GRPO (group-normalized advantages)."""
@@ -421,8 +487,14 @@ class Trainer:
             cfg.prompts_per_step = min(len(cfg.prompts), 4)
         if not (1 <= cfg.prompts_per_step <= len(cfg.prompts)):
             raise ValueError("rlvr: trainer: prompts_per_step must be in [1, %d], got %d" % (len(cfg.prompts), cfg.prompts_per_step))
+        if cfg.sampler_seed is not None and len(cfg.sampler_seed) == 0:
+            raise ValueError("rlvr: trainer: sampler_seed is set but empty (leave it None to draw from os.urandom)")
         if cfg.sampling.n == 0:
             cfg.sampling.n = 4
+        if not cfg.privacy_unit:
+            cfg.privacy_unit = UNIT_PROMPT
+        if cfg.privacy_unit not in (UNIT_PROMPT, UNIT_COMPLETION):
+            raise ValueError("rlvr: trainer: privacy_unit %r, want %r or %r" % (cfg.privacy_unit, UNIT_PROMPT, UNIT_COMPLETION))
         if cfg.sampling.max_tokens == 0:
             cfg.sampling.max_tokens = 32
         if cfg.algorithm == GRPO:
@@ -450,6 +522,7 @@ class Trainer:
             cfg.model = policy.info.base_model or str(policy.info.config.get("base_model", ""))
         if not cfg.model:
             raise ValueError("rlvr: trainer: the base model is unknown; set TrainerConfig.model")
+        _check_sampling_rate(cfg, (policy.info.config or {}).get("dp_config"))
         self.service, self.policy, self.reward, self.config = service, policy, reward, cfg
         self._pcg = PCG(cfg.seed, cfg.seed ^ 0x5851F42D4C957F2D)
         self._state = State(algorithm=cfg.algorithm)
@@ -460,40 +533,82 @@ class Trainer:
         return State(s.algorithm, s.step, MovingBaseline(s.baseline.value, s.baseline.set), self._pcg.marshal(),
                      list(s.reward_history))
 
+    @property
+    def sampling_rate(self) -> float:
+        """The Poisson rate of prompts, prompts_per_step / len(prompts): the q the accountant must use."""
+        return self.config.prompts_per_step / len(self.config.prompts)
+
+    @property
+    def group_size(self) -> int:
+        """Rows per DP example: samples per prompt with the prompt unit, 1 with the completion unit."""
+        return self.config.sampling.n if self.config.privacy_unit == UNIT_PROMPT else 1
+
     def loss(self) -> Dict[str, Any]:
         """The server loss this trainer's updates use."""
         cfg = self.config
+        kw: Dict[str, Any] = {}
         if cfg.algorithm == REINFORCE:
-            kw: Dict[str, Any] = {}
             if cfg.entropy_coef:
                 kw["entropy_coef"] = cfg.entropy_coef
+            if self.group_size > 1:
+                kw["group_size"] = self.group_size
             return {"type": "importance_sampling", "kwargs": kw}
         kw = {"clip_low_threshold": cfg.clip_low, "clip_high_threshold": cfg.clip_high}
         if cfg.kl_coef:
             kw["kl_coef"] = cfg.kl_coef
         if cfg.entropy_coef:
             kw["entropy_coef"] = cfg.entropy_coef
+        if self.group_size > 1:
+            kw["group_size"] = self.group_size
         return {"type": "ppo", "kwargs": kw}
 
     def step(self) -> StepResult:
-        """Draw prompts, roll out, score, compute advantages and update the policy (DP-SGD steps of the server)."""
+        """Draw prompts by Poisson sampling, roll out, score, compute advantages and update the policy
+        (DP-SGD steps of the server); a step that drew no prompt is a noise-only update."""
         cfg = self.config
-        idx = self._pcg.perm(len(cfg.prompts))[: cfg.prompts_per_step]
-        prompts = [cfg.prompts[j] for j in idx]
-        seeds = [self._pcg.uint64() for _ in idx]
-        groups = rollout(self.policy, self.service, cfg.model, prompts, seeds, cfg.sampling, self.reward)
+        idx = poisson_sample(self.sampling_rate, len(cfg.prompts), cfg.sampler_seed, self._state.step)
+        groups: List[List[Trajectory]] = []
+        if idx:
+            prompts = [cfg.prompts[j] for j in idx]
+            seeds = [self._pcg.uint64() for _ in idx]
+            groups = rollout(self.policy, self.service, cfg.model, prompts, seeds, cfg.sampling, self.reward)
+            for g in groups:
+                for t in g:
+                    t.prompt = idx[t.prompt]
+        r = self.update(groups)
+        r.prompts = idx
+        return r
+
+    def update(self, groups: List[List[Trajectory]]) -> StepResult:
+        """The learning half of step: advantages and the policy update from scored rollouts (one group per
+        prompt). With the prompt unit every group must be one prompt's ``sampling.n`` trajectories; it is
+        sent whole when any advantage is non-zero. No groups is a noise-only step (optim_steps still taken;
+        baseline and reward history unchanged)."""
+        cfg = self.config
+        G = self.group_size
+        for i, g in enumerate(groups):
+            if G > 1 and len(g) != G:
+                raise ValueError("rlvr: update: group %d has %d trajectories; with privacy unit %r a group is one "
+                                 "prompt's %d samples" % (i, len(g), cfg.privacy_unit, G))
+        empty = all(len(g) == 0 for g in groups)
         baseline = MovingBaseline(self._state.baseline.value, self._state.baseline.set)
-        compute_advantages(groups, cfg.advantage, baseline)
+        if not empty:
+            compute_advantages(groups, cfg.advantage, baseline)
         step = self._state.step + 1
-        trajs, rewards, rows = [], [], []
+        trajs: List[Trajectory] = []
+        rewards: List[float] = []
+        rows: List[Trajectory] = []
         for g in groups:
+            send = cfg.keep_zero_advantage
             for t in g:
-                t.prompt = idx[t.prompt]
                 trajs.append(t)
                 rewards.append(t.reward)
-                if t.advantage != 0 or cfg.keep_zero_advantage:
+                send = send or t.advantage != 0
+                if G == 1 and (t.advantage != 0 or cfg.keep_zero_advantage):
                     rows.append(t)
-        mean_reward, _ = _mean_std(rewards)
+            if G > 1 and send:
+                rows.extend(g)
+        mean_reward = _mean_std(rewards)[0] if not empty else 0.0
         batch = build_batch(rows) if rows else None
         if batch is not None and cfg.kl_coef > 0:
             assert cfg.reference is not None
@@ -510,10 +625,12 @@ class Trainer:
             updates.append(Update(fb, self.policy.optim_step().result()))
         self._state.baseline = baseline
         self._state.step = step
-        self._state.reward_history.append(mean_reward)
-        if len(self._state.reward_history) > MAX_HISTORY:
-            self._state.reward_history = self._state.reward_history[-MAX_HISTORY:]
-        return StepResult(step=step, mean_reward=mean_reward, rewards=rewards, trajectories=trajs, rows=len(rows), updates=updates)
+        if not empty:
+            self._state.reward_history.append(mean_reward)
+            if len(self._state.reward_history) > MAX_HISTORY:
+                self._state.reward_history = self._state.reward_history[-MAX_HISTORY:]
+        return StepResult(step=step, mean_reward=mean_reward, rewards=rewards, trajectories=trajs, rows=len(rows),
+                          updates=updates, examples=len(rows) // G)
 
     def save(self, name: str = "") -> Any:
         """An encrypted checkpoint of the policy with the algorithm state in its metadata."""
