@@ -42,29 +42,54 @@ const (
 // server's admin handlers, or before tagging existed) with it.
 var complianceCategories = map[string]string{
 	// Sealing and opening envelopes under tenant keys.
-	"training.save_state":    api.CategoryEncryption,
-	"training.load_state":    api.CategoryEncryption,
-	OpComplianceEncryption:   api.CategoryEncryption,
-	"artifact.package":       api.CategoryEncryption, // weights sealed to recipient keys (TSSP)
-	"he.register_keys":       api.CategoryEncryption, // HE key bundles sealed under the tenant KEK
-	"he.retire_key":          api.CategoryEncryption,
-	"he.deltas":              api.CategoryEncryption, // computed on ciphertexts
-	"he.inference":           api.CategoryEncryption,
-	"he.register_adapter":    api.CategoryChange,
-	"he.register_model":      api.CategoryChange,
-	"artifact.download":      api.CategoryAccess,
-	"training.create_client": api.CategoryChange,
-	"training.delete_client": api.CategoryChange,
-	"admin.create_tenant":    api.CategoryChange,
-	"admin.create_api_key":   api.CategoryChange,
-	"admin.revoke_api_key":   api.CategoryChange,
-	"service.recover":        api.CategoryChange,
-	OpComplianceAuditVerify:  api.CategoryAuditLog,
-	audit.RepairOperation:    api.CategoryAuditLog,
-	OpRetentionDelete:        api.CategoryRetention,
-	OpRetentionSweep:         api.CategoryRetention,
-	OpCompliancePIIScan:      api.CategoryPIIScan,
-	OpComplianceSecretsScan:  api.CategorySecretsScan,
+	"training.save_state":  api.CategoryEncryption,
+	"training.load_state":  api.CategoryEncryption,
+	OpComplianceEncryption: api.CategoryEncryption,
+	"artifact.package":     api.CategoryEncryption, // weights sealed to recipient keys (TSSP)
+	"he.register_keys":     api.CategoryEncryption, // HE key bundles sealed under the tenant KEK
+	"he.retire_key":        api.CategoryEncryption,
+	"he.deltas":            api.CategoryEncryption, // computed on ciphertexts
+	"he.inference":         api.CategoryEncryption,
+	"he.delete_key":        api.CategoryEncryption, // an HE key bundle destroyed
+	"he.register_adapter":  api.CategoryChange,
+	"he.register_model":    api.CategoryChange,
+	// A sealed accountant state that did not authenticate or is behind the
+	// audit log (sealed.go): the client is refused.
+	OpIntegrityFailure:        api.CategoryEncryption,
+	"he.delete_adapter":       api.CategoryChange,
+	"he.delete_model":         api.CategoryChange,
+	"artifact.download":       api.CategoryAccess,
+	"training.dp_certificate": api.CategoryAccess, // a tenant read the guarantee and adapter hash of its client
+	"training.create_client":  api.CategoryChange,
+	"training.delete_client":  api.CategoryChange,
+	"admin.create_tenant":     api.CategoryChange,
+	"admin.create_api_key":    api.CategoryChange,
+	"admin.revoke_api_key":    api.CategoryChange,
+	"service.recover":         api.CategoryChange,
+	// Refused requests (server/authaudit.go); every auth.* operation is
+	// ACCESS anyway.
+	"auth.denied":           api.CategoryAccess,
+	"auth.denied_summary":   api.CategoryAccess,
+	OpComplianceAuditVerify: api.CategoryAuditLog,
+	audit.RepairOperation:   api.CategoryAuditLog,
+	OpRetentionDelete:       api.CategoryRetention,
+	OpRetentionSweep:        api.CategoryRetention,
+	OpCompliancePIIScan:     api.CategoryPIIScan,
+	OpComplianceSecretsScan: api.CategorySecretsScan,
+}
+
+// dataPlaneOperations are the audited operations that deliberately carry no
+// compliance category: the training data plane, one entry per step or
+// request, whose volume would bury the compliance events (their audit
+// entries, with batch digests, are the training evidence of packages and
+// DP certificates instead). A refusal of one is still ACCESS. Every other
+// operation the service or the server writes is in complianceCategories
+// (TestEveryAuditedOperationHasCategory).
+var dataPlaneOperations = map[string]bool{
+	"training." + store.KindForwardBackward: true,
+	"training." + store.KindForward:         true,
+	"training." + store.KindOptimStep:       true,
+	"training." + store.KindSample:          true,
 }
 
 // accessCodes are the error codes that make a failed operation an ACCESS

@@ -30,6 +30,10 @@ func TestComplianceCategory(t *testing.T) {
 		{audit.Record{Operation: OpCompliancePIIScan, Outcome: audit.OutcomeSuccess}, api.CategoryPIIScan},
 		{audit.Record{Operation: OpComplianceSecretsScan, Outcome: audit.OutcomeSuccess}, api.CategorySecretsScan},
 		{audit.Record{Operation: "training.forward_backward", Outcome: audit.OutcomeSuccess}, ""},
+		{audit.Record{Operation: "training.optim_step", Outcome: audit.OutcomeSuccess}, ""},
+		{audit.Record{Operation: OpIntegrityFailure, Outcome: audit.OutcomeFailure}, api.CategoryEncryption},
+		{audit.Record{Operation: "auth.denied", Outcome: audit.OutcomeDenied}, api.CategoryAccess},
+		{audit.Record{Operation: "training.unknown", Outcome: audit.OutcomeSuccess}, ""},
 	} {
 		if got := ComplianceCategory(c.r); got != c.want {
 			t.Errorf("%s/%s: %q, want %q", c.r.Operation, c.r.Outcome, got, c.want)
