@@ -170,3 +170,49 @@ func TestLoadStateNeverLowersEpsilon(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadStateComposesUnderCheckpointConfig: a client that loads another
+// client's checkpoint of another DP configuration (PRV accountant, other σ
+// and q) has the composition of both histories, accounted under the
+// checkpoint's configuration, and trains on under it.
+func TestLoadStateComposesUnderCheckpointConfig(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	x := newTrained(t, s, ten, 2) // rdp, σ 1, q 0.08
+	pc := tinyConfig(1.2, 50, 4, 100)
+	pc.DP.Accountant = "prv"
+	p, err := s.CreateTrainingClient(ctx, ten, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		op, err := s.OptimStep(ctx, ten, p.ID)
+		await(t, s, ten, op, err, nil)
+	}
+	var ck api.SaveStateResult
+	sf, err := s.SaveState(ctx, ten, p.ID, api.SaveStateRequest{})
+	await(t, s, ten, sf, err, &ck)
+	var ls api.LoadStateResult
+	lf, err := s.LoadState(ctx, ten, x, api.LoadStateRequest{ArtifactID: ck.ArtifactID})
+	await(t, s, ten, lf, err, &ls)
+	want, err := privacy.Epsilon([]privacy.Run{{Q: 0.08, Sigma: 1, Count: 2}, {Q: 0.04, Sigma: 1.2, Count: 3}}, 1e-5,
+		privacy.Options{Accountant: privacy.AccountantPRV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.DPMetrics(ctx, ten, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Steps != 5 || m.Accountant != "prv" || m.NoiseMultiplier != 1.2 || m.SamplingRate != 0.04 ||
+		m.EpsilonSpent != want.Epsilon || ls.EpsilonSpent != want.Epsilon || ls.Step != 3 {
+		t.Fatalf("after a composed load: %+v (result %+v), want 5 steps, prv, ε %v", m, ls, want.Epsilon)
+	}
+	var os api.OptimStepResult
+	op, err := s.OptimStep(ctx, ten, x)
+	await(t, s, ten, op, err, &os)
+	if m, _ := s.DPMetrics(ctx, ten, x); m.Steps != 6 || os.Step != 4 || !(os.EpsilonSpent > want.Epsilon) {
+		t.Fatalf("a step after the load: %+v, dp_metrics %+v", os, m)
+	}
+}
