@@ -510,8 +510,8 @@ func (s *Service) integrityFailure(ctx context.Context, tenant, id, reason strin
 }
 
 // auditedSteps counts the DP steps the audit log says client id of tenant
-// has taken: the step of its last successful load_state (or 0), plus its
-// successful optim_steps after it. ok is false when the service keeps no
+// has taken: the accountant's step count after its last successful
+// load_state (or 0), plus its successful optim_steps after it. ok is false when the service keeps no
 // readable audit store.
 func (s *Service) auditedSteps(ctx context.Context, tenant, id string) (n int64, ok bool, err error) {
 	st := s.pkg.cfg.AuditStore
@@ -526,9 +526,16 @@ func (s *Service) auditedSteps(ctx context.Context, tenant, id string) (n int64,
 		case "training." + store.KindOptimStep:
 			n++
 		case "training." + store.KindLoadState:
-			v, perr := strconv.ParseInt(e.Details["step"], 10, 64)
+			// The accountant's step count after the load (kept or composed
+			// histories hold more steps than the adapter's step); entries
+			// written before accountant_steps existed carry only step.
+			field := "accountant_steps"
+			if _, ok := e.Details[field]; !ok {
+				field = "step"
+			}
+			v, perr := strconv.ParseInt(e.Details[field], 10, 64)
 			if perr != nil {
-				return fmt.Errorf("audit entry %d: load_state step %q", e.Seq, e.Details["step"])
+				return fmt.Errorf("audit entry %d: load_state %s %q", e.Seq, field, e.Details[field])
 			}
 			n = v
 		}

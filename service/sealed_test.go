@@ -584,3 +584,38 @@ func TestResealAfterRotation(t *testing.T) {
 		t.Fatal("a state under a retired KEK version opened")
 	}
 }
+
+// TestAuditedStepsAfterComposedLoad: after a load_state that kept or
+// composed histories, the audit log's step count is the accountant's
+// (accountant_steps), not the adapter's step, so an older stored state with
+// at least the adapter's step count but fewer accountant steps is still a
+// rollback. Entries from before accountant_steps existed count their step.
+func TestAuditedStepsAfterComposedLoad(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s := restarted(t, f, func(c *Config) { c.Packages.AuditStore = f.as })
+	appendRec := func(client, op string, det map[string]string) {
+		t.Helper()
+		if _, err := f.log.Append(ctx, audit.Record{TenantID: f.tenA, Actor: "test", Operation: "training." + op,
+			Resource: client, Outcome: audit.OutcomeSuccess, Details: det}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendRec("c_new", store.KindLoadState, map[string]string{"step": "2", "accountant_steps": "7"})
+	appendRec("c_new", store.KindOptimStep, nil)
+	appendRec("c_old", store.KindLoadState, map[string]string{"step": "3"})
+	appendRec("c_old", store.KindOptimStep, nil)
+	appendRec("c_old", store.KindOptimStep, nil)
+	for _, c := range []struct {
+		client string
+		want   int64
+	}{{"c_new", 8}, {"c_old", 5}} {
+		n, ok, err := s.auditedSteps(ctx, f.tenA, c.client)
+		if err != nil || !ok || n != c.want {
+			t.Fatalf("%s: auditedSteps = %d, %v, %v; want %d", c.client, n, ok, err, c.want)
+		}
+	}
+	if err := s.checkRollback(ctx, f.tenA, "c_new", 3); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("a state of 3 accountant steps after a load of 7: %v", err)
+	}
+}
