@@ -8,10 +8,11 @@ package service
 // reaches the service: the key decoder accepts public, relinearization and
 // Galois keys only.
 //
-// Nothing is cached between calls: each call unseals the key bundle and the
-// adapters or model it names and builds a fresh he.Evaluator. That keeps the
-// service free of per-tenant HE state (a restart loses nothing) at the cost
-// of a key load per call, small next to the homomorphic work itself.
+// Evaluators are cached (hecache.go): the first call under a key unseals
+// the key bundle and builds an he.Evaluator, later calls reuse it with the
+// adapters and models already registered on it. Every call still finds what
+// it names in the store, so the cache changes latency, never results; it
+// holds no secret key and nothing a restart would miss.
 
 import (
 	"context"
@@ -156,6 +157,7 @@ func (s *Service) RegisterHEKeys(ctx context.Context, tenant string, req he.Regi
 	rcd.Details["content_hash"] = art.ContentHash
 	s.record(ctx, rcd)
 	if len(ks) > 0 {
+		s.heCache.dropKey(tenant, ks[len(ks)-1].info.ID)
 		rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.retire_key", Resource: ks[len(ks)-1].info.ID,
 			Outcome: audit.OutcomeSuccess, Details: map[string]string{"replaced_by": k.ID}}
 		s.record(ctx, rcd)
@@ -208,34 +210,14 @@ func (s *Service) heActive(ctx context.Context, tenant, id, field string) (heKey
 	return k, nil
 }
 
-// heEvaluator loads key id of tenant for new work (it must be active) and
-// returns an evaluator for it.
-func (s *Service) heEvaluator(ctx context.Context, tenant, id, field string) (*he.Evaluator, error) {
+// heEntryOf finds key id of tenant for new work (it must be active) and
+// returns its cached evaluator entry.
+func (s *Service) heEntryOf(ctx context.Context, tenant, id, field string) (*heEntry, error) {
 	k, err := s.heActive(ctx, tenant, id, field)
 	if err != nil {
 		return nil, err
 	}
-	return s.loadHEEvaluator(ctx, k)
-}
-
-// loadHEEvaluator unseals and decodes a stored key bundle.
-func (s *Service) loadHEEvaluator(ctx context.Context, k heKey) (*he.Evaluator, error) {
-	raw, err := s.readHEArtifact(ctx, k.art, he.DefaultMaxKeyBytes)
-	if err != nil {
-		return nil, err
-	}
-	evk, err := he.UnmarshalEvaluationKeys(raw, 0)
-	if err != nil {
-		return nil, fmt.Errorf("service: HE key %s: %w", k.info.ID, err)
-	}
-	if evk.ID != k.info.ID {
-		return nil, fmt.Errorf("service: HE key artifact %s holds key %s, not %s", k.art.ID, evk.ID, k.info.ID)
-	}
-	ev, err := he.NewEvaluator(evk)
-	if err != nil {
-		return nil, fmt.Errorf("service: HE key %s: %w", k.info.ID, err)
-	}
-	return ev, nil
+	return s.heFullEntry(ctx, k)
 }
 
 func (s *Service) readHEArtifact(ctx context.Context, a store.Artifact, limit int64) ([]byte, error) {
@@ -252,23 +234,6 @@ func (s *Service) readHEArtifact(ctx context.Context, a store.Artifact, limit in
 		return nil, fmt.Errorf("service: artifact %s exceeds %d bytes", a.ID, limit)
 	}
 	return data, nil
-}
-
-// heNamed returns the newest artifact of kind named name of tenant.
-func (s *Service) heNamed(ctx context.Context, tenant, kind, name string) (store.Artifact, bool, error) {
-	as, err := s.st.ListArtifacts(ctx, tenant)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
-			return store.Artifact{}, false, fmt.Errorf("%w: tenant", ErrNotFound)
-		}
-		return store.Artifact{}, false, fmt.Errorf("service: list artifacts: %w", err)
-	}
-	for i := len(as) - 1; i >= 0; i-- {
-		if as[i].Kind == kind && as[i].Name == name {
-			return as[i], true, nil
-		}
-	}
-	return store.Artifact{}, false, nil
 }
 
 // heFieldErr turns a validation error of package he into a *FieldError
@@ -336,29 +301,61 @@ func (s *Service) RegisterHEAdapter(ctx context.Context, tenant string, req he.R
 		s.record(ctx, rcd)
 		return res, err
 	}
+	// The replaced registration is stale: give its memory back now.
+	s.heCache.dropNamed(tenant, ArtifactHEAdapter, req.Module)
 	rcd.Details["artifact_id"] = art.ID
 	rcd.Details["content_hash"] = art.ContentHash
 	s.record(ctx, rcd)
 	return he.RegisterAdapterResponse{Module: req.Module, Shape: shape, Packings: packings}, nil
 }
 
-func (s *Service) heAdapter(ctx context.Context, tenant, module string) (he.Adapter, error) {
-	art, ok, err := s.heNamed(ctx, tenant, ArtifactHEAdapter, module)
-	if err != nil {
-		return he.Adapter{}, err
-	}
-	if !ok {
-		return he.Adapter{}, fmt.Errorf("%w: HE adapter %q", ErrNotFound, module)
-	}
+func (s *Service) heAdapterOf(ctx context.Context, art store.Artifact) (he.Adapter, error) {
 	raw, err := s.readHEArtifact(ctx, art, maxHEAdapterBytes)
 	if err != nil {
 		return he.Adapter{}, err
 	}
 	var req he.RegisterAdapterRequest
 	if err := he.UnmarshalWireCBOR(raw, &req); err != nil {
-		return he.Adapter{}, fmt.Errorf("service: HE adapter %q: %w", module, err)
+		return he.Adapter{}, fmt.Errorf("service: HE adapter %q: %w", art.Name, err)
 	}
 	return req.Adapter(), nil
+}
+
+// adapterShape reads the shape an adapter artifact's metadata records.
+func adapterShape(a store.Artifact) (he.LoRAShape, bool) {
+	var m struct {
+		Shape he.LoRAShape `json:"shape"`
+	}
+	if err := json.Unmarshal(a.Metadata, &m); err != nil || m.Shape.DIn == 0 {
+		return he.LoRAShape{}, false
+	}
+	return m.Shape, true
+}
+
+// heNamedMany returns the newest artifact of kind for each of names, from
+// one listing of the tenant's artifacts; a missing one is not found.
+func (s *Service) heNamedMany(ctx context.Context, tenant, kind string, names []string) ([]store.Artifact, error) {
+	as, err := s.heNamedAll(ctx, tenant, kind)
+	if err != nil {
+		return nil, err
+	}
+	newest := make(map[string]store.Artifact, len(as))
+	for _, a := range as {
+		newest[a.Name] = a
+	}
+	out := make([]store.Artifact, len(names))
+	for i, n := range names {
+		a, ok := newest[n]
+		if !ok {
+			what := "HE adapter"
+			if kind == ArtifactHEModel {
+				what = "HE model"
+			}
+			return nil, fmt.Errorf("%w: %s %q", ErrNotFound, what, n)
+		}
+		out[i] = a
+	}
+	return out, nil
 }
 
 // withSlot runs fn holding one of the service's concurrency slots (shared
@@ -440,41 +437,57 @@ func (s *Service) HEDeltas(ctx context.Context, tenant string, req he.DeltaReque
 	}
 	// The feature-major packing needs no evaluation keys: the stored bundle
 	// (tens of MB with Galois keys) is not even unsealed for it.
-	var ev *he.Evaluator
+	var en *heEntry
 	if req.Input.Layout.Packing == he.PackingThroughput {
-		p, err := he.Preset(k.info.Params)
-		if err != nil {
-			return res, fmt.Errorf("service: HE key %s: %w", k.info.ID, err)
-		}
-		ev, err = he.NewThroughputEvaluator(p, k.info.ID)
-		if err != nil {
-			return res, err
-		}
-	} else if ev, err = s.loadHEEvaluator(ctx, k); err != nil {
-		return res, err
+		en, err = s.heThroughputEntry(k)
+	} else {
+		en, err = s.heFullEntry(ctx, k)
 	}
-	in, err := heInput(ev, req.KeyID, he.KindLoRAInput, &req.Input)
 	if err != nil {
 		return res, err
 	}
+	in, err := heInput(en.evaluator(), req.KeyID, he.KindLoRAInput, &req.Input)
+	if err != nil {
+		return res, err
+	}
+	arts, err := s.heNamedMany(ctx, tenant, ArtifactHEAdapter, req.Modules)
+	if err != nil {
+		return res, err
+	}
+	needs := make([]heNeed, len(req.Modules))
+	names := make([]string, len(req.Modules))
+	var pairs []string
 	for i, m := range req.Modules {
-		a, err := s.heAdapter(ctx, tenant, m)
-		if err != nil {
-			return res, err
-		}
-		if err := ev.RegisterAdapter(m, a); err != nil {
-			return res, fmt.Errorf("service: HE adapter %q: %w", m, err)
-		}
-		if sh, _ := a.Shape(); sh.DIn != in.Layout.Dim {
+		art := arts[i]
+		if sh, ok := adapterShape(art); ok && sh.DIn != in.Layout.Dim {
 			return res, fieldErr("input.layout.dim", "is %d; module %s (modules[%d]) takes d_in = %d", in.Layout.Dim, m, i, sh.DIn)
 		}
+		names[i] = art.ID
+		pairs = append(pairs, art.ID, m)
+		needs[i] = heNeed{kind: ArtifactHEAdapter, art: art, register: func(ev *he.Evaluator, name string) error {
+			a, err := s.heAdapterOf(ctx, art)
+			if err != nil {
+				return err
+			}
+			if sh, _ := a.Shape(); sh.DIn != in.Layout.Dim {
+				return fieldErr("input.layout.dim", "is %d; module %s (modules[%d]) takes d_in = %d", in.Layout.Dim, m, i, sh.DIn)
+			}
+			if err := ev.RegisterAdapter(name, a); err != nil {
+				return fmt.Errorf("service: HE adapter %q: %w", m, renameHEErr(err, name, m))
+			}
+			return nil
+		}}
+	}
+	ev, err := s.heCache.prepare(en, needs)
+	if err != nil {
+		return res, err
 	}
 	start := time.Now()
 	var outs []*he.Batch
 	err = s.withSlot(ctx, func() error {
 		var err error
-		outs, err = ev.DeltaMany(ctx, req.Modules, in)
-		return err
+		outs, err = ev.DeltaMany(ctx, names, in)
+		return renameHEErr(err, pairs...)
 	})
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.deltas", Resource: req.KeyID,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"modules": truncate(strings.Join(req.Modules, ","), 500),
@@ -541,7 +554,13 @@ func (s *Service) RegisterHEModel(ctx context.Context, tenant string, req he.Reg
 	if len(ks) == 0 {
 		return res, fmt.Errorf("%w: register HE evaluation keys (with the model's width in mlp_widths) first", ErrFailedPrecondition)
 	}
-	ev, err := s.heEvaluator(ctx, tenant, ks[len(ks)-1].info.ID, "key_id")
+	en, err := s.heEntryOf(ctx, tenant, ks[len(ks)-1].info.ID, "key_id")
+	if err != nil {
+		return res, err
+	}
+	// A fresh evaluator over the cached keys: the check must not register
+	// anything on the shared one.
+	ev, err := en.fresh()
 	if err != nil {
 		return res, err
 	}
@@ -572,6 +591,7 @@ func (s *Service) RegisterHEModel(ctx context.Context, tenant string, req he.Reg
 		s.record(ctx, rcd)
 		return res, err
 	}
+	s.heCache.dropNamed(tenant, ArtifactHEModel, req.Name)
 	rcd.Details["artifact_id"] = art.ID
 	s.record(ctx, rcd)
 	return he.RegisterModelResponse{Model: info}, nil
@@ -589,32 +609,37 @@ func (s *Service) HEInference(ctx context.Context, tenant string, req he.Inferen
 	if err := checkCompression(req.Compression); err != nil {
 		return res, err
 	}
-	ev, err := s.heEvaluator(ctx, tenant, req.KeyID, "key_id")
+	en, err := s.heEntryOf(ctx, tenant, req.KeyID, "key_id")
 	if err != nil {
 		return res, err
 	}
-	art, ok, err := s.heNamed(ctx, tenant, ArtifactHEModel, req.Model)
+	arts, err := s.heNamedMany(ctx, tenant, ArtifactHEModel, []string{req.Model})
 	if err != nil {
 		return res, err
 	}
-	if !ok {
-		return res, fmt.Errorf("%w: HE model %q", ErrNotFound, req.Model)
-	}
-	raw, err := s.readHEArtifact(ctx, art, maxHEAdapterBytes)
-	if err != nil {
-		return res, err
-	}
-	var reg he.RegisterModelRequest
-	if err := he.UnmarshalWireCBOR(raw, &reg); err != nil {
-		return res, fmt.Errorf("service: HE model %q: %w", req.Model, err)
-	}
-	if err := ev.RegisterModel(reg.Name, &reg.Model, reg.Profile, reg.HybridLayers); err != nil {
-		if errors.Is(err, he.ErrMissingKeys) {
-			return res, fmt.Errorf("%w: key %s cannot evaluate model %q: %w", ErrFailedPrecondition, req.KeyID, req.Model, err)
+	art := arts[0]
+	ev, err := s.heCache.prepare(en, []heNeed{{kind: ArtifactHEModel, art: art, register: func(ev *he.Evaluator, name string) error {
+		raw, err := s.readHEArtifact(ctx, art, maxHEAdapterBytes)
+		if err != nil {
+			return err
 		}
-		return res, fmt.Errorf("service: HE model %q: %w", req.Model, err)
+		var reg he.RegisterModelRequest
+		if err := he.UnmarshalWireCBOR(raw, &reg); err != nil {
+			return fmt.Errorf("service: HE model %q: %w", req.Model, err)
+		}
+		if err := ev.RegisterModel(name, &reg.Model, reg.Profile, reg.HybridLayers); err != nil {
+			err = renameHEErr(err, name, req.Model)
+			if errors.Is(err, he.ErrMissingKeys) {
+				return fmt.Errorf("%w: key %s cannot evaluate model %q: %w", ErrFailedPrecondition, req.KeyID, req.Model, err)
+			}
+			return fmt.Errorf("service: HE model %q: %w", req.Model, err)
+		}
+		return nil
+	}}})
+	if err != nil {
+		return res, err
 	}
-	info, err := ev.Model(reg.Name)
+	info, err := ev.Model(art.ID)
 	if err != nil {
 		return res, err
 	}
@@ -626,8 +651,8 @@ func (s *Service) HEInference(ctx context.Context, tenant string, req he.Inferen
 	var out *he.Batch
 	err = s.withSlot(ctx, func() error {
 		var err error
-		out, err = ev.Infer(ctx, reg.Name, in)
-		return err
+		out, err = ev.Infer(ctx, art.ID, in)
+		return renameHEErr(err, art.ID, req.Model)
 	})
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.inference", Resource: req.Model,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"key_id": req.KeyID, "profile": string(info.Profile),
@@ -788,6 +813,7 @@ func (s *Service) DeleteHEKey(ctx context.Context, tenant, id string) error {
 	if k.info.State == he.KeyActive {
 		return fmt.Errorf("%w: HE key %s is active; register its successor before deleting it", ErrFailedPrecondition, id)
 	}
+	s.heCache.dropKey(tenant, id)
 	err = s.removeHEArtifact(ctx, k.art)
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "he.delete_key", Resource: id,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"artifact_id": k.art.ID}}
@@ -876,6 +902,7 @@ func (s *Service) deleteHENamed(ctx context.Context, tenant, kind, name, op stri
 	if err != nil {
 		return err
 	}
+	s.heCache.dropNamed(tenant, kind, name)
 	n := 0
 	for _, a := range as {
 		if a.Name != name {

@@ -75,6 +75,8 @@ type Service struct {
 	pkg    *packager // package signing key and caches (packages.go)
 	ret    retention // artifact retention policy and sweep state (retention.go)
 
+	heCache *heCache // ready HE evaluators (hecache.go)
+
 	// jobCtx is the context operations run under; Close cancels it once
 	// its grace period is over.
 	jobCtx    context.Context
@@ -125,7 +127,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		st: &sealedStore{Store: cfg.Store, rs: newRecordSealer(cfg.Keys), ttl: max(cfg.ArtifactTTL, 0)}, audit: cfg.Audit, keys: cfg.Keys, dir: cfg.ArtifactDir, models: reg, log: lg,
 		sem: make(chan struct{}, n), maxQ: q, jobCtx: ctx, cancelJob: cancel, pkg: newPackager(cfg.Packages),
-		sessions: map[string]*session{}, waiters: map[string]chan struct{}{}, ret: retention{ttl: max(cfg.ArtifactTTL, 0), opTTL: max(cfg.OperationTTL, 0)},
+		sessions: map[string]*session{}, waiters: map[string]chan struct{}{}, heCache: newHECache(), ret: retention{ttl: max(cfg.ArtifactTTL, 0), opTTL: max(cfg.OperationTTL, 0)},
 	}, nil
 }
 
