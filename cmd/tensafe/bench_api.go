@@ -93,7 +93,7 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 	eb := randomBatch(model.TinyConfig().VocabSize, batchSize, seqLen, 5)
 	batch := api.Batch{InputIDs: eb.InputIDs, Labels: eb.Labels}
 	fast := iters(o, 50, 300)
-	train := iters(o, 10, 40)
+	train := iters(o, 15, 40)
 	spec := func(name, original string, n int, unit, note string) benchsuite.Spec {
 		return benchsuite.Spec{Group: "api", Name: name, Original: original, N: n, Unit: unit, Note: note, MaxTime: 60 * time.Second}
 	}

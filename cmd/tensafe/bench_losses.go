@@ -179,13 +179,13 @@ func benchLossGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 			return err
 		}
 		if _, err := r.Measure(ctx, benchsuite.Spec{Group: "loss", Name: "forward with loss (" + spec.Type + ")",
-			N: iters(o, 5, 20), Unit: fmt.Sprintf("forward of %d × %d tokens", rows, seq), Note: "per-example losses and metrics, no gradients",
+			N: iters(o, 8, 20), Unit: fmt.Sprintf("forward of %d × %d tokens", rows, seq), Note: "per-example losses and metrics, no gradients",
 			MaxTime: 20 * time.Second},
 			func(ctx context.Context) error { _, err := e.Forward(ctx, b, spec, true); return err }); err != nil {
 			return err
 		}
 		res, err := r.Measure(ctx, benchsuite.Spec{Group: "loss", Name: "forward_backward (" + spec.Type + ", DP)",
-			N: iters(o, 5, 20), Unit: fmt.Sprintf("%d examples of %d row(s) × %d tokens", rows/l.Group(), l.Group(), seq),
+			N: iters(o, 8, 20), Unit: fmt.Sprintf("%d examples of %d row(s) × %d tokens", rows/l.Group(), l.Group(), seq),
 			Note: "per-example gradients and clipping with this loss", MaxTime: 30 * time.Second},
 			func(ctx context.Context) error { _, err := e.ForwardBackward(ctx, b, spec); return err })
 		if err != nil {

@@ -115,7 +115,7 @@ func benchRLVRGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 		return err
 	}
 	var trajs [][]rlvr.Trajectory
-	n := iters(o, 5, 20)
+	n := iters(o, 8, 20)
 	if _, err := r.Measure(ctx, benchsuite.Spec{Group: "rlvr", Name: "rollout_sampling (2 prompts × 4)", Original: "rollout_sampling", N: n,
 		Unit: "8 completions", Note: "tokenize + sample through the API, sampling log-probs kept, rewards scored", MaxTime: 60 * time.Second},
 		func(ctx context.Context) error {
@@ -166,7 +166,7 @@ func benchRLVRGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 		func(ctx context.Context) error { return update(ctx, "importance_sampling", nil, 1) }); err != nil {
 		return err
 	}
-	if _, err := r.Measure(ctx, benchsuite.Spec{Group: "rlvr", Name: "PPO update (DP, 4 epochs)", Original: "ppo_update", N: iters(o, 3, 10),
+	if _, err := r.Measure(ctx, benchsuite.Spec{Group: "rlvr", Name: "PPO update (DP, 4 epochs)", Original: "ppo_update", N: iters(o, 4, 10),
 		Unit: rowsUnit, Note: "clipped ppo loss, 4 × (forward_backward + optim_step) through the API", MaxTime: 90 * time.Second},
 		func(ctx context.Context) error {
 			return update(ctx, "ppo", map[string]any{"clip_low_threshold": 0.8, "clip_high_threshold": 1.2}, 4)
@@ -183,7 +183,7 @@ func benchRLVRGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 		if err != nil {
 			return err
 		}
-		if _, err := r.Measure(ctx, benchsuite.Spec{Group: "rlvr", Name: "trainer step (" + alg + ")", N: iters(o, 3, 10),
+		if _, err := r.Measure(ctx, benchsuite.Spec{Group: "rlvr", Name: "trainer step (" + alg + ")", N: iters(o, 4, 10),
 			Unit: fmt.Sprintf("%d prompts × %d samples", len(prompts), sp.N), Note: "rlvr.Trainer.Step: rollout, rewards, advantages, DP update(s)",
 			MaxTime: 90 * time.Second},
 			func(ctx context.Context) error { _, err := tr.Step(ctx); return err }); err != nil {

@@ -53,7 +53,7 @@ func suiteGroups() []benchGroup {
 func addSuiteFlags(cmd *cobra.Command, o *suiteOptions) {
 	f := cmd.Flags()
 	f.StringVar(&o.out, "out", filepath.Join("reports", "bench"), "reports folder; the run writes <out>/<id>/report.json and report.md")
-	f.BoolVar(&o.quick, "quick", false, "fewer iterations and smaller shapes (the whole suite in a few minutes)")
+	f.BoolVar(&o.quick, "quick", false, "fewer iterations (the whole suite in a few minutes)")
 	f.StringVar(&o.note, "note", "", "a note on the machine recorded in the report (e.g. \"shared with other builds\")")
 }
 
@@ -228,7 +228,7 @@ func benchEngineGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions)
 	if err != nil {
 		return err
 	}
-	n := iters(o, 30, 100)
+	n := iters(o, 40, 100)
 	var fbDP, fbPlain, optDP, optPlain []float64
 	tick, done := r.Progress("engine: DP and plain steps, alternating", n+1)
 	for i := 0; i <= n; i++ { // step 0 compiles the graphs: untimed
