@@ -83,7 +83,7 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 			return nil, fmt.Errorf("service: privacy budget: %w", err)
 		}
 		step := int64(sess.eng.Step())
-		payload, err := marshalCheckpoint(checkpointHeader{BaseModel: base, Config: p.cfg, Step: step, Metadata: metadata}, bs, eb.Bytes())
+		payload, err := marshalCheckpoint(checkpointHeader{BaseModel: base, Config: p.cfg, Step: step, Metadata: metadata, SavedBy: sess.id}, bs, eb.Bytes())
 		if err != nil {
 			return nil, err
 		}
@@ -297,7 +297,7 @@ func (s *Service) LoadState(ctx context.Context, tenant, id string, req api.Load
 		sess.mu.Lock()
 		curBudget := sess.budget // changed only by operations, which run one at a time: this one now
 		sess.mu.Unlock()
-		budget, how, err := loadedBudget(curBudget, ckBudget, art.ClientID == sess.id)
+		budget, how, err := loadedBudget(curBudget, ckBudget, cp.header.SavedBy != "" && cp.header.SavedBy == sess.id)
 		if err != nil {
 			return nil, fmt.Errorf("service: checkpoint %s: budget: %w", art.ID, err)
 		}

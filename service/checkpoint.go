@@ -36,6 +36,13 @@ type checkpointHeader struct {
 	// Metadata is the caller's JSON object (SaveStateRequest.Metadata), v2
 	// only.
 	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// SavedBy is the id of the training client that saved the checkpoint.
+	// load_state's lineage rule reads it here, inside the authenticated
+	// envelope, rather than from the artifact record, which anyone with
+	// write access to the database could change. Absent in checkpoints
+	// written before it existed: such a checkpoint counts as another
+	// client's (its history is composed, never dropped).
+	SavedBy string `json:"saved_by,omitempty"`
 }
 
 // checkpoint is a decoded checkpoint: the header, the accountant's state
@@ -94,6 +101,8 @@ func parseCheckpoint(data []byte) (*checkpoint, error) {
 	switch {
 	case h.Format == CheckpointFormatV1 && h.Metadata != nil:
 		return nil, fmt.Errorf("%w: metadata is not a field of %s", errCheckpoint, CheckpointFormatV1)
+	case h.Format == CheckpointFormatV1 && h.SavedBy != "":
+		return nil, fmt.Errorf("%w: saved_by is not a field of %s", errCheckpoint, CheckpointFormatV1)
 	case h.Format != CheckpointFormat && h.Format != CheckpointFormatV1:
 		return nil, fmt.Errorf("%w: format %q, want %q or %q", errCheckpoint, h.Format, CheckpointFormat, CheckpointFormatV1)
 	}

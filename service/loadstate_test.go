@@ -3,11 +3,13 @@ package service
 import (
 	"context"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
 	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/store"
 )
 
 // TestLoadStateNeverLowersEpsilon: loading a checkpoint never lowers the
@@ -214,5 +216,68 @@ func TestLoadStateComposesUnderCheckpointConfig(t *testing.T) {
 	await(t, s, ten, op, err, &os)
 	if m, _ := s.DPMetrics(ctx, ten, x); m.Steps != 6 || os.Step != 4 || !(os.EpsilonSpent > want.Epsilon) {
 		t.Fatalf("a step after the load: %+v, dp_metrics %+v", os, m)
+	}
+}
+
+// TestLoadStateLineageFromHeader: the lineage rule reads who saved a
+// checkpoint from its sealed header (saved_by), not from the artifact
+// record: the same client's checkpoint keeps its history, while a
+// checkpoint without saved_by (written before the field existed, or with
+// the record's client id as the only claim) composes, even though the
+// record names the loading client.
+func TestLoadStateLineageFromHeader(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 50, 8, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		op, err := s.OptimStep(ctx, ten, tc.ID)
+		await(t, s, ten, op, err, nil)
+	}
+	var ck api.SaveStateResult
+	sf, err := s.SaveState(ctx, ten, tc.ID, api.SaveStateRequest{})
+	await(t, s, ten, sf, err, &ck)
+	rc, _, err := s.OpenArtifact(ctx, ten, ck.ArtifactID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := parseCheckpoint(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.header.SavedBy != tc.ID {
+		t.Fatalf("saved_by %q, want %q", cp.header.SavedBy, tc.ID)
+	}
+	h := cp.header
+	h.SavedBy = ""
+	legacy, err := marshalCheckpoint(h, cp.budget, cp.engine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	la, err := s.writeArtifact(ctx, store.Artifact{TenantID: ten, ClientID: tc.ID, Kind: store.ArtifactCheckpoint, Name: "legacy"}, legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := s.OptimStep(ctx, ten, tc.ID)
+	await(t, s, ten, op, err, nil)
+	for _, c := range []struct {
+		artifact string
+		steps    int64
+	}{{ck.ArtifactID, 3}, {la.ID, 5}} {
+		var ls api.LoadStateResult
+		lf, err := s.LoadState(ctx, ten, tc.ID, api.LoadStateRequest{ArtifactID: c.artifact})
+		await(t, s, ten, lf, err, &ls)
+		m, err := s.DPMetrics(ctx, ten, tc.ID)
+		if err != nil || m.Steps != c.steps {
+			t.Fatalf("load of %s: %+v, %v; want %d accountant steps", c.artifact, m, err, c.steps)
+		}
 	}
 }
