@@ -398,16 +398,32 @@ func TestMalformedSuccessBody(t *testing.T) {
 	}
 }
 
-func TestCreationRetriedOnlyWhenRefused(t *testing.T) {
+// TestCreationRetries: a training client creation, which the server
+// deduplicates by Idempotency-Key, is retried on 429 and 5xx with the same
+// key; a tenant creation, which it does not, only on 429.
+func TestCreationRetries(t *testing.T) {
+	createClient := func(c *ServiceClient) error {
+		_, err := c.CreateTrainingClient(context.Background(), api.TrainingConfig{BaseModel: "tensafe-tiny"})
+		return err
+	}
+	createTenant := func(c *ServiceClient) error {
+		_, err := c.CreateTenant(context.Background(), "acme")
+		return err
+	}
 	tests := []struct {
 		name     string
+		create   func(*ServiceClient) error
 		statuses []int
 		attempts int
 		ok       bool
 	}{
-		{"429 then created", []int{429, 429, 201}, 3, true},
-		{"503 may have created: not retried", []int{503, 201}, 1, false},
-		{"500 not retried", []int{500, 201}, 1, false},
+		{"client: 429 then created", createClient, []int{429, 429, 201}, 3, true},
+		{"client: 503 retried with the same key", createClient, []int{503, 201}, 2, true},
+		{"client: 500 retried with the same key", createClient, []int{500, 502, 201}, 3, true},
+		{"client: 501 not retried", createClient, []int{501, 201}, 1, false},
+		{"tenant: 429 then created", createTenant, []int{429, 201}, 2, true},
+		{"tenant: 503 may have created: not retried", createTenant, []int{503, 201}, 1, false},
+		{"tenant: 500 not retried", createTenant, []int{500, 201}, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -419,9 +435,13 @@ func TestCreationRetriedOnlyWhenRefused(t *testing.T) {
 					writeErr(w, st, codeForStatus(st), "no", "")
 					return
 				}
+				if strings.HasSuffix(r.URL.Path, "/tenants") {
+					writeJSON(w, 201, map[string]string{"id": "tn_1", "name": "acme"})
+					return
+				}
 				writeJSON(w, 201, api.TrainingClient{ID: "tc_1"})
 			})
-			_, err := c.CreateTrainingClient(context.Background(), api.TrainingConfig{BaseModel: "tensafe-tiny"})
+			err := tt.create(c)
 			if (err == nil) != tt.ok {
 				t.Errorf("err = %v", err)
 			}

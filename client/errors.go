@@ -100,6 +100,10 @@ func IsPermissionDenied(err error) bool { return codeIs(err, api.CodePermissionD
 // after a restart).
 func IsFailedPrecondition(err error) bool { return codeIs(err, api.CodeFailedPrecondition) }
 
+// IsConflict reports whether err is a 409 conflict: e.g. an Idempotency-Key
+// reused with another request (APIError.Field is then "Idempotency-Key").
+func IsConflict(err error) bool { return codeIs(err, api.CodeConflict) }
+
 // IsRateLimited reports whether err is a 429 that outlasted the retries.
 func IsRateLimited(err error) bool { return codeIs(err, api.CodeRateLimited) }
 

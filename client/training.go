@@ -20,11 +20,13 @@ type TrainingClient struct {
 }
 
 // CreateTrainingClient creates a training client (POST /api/v1/training_clients).
+// The server deduplicates creations by Idempotency-Key (one per call, or
+// the key of WithIdempotencyKey), so a 5xx or a lost answer is retried: a
+// retry of a creation that did happen returns the same client. Reusing a
+// key with another configuration is a conflict (IsConflict).
 func (c *ServiceClient) CreateTrainingClient(ctx context.Context, cfg api.TrainingConfig) (*TrainingClient, error) {
 	var out api.TrainingClient
-	// The server does not deduplicate creations: a 5xx or a lost answer is
-	// not retried, since the client may exist.
-	if err := c.doR(ctx, repeatRefusedOnly, http.MethodPost, "/api/v1/training_clients", nil, cfg, &out); err != nil {
+	if err := c.doR(ctx, repeatSafe, http.MethodPost, "/api/v1/training_clients", nil, cfg, &out); err != nil {
 		return nil, err
 	}
 	return &TrainingClient{c: c, ID: out.ID, Info: out}, nil

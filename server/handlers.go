@@ -37,6 +37,10 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request, p principa
 		return
 	}
 	c, err := s.cfg.Service.CreateTrainingClient(r.Context(), p.Tenant, cfg)
+	if errors.Is(err, service.ErrIdempotencyKeyReused) {
+		s.writeError(w, r, http.StatusConflict, api.CodeConflict, err.Error(), "Idempotency-Key")
+		return
+	}
 	if err != nil {
 		s.writeErr(w, r, err)
 		return

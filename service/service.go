@@ -259,6 +259,9 @@ func (s *Service) CreateTrainingClient(ctx context.Context, tenant string, cfg a
 		return api.TrainingClient{}, err
 	}
 	sess, rec, err := s.createClient(ctx, tenant, cfg)
+	if errors.Is(err, store.ErrDuplicate) {
+		return s.replayCreateClient(ctx, tenant, rec, cfg)
+	}
 	rcd := audit.Record{TenantID: tenant, Actor: actorOf(ctx), Operation: "training.create_client", Outcome: audit.OutcomeSuccess,
 		Details: map[string]string{}}
 	if err != nil {
@@ -331,7 +334,11 @@ func (s *Service) createClient(ctx context.Context, tenant string, cfg api.Train
 		return nil, none, err
 	}
 	rec, err := s.st.CreateClient(ctx, store.TrainingClient{ID: id, TenantID: tenant, BaseModel: base.name,
-		Config: cj, Status: store.ClientActive, BudgetState: state})
+		Config: cj, Status: store.ClientActive, BudgetState: state,
+		IdempotencyKey: idempotencyOf(ctx), RequestHash: creationHash(ctx, cfg)})
+	if errors.Is(err, store.ErrDuplicate) {
+		return nil, rec, err // the client created with this Idempotency-Key
+	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 			return nil, none, fmt.Errorf("%w: tenant", ErrNotFound)

@@ -363,16 +363,17 @@ func (s *db) ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error)
 
 // ---- training clients ----
 
-const clientCols = "id, tenant_id, base_model, config, status, step, budget_state, version, created_at, updated_at"
+const clientCols = "id, tenant_id, base_model, config, status, step, budget_state, version, created_at, updated_at, idempotency_key, request_hash"
 
 func scanClient(r scanner) (TrainingClient, error) {
 	var c TrainingClient
-	var config sql.NullString
+	var config, idem, reqHash sql.NullString
 	var status string
 	var created, updated int64
-	if err := r.Scan(&c.ID, &c.TenantID, &c.BaseModel, &config, &status, &c.Step, &c.BudgetState, &c.Version, &created, &updated); err != nil {
+	if err := r.Scan(&c.ID, &c.TenantID, &c.BaseModel, &config, &status, &c.Step, &c.BudgetState, &c.Version, &created, &updated, &idem, &reqHash); err != nil {
 		return TrainingClient{}, err
 	}
+	c.IdempotencyKey, c.RequestHash = idem.String, reqHash.String
 	c.Config = fromNullJSON(config)
 	c.Status = ClientStatus(status)
 	c.BudgetState = cloneBytes(c.BudgetState)
@@ -400,15 +401,41 @@ func (s *db) CreateClient(ctx context.Context, c TrainingClient) (TrainingClient
 	if err := validateClient(&c); err != nil {
 		return TrainingClient{}, s.wrap("create client", err)
 	}
+	var existing TrainingClient
+	byKey := func(ctx context.Context, q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) error {
+		e, err := scanClient(q.QueryRowContext(ctx, s.q("SELECT "+clientCols+" FROM training_clients WHERE tenant_id = ? AND idempotency_key = ?"),
+			c.TenantID, c.IdempotencyKey))
+		if err != nil {
+			return err
+		}
+		existing = e
+		return fmt.Errorf("store: create client: idempotency key already used by client %q: %w", e.ID, ErrDuplicate)
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.requireTenant(ctx, tx, c.TenantID); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, s.q("INSERT INTO training_clients ("+clientCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		if c.IdempotencyKey != "" {
+			if err := byKey(ctx, tx); !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, s.q("INSERT INTO training_clients ("+clientCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 			c.ID, c.TenantID, c.BaseModel, nullJSON(c.Config), string(c.Status), c.Step, nullBytes(c.BudgetState),
-			c.Version, c.CreatedAt.UnixMicro(), c.UpdatedAt.UnixMicro())
+			c.Version, c.CreatedAt.UnixMicro(), c.UpdatedAt.UnixMicro(), nullStr(c.IdempotencyKey), nullStr(c.RequestHash))
 		return err
 	})
+	if err != nil && c.IdempotencyKey != "" && !errors.Is(err, ErrDuplicate) && s.d.isUnique(err) {
+		// A concurrent creation with the same key won the race.
+		if gerr := byKey(ctx, s.w); errors.Is(gerr, ErrDuplicate) {
+			err = gerr
+		}
+	}
+	if errors.Is(err, ErrDuplicate) {
+		return existing, err
+	}
 	if err != nil {
 		return TrainingClient{}, s.wrap("create client "+strconv.Quote(c.ID), err)
 	}

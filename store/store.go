@@ -147,6 +147,13 @@ type TrainingClient struct {
 	Version     int64     `json:"version"` // incremented by every UpdateClient; see there
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+	// IdempotencyKey, when not empty, is the Idempotency-Key of the
+	// creation request: unique per tenant (see CreateClient). RequestHash
+	// ("sha256:<64 hex>") identifies that request's body, so that the key
+	// replayed with another body can be refused. Neither changes after
+	// creation.
+	IdempotencyKey string `json:"-"`
+	RequestHash    string `json:"-"`
 }
 
 // Operation is one submitted request on a client — a future.
@@ -217,7 +224,10 @@ type Store interface {
 	ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error)
 
 	// CreateClient stores a new training client of an existing tenant,
-	// with Version 1. An empty Status means active.
+	// with Version 1. An empty Status means active. When IdempotencyKey is
+	// not empty and the tenant already has a client created with that key,
+	// nothing is written and the existing client is returned together with
+	// ErrDuplicate (the caller compares RequestHash).
 	CreateClient(ctx context.Context, c TrainingClient) (TrainingClient, error)
 	// GetClient returns a client of the tenant, whatever its status.
 	GetClient(ctx context.Context, tenantID, id string) (TrainingClient, error)

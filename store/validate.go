@@ -193,6 +193,14 @@ func validateClient(c *TrainingClient) error {
 	if err := validateClientUpdate(c); err != nil {
 		return err
 	}
+	if err := checkText("idempotency_key", c.IdempotencyKey, MaxIdempotencyKeyLen, false); err != nil {
+		return err
+	}
+	if c.RequestHash != "" {
+		if err := checkContentHash("request_hash", c.RequestHash); err != nil {
+			return err
+		}
+	}
 	if err := checkText("base_model", c.BaseModel, MaxNameLen, true); err != nil {
 		return err
 	}
