@@ -58,12 +58,14 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     service = connect(args)
-    rows = len(PROMPTS) * args.samples  # every completion is one DP row
+    # The privacy unit is a prompt (its completions are one DP example), and
+    # every prompt is drawn every step: q = 1.
+    units = len(PROMPTS)
     policy = service.create_training_client(TrainingConfig(
         base_model="tensafe-tiny",
         lora_config=LoRAConfig(rank=8, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
         # q = 1 (every prompt every step); σ = 0.3 keeps RL's small batches learnable at a large ε.
-        dp_config=DPConfig(noise_multiplier=0.3, max_grad_norm=1.0, target_epsilon=500.0, dataset_size=rows, expected_batch_size=rows),
+        dp_config=DPConfig(noise_multiplier=0.3, max_grad_norm=1.0, target_epsilon=500.0, dataset_size=units, expected_batch_size=units),
         optimizer=OptimizerConfig(learning_rate=2e-2, weight_decay=0.0),
         seed=args.seed,
     ))
