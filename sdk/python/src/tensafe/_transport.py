@@ -5,11 +5,11 @@ client):
 
 * every POST carries an ``Idempotency-Key`` (a fresh random one per logical
   call, the same on each retry of it): the server answers a repeated
-  submission with the first submission's future instead of running it again,
-  so submissions are retried on 429, 5xx and lost connections like GETs;
-* creations the server does not deduplicate (training clients, tenants, API
-  keys) are retried only on 429, which the server answers before doing
-  anything;
+  submission with the first submission's future, and a repeated training
+  client creation with the first creation's client, instead of doing it
+  again, so these are retried on 429, 5xx and lost connections like GETs;
+* creations the server does not deduplicate (tenants, API keys, packages)
+  are retried only on 429, which the server answers before doing anything;
 * waits are "full jitter" exponential backoff, at least the server's
   ``Retry-After``.
 """
@@ -214,6 +214,67 @@ class Transport:
             if attempt >= self.retry.max_attempts:
                 assert last is not None
                 raise last
+            self._sleep(self.retry.backoff(attempt, retry_after, self._rnd))
+
+    def stream(
+        self,
+        path: str,
+        begin: Callable[[Any], Callable[[bytes], None]],
+        *,
+        timeout: Optional[float] = None,
+        chunk_size: int = 1 << 20,
+    ) -> None:
+        """GET ``path`` and pass its 2xx body, in chunks, to a sink.
+
+        ``begin(headers)`` is called when a 2xx answer arrives, on each try, and
+        returns the sink: it must start over (a retry after a broken body sends
+        the whole body again). Retried like any GET (429, 5xx, lost connections,
+        a body cut short); the body is never held in memory whole.
+        """
+        target = self._prefix + path
+        headers = {"Accept": "application/octet-stream, application/json", "User-Agent": self._ua}
+        if self._key:
+            headers["Authorization"] = "Bearer " + self._key
+        t = self.timeout if timeout is None else timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: Optional[float] = None
+            err: errors.TenSafeError
+            conn = self._connection(t)
+            try:
+                try:
+                    conn.request("GET", target, headers=headers)
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException) as e:
+                    err = errors.TransportError("tensafe: GET %s: %s" % (path, _describe(e)))
+                else:
+                    if 200 <= resp.status < 300:
+                        sink = begin(resp.headers)
+                        broken: Optional[BaseException] = None
+                        while True:
+                            try:
+                                b = resp.read(chunk_size)
+                            except (OSError, http.client.HTTPException) as e:
+                                broken = e  # IncompleteRead: a body cut short
+                                break
+                            if not b:
+                                break
+                            sink(b)  # the sink's own errors (a full disk) are not retried
+                        if broken is None:
+                            return
+                        err = errors.TransportError("tensafe: GET %s: body: %s" % (path, _describe(broken)))
+                    else:
+                        data = resp.read(MAX_ERROR_BYTES + 1)[:MAX_ERROR_BYTES]
+                        rheaders: Any = resp.headers
+                        ae = errors.error_from_envelope(resp.status, data, rheaders)
+                        if not _retryable(resp.status, SAFE):
+                            raise ae
+                        err, retry_after = ae, ae.retry_after
+            finally:
+                conn.close()
+            if attempt >= self.retry.max_attempts:
+                raise err
             self._sleep(self.retry.backoff(attempt, retry_after, self._rnd))
 
     def _once(

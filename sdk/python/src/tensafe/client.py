@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import ssl
+import tempfile
 import threading
 import urllib.parse
 from typing import (
@@ -29,6 +31,7 @@ from typing import (
     Tuple,
     TypeVar,
     Union,
+    overload,
 )
 
 from . import errors
@@ -39,16 +42,19 @@ from .types import (
     Artifact,
     AuditEntry,
     AuditPage,
+    DownloadedArtifact,
     DPMetrics,
     ForwardBackwardResult,
     ForwardResult,
     LoadStateResult,
     LossLike,
     OptimStepResult,
+    PackageResult,
     SampleResult,
     SamplingParams,
     SaveStateResult,
     Sequence,
+    Signer,
     Tenant,
     TINY_MODEL,
     TokenizeResult,
@@ -151,14 +157,23 @@ class ServiceClient:
 
     # -- training clients --------------------------------------------------
 
-    def create_training_client(self, config: Union[TrainingConfig, Mapping[str, Any]]) -> "TrainingClient":
+    def create_training_client(
+        self, config: Union[TrainingConfig, Mapping[str, Any]], *, idempotency_key: Optional[str] = None
+    ) -> "TrainingClient":
         """Create a training client (POST /api/v1/training_clients).
 
-        Not retried on 5xx or a lost answer: the server does not deduplicate
-        creations, so the client might exist.
+        The server deduplicates creations by ``Idempotency-Key`` (a random one per
+        call, or ``idempotency_key``), so 5xx answers and lost connections are
+        retried: a retry of a creation that happened returns the same client. A
+        caller that persisted its key can call again after a crash and get the
+        client back. The same key with another configuration raises
+        :class:`~tensafe.errors.Conflict` (``field`` "Idempotency-Key").
         """
         body = config.to_dict() if isinstance(config, TrainingConfig) else dict(config)
-        info = from_dict(TrainingClientInfo, self._t.request("POST", "/api/v1/training_clients", body=body, mode=REFUSED_ONLY))
+        info = from_dict(
+            TrainingClientInfo,
+            self._t.request("POST", "/api/v1/training_clients", body=body, idempotency_key=idempotency_key),
+        )
         return TrainingClient(self, info)
 
     def get_training_client(self, client_id: str) -> "TrainingClient":
@@ -187,10 +202,86 @@ class ServiceClient:
         """One artifact's description."""
         return from_dict(Artifact, self._t.request("GET", "/api/v1/artifacts/" + _pid(artifact_id, "artifact_id")))
 
-    def download_artifact(self, artifact_id: str) -> bytes:
-        """The decrypted checkpoint bytes (audited; the server checks the content hash before sending)."""
-        data: bytes = self._t.request("GET", "/api/v1/artifacts/%s/download" % _pid(artifact_id, "artifact_id"), raw=True)
-        return data
+    @overload
+    def download_artifact(self, artifact_id: str) -> bytes: ...
+
+    @overload
+    def download_artifact(
+        self, artifact_id: str, path: Union[str, "os.PathLike[str]"], *, overwrite: bool = False
+    ) -> DownloadedArtifact: ...
+
+    def download_artifact(
+        self, artifact_id: str, path: Optional[Union[str, "os.PathLike[str]"]] = None, *, overwrite: bool = False
+    ) -> Union[bytes, DownloadedArtifact]:
+        """Download an artifact's decrypted bytes (GET .../download; audited).
+
+        Without ``path`` the bytes are returned (up to 64 MiB). With ``path`` they
+        are streamed to a temporary file next to it (mode 0600) and checked
+        against the server's ``X-Content-Hash`` (SHA-256) before the file is
+        moved into place, atomically; a mismatch raises
+        :class:`~tensafe.errors.ContentHashMismatch` and writes nothing. An
+        existing ``path`` is refused (``FileExistsError``) unless ``overwrite``.
+        Either way the bytes are checked against the hash.
+        """
+        route = "/api/v1/artifacts/%s/download" % _pid(artifact_id, "artifact_id")
+        if path is None:
+            got: Dict[str, Any] = {}
+
+            def begin_mem(headers: Any) -> Callable[[bytes], None]:
+                got["hash"], got["buf"] = headers.get("X-Content-Hash"), bytearray()
+                buf: bytearray = got["buf"]
+
+                def sink(b: bytes) -> None:
+                    if len(buf) + len(b) > _MAX_DOWNLOAD_BYTES:
+                        raise errors.MalformedResponse(
+                            "tensafe: artifact %s: over %d bytes: download it to a path" % (artifact_id, _MAX_DOWNLOAD_BYTES)
+                        )
+                    buf.extend(b)
+
+                return sink
+
+            self._t.stream(route, begin_mem)
+            data = bytes(got["buf"])
+            _check_hash(artifact_id, got["hash"], "sha256:" + hashlib.sha256(data).hexdigest())
+            return data
+        return _download_to(self._t, route, artifact_id, os.fspath(path), overwrite)
+
+    # -- packages (docs/API.md "Packages") -----------------------------------
+
+    def package_artifact(self, artifact_id: str, recipients: Seq[str], name: Optional[str] = None) -> PackageResult:
+        """Package checkpoint ``artifact_id`` as a TenSafe Secure Package (POST .../package).
+
+        ``recipients``: recipient public keys (``tensafe-recipient-pub-v1:…``) and/or
+        ``"tenant"`` for the tenant's own KEK; 1 to 64, no repeats (the server
+        checks them and names ``recipients[i]``). ``name`` defaults to the
+        checkpoint's name + ``.tssp``. The package is a new artifact: fetch it
+        with ``download_artifact(result.artifact.id, path)`` and verify it
+        against a pinned :meth:`signer` key. The server does not deduplicate
+        packaging, so only a 429 is retried.
+        """
+        if isinstance(recipients, (str, bytes)):
+            raise TypeError("recipients: must be a list of recipient public keys or \"tenant\", not a single string")
+        rs = list(recipients)
+        for i, r in enumerate(rs):
+            if not isinstance(r, str):
+                raise TypeError("recipients[%d]: must be a str" % i)
+        body: Dict[str, Any] = {"recipients": rs}
+        if name is not None:
+            body["name"] = name
+        path = "/api/v1/artifacts/%s/package" % _pid(artifact_id, "artifact_id")
+        d = self._t.request("POST", path, body=body, mode=REFUSED_ONLY)
+        res = from_dict(PackageResult, d)
+        res.artifact = from_dict(Artifact, d.get("artifact"))
+        res.recipients = list(res.recipients or [])
+        return res
+
+    def signer(self) -> Signer:
+        """The server's package signing key and audit checkpoint key (GET /api/v1/signer).
+
+        A key fetched from the server that made a package proves only that both
+        came from it: pin the keys out of band where you can.
+        """
+        return from_dict(Signer, self._t.request("GET", "/api/v1/signer"))
 
     # -- audit ---------------------------------------------------------------
 
@@ -277,8 +368,98 @@ class ServiceClient:
     async def audit_logs_async(self, after: Optional[int] = None, limit: Optional[int] = None) -> AuditPage:
         return await _in_thread(self.audit_logs, after, limit)
 
+    async def package_artifact_async(self, artifact_id: str, recipients: Seq[str], name: Optional[str] = None) -> PackageResult:
+        return await _in_thread(self.package_artifact, artifact_id, recipients, name)
+
+    async def signer_async(self) -> Signer:
+        return await _in_thread(self.signer)
+
+    async def download_artifact_async(
+        self, artifact_id: str, path: Union[str, "os.PathLike[str]"], *, overwrite: bool = False
+    ) -> DownloadedArtifact:
+        return await _in_thread(self.download_artifact, artifact_id, path, overwrite=overwrite)
+
     async def tokenize_async(self, texts: Seq[str], model: str = TINY_MODEL, add_special_tokens: bool = False) -> TokenizeResult:
         return await _in_thread(self.tokenize, texts, model, add_special_tokens)
+
+
+_MAX_DOWNLOAD_BYTES = 64 << 20  # download_artifact without a path
+
+
+def _check_hash(artifact_id: str, want: Optional[str], got: str) -> None:
+    if not want:
+        raise errors.MalformedResponse("tensafe: artifact %s: the download has no X-Content-Hash" % artifact_id)
+    if want != got:
+        raise errors.ContentHashMismatch(
+            "tensafe: artifact %s: downloaded bytes hash to %s, the server announced %s"
+            % (artifact_id, got, errors.printable(want, 80))
+        )
+
+
+def _download_to(t: Transport, route: str, artifact_id: str, path: str, overwrite: bool) -> DownloadedArtifact:
+    """Stream route into a temporary file beside path, check its hash, fsync and move it into place."""
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError("download_artifact: %s exists (pass overwrite=True to replace it)" % path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=d)  # mode 0600
+    f = os.fdopen(fd, "wb")
+    st: Dict[str, Any] = {}
+    try:
+        def begin(headers: Any) -> Callable[[bytes], None]:
+            f.seek(0)
+            f.truncate()
+            st["want"], st["h"], st["n"] = headers.get("X-Content-Hash"), hashlib.sha256(), 0
+
+            def sink(b: bytes) -> None:
+                f.write(b)
+                st["h"].update(b)
+                st["n"] += len(b)
+
+            return sink
+
+        t.stream(route, begin)
+        got = "sha256:" + st["h"].hexdigest()
+        _check_hash(artifact_id, st["want"], got)
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic, and never over a file created meanwhile
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                if os.path.lexists(path):
+                    raise FileExistsError("download_artifact: %s exists" % path) from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+        tmp = ""
+        _sync_dir(d)
+        return DownloadedArtifact(path=path, size=st["n"], content_hash=got)
+    finally:
+        if not f.closed:
+            f.close()
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _sync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _decode_sample(prompt_index: int) -> Callable[[Any], List[Sequence]]:

@@ -37,6 +37,7 @@ __all__ = [
     "OperationCanceled",
     "TransportError",
     "MalformedResponse",
+    "ContentHashMismatch",
     "FutureTimeoutError",
     "error_from_envelope",
 ]
@@ -200,6 +201,10 @@ class TransportError(TenSafeError):
 
 class MalformedResponse(TenSafeError):
     """A success response that is not JSON of the expected shape, or is over the size limit."""
+
+
+class ContentHashMismatch(MalformedResponse):
+    """A download whose bytes do not hash to the server's ``X-Content-Hash``: nothing was written."""
 
 
 class FutureTimeoutError(TenSafeError, TimeoutError):

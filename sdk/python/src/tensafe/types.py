@@ -31,6 +31,9 @@ __all__ = [
     "LoadStateResult",
     "DPMetrics",
     "Artifact",
+    "PackageResult",
+    "Signer",
+    "DownloadedArtifact",
     "TrainingClientInfo",
     "AuditEntry",
     "AuditPage",
@@ -347,6 +350,43 @@ class Artifact:
     content_hash: str = ""
     key_id: str = ""
     created_at: str = ""
+
+
+@dataclass
+class PackageResult:
+    """A TenSafe Secure Package made of a checkpoint (POST /api/v1/artifacts/{id}/package).
+
+    ``artifact`` is the new artifact (kind ``tssp``) to download; the rest is
+    what its signed manifest says. Verify the downloaded package against a
+    pinned signer key before trusting it.
+    """
+
+    artifact: Artifact = field(default_factory=Artifact)
+    package_id: str = ""
+    signer: str = ""
+    recipients: List[str] = field(default_factory=list)
+    weights_sha256: str = ""
+    epsilon: float = 0.0
+    delta: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class Signer:
+    """The server's package signing key and audit checkpoint key (GET /api/v1/signer); pin them out of band."""
+
+    key_id: str = ""
+    public_key: str = ""
+    audit_public_key: str = ""
+
+
+@dataclass
+class DownloadedArtifact:
+    """An artifact written to ``path`` by ``download_artifact``: its size and checked content hash."""
+
+    path: str = ""
+    size: int = 0
+    content_hash: str = ""
 
 
 @dataclass
