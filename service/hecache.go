@@ -71,6 +71,9 @@ type heReg struct {
 type heEntry struct {
 	key  heCacheKey
 	elem *list.Element // in heCache.lru; nil once evicted
+	// counted is what heCache.bytes holds for the entry; guarded by
+	// heCache.mu (bytes below may run ahead of it for a moment).
+	counted int64
 
 	// fresh builds an evaluator over the entry's decoded keys.
 	fresh    func() (*he.Evaluator, error)
@@ -146,6 +149,7 @@ func (c *heCache) entry(k heCacheKey, load func() (func() (*he.Evaluator, error)
 		return old, nil
 	}
 	en.elem = c.lru.PushFront(en)
+	en.counted = n
 	c.m[k] = en
 	c.bytes += n
 	c.evictLocked(en)
@@ -175,9 +179,8 @@ func (c *heCache) removeLocked(en *heEntry) {
 	c.lru.Remove(en.elem)
 	en.elem = nil
 	delete(c.m, en.key)
-	en.mu.Lock()
-	c.bytes -= en.bytes
-	en.mu.Unlock()
+	c.bytes -= en.counted
+	en.counted = 0
 }
 
 // grow accounts n more bytes to en (after a registration or a reset) and
@@ -189,6 +192,7 @@ func (c *heCache) grow(en *heEntry, n int64) {
 		return
 	}
 	c.bytes += n
+	en.counted += n
 	c.evictLocked(en)
 }
 
