@@ -112,8 +112,21 @@ func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.Save
 }
 
 // writeArtifact seals payload into a new file of the artifact directory
-// and records it. On error nothing is left behind.
+// and records it with a's metadata. On error nothing is left behind.
 func (s *Service) writeArtifact(ctx context.Context, a store.Artifact, payload []byte) (store.Artifact, error) {
+	meta := a.Metadata
+	return s.writeArtifactFunc(ctx, a, func(w io.Writer) (json.RawMessage, error) {
+		if _, err := w.Write(payload); err != nil {
+			return nil, fmt.Errorf("service: seal artifact: %w", err)
+		}
+		return meta, nil
+	})
+}
+
+// writeArtifactFunc seals what write streams into the sealing writer into a
+// new file of the artifact directory and records it; write returns the
+// artifact's metadata. On error nothing is left behind.
+func (s *Service) writeArtifactFunc(ctx context.Context, a store.Artifact, write func(io.Writer) (json.RawMessage, error)) (store.Artifact, error) {
 	id, err := store.NewID("art")
 	if err != nil {
 		return a, err
@@ -135,8 +148,8 @@ func (s *Service) writeArtifact(ctx context.Context, a store.Artifact, payload [
 	if err != nil {
 		return a, fmt.Errorf("service: seal artifact: %w", err)
 	}
-	if _, err := w.Write(payload); err != nil {
-		return a, fmt.Errorf("service: seal artifact: %w", err)
+	if a.Metadata, err = write(w); err != nil {
+		return a, err
 	}
 	if err := w.Close(); err != nil {
 		return a, fmt.Errorf("service: seal artifact: %w", err)

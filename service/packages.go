@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +19,6 @@ import (
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
 	"github.com/tensafe/tensafe/engine"
-	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/safetensors"
@@ -763,56 +760,4 @@ func (s *Service) baseModelHash(b *baseModel) (string, error) {
 	}
 	s.pkg.baseHashes[b.name] = h
 	return h, nil
-}
-
-// writeArtifactFunc is writeArtifact for content that write streams into
-// the sealing writer; write returns the artifact's metadata. On error
-// nothing is left behind.
-func (s *Service) writeArtifactFunc(ctx context.Context, a store.Artifact, write func(io.Writer) (json.RawMessage, error)) (store.Artifact, error) {
-	id, err := store.NewID("art")
-	if err != nil {
-		return a, err
-	}
-	a.ID, a.Location, a.KeyID = id, id+".tsenv", keys.KeyIDFor(a.TenantID)
-	f, err := os.CreateTemp(s.dir, ".tmp-"+id+"-*")
-	if err != nil {
-		return a, fmt.Errorf("service: write artifact: %w", err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	w, err := keys.SealTo(ctx, s.keys, f, seal.Binding{TenantID: a.TenantID, ArtifactID: id})
-	if err != nil {
-		return a, fmt.Errorf("service: seal artifact: %w", err)
-	}
-	if a.Metadata, err = write(w); err != nil {
-		return a, err
-	}
-	if err := w.Close(); err != nil {
-		return a, fmt.Errorf("service: seal artifact: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return a, fmt.Errorf("service: write artifact: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return a, fmt.Errorf("service: write artifact: %w", err)
-	}
-	final := filepath.Join(s.dir, a.Location)
-	if err := os.Rename(tmp, final); err != nil {
-		return a, fmt.Errorf("service: write artifact: %w", err)
-	}
-	syncDir(s.dir)
-	a.ContentHash, a.Size = w.ContentHash(), w.Size()
-	out, err := s.st.CreateArtifact(context.WithoutCancel(ctx), a)
-	if err != nil {
-		os.Remove(final)
-		return a, fmt.Errorf("service: record artifact: %w", err)
-	}
-	ok = true
-	return out, nil
 }
