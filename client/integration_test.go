@@ -5,26 +5,23 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tensafe/tensafe/api"
-	"github.com/tensafe/tensafe/audit"
 	"github.com/tensafe/tensafe/client"
-	"github.com/tensafe/tensafe/keys"
 	"github.com/tensafe/tensafe/server"
-	"github.com/tensafe/tensafe/service"
+	"github.com/tensafe/tensafe/servertest"
 	"github.com/tensafe/tensafe/store"
 )
 
-// env is a real TenSafe server (SQLite store, audit log, keyring, service,
-// HTTP layer) on a loopback httptest listener, with two tenants' keys.
+// env is a real TenSafe server (servertest: SQLite store, audit log,
+// keyring, service, HTTP layer on a loopback listener) with keys of two
+// tenants and of the operator.
 type env struct {
 	url                string
 	operator           string
@@ -36,82 +33,22 @@ type env struct {
 
 func newEnv(t testing.TB, mods ...func(*server.Config)) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := st.AuditStore(ctx, "main")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := audit.Open(ctx, as, audit.Options{Origin: "tensafe.test/client"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := keys.RawMasterKey(bytes.Repeat([]byte{9}, keys.MasterKeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keys.CreateKeyring(ctx, filepath.Join(dir, "keyring"), m, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(dir, "artifacts"), MaxConcurrent: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{ctx: ctx}
-	tenant := func(name string) string {
-		id, _ := store.NewID("tn")
-		if _, err := st.CreateTenant(ctx, store.Tenant{ID: id, Name: name}); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	key := func(tn string, role store.Role) (store.APIKey, string) {
-		k, tok, err := server.NewAPIKey(ctx, st, tn, role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k, tok
-	}
-	a, b, op := tenant("A"), tenant("B"), tenant("operator")
-	_, e.operator = key(op, store.RoleAdmin)
-	_, e.trainerA = key(a, store.RoleTrainer)
-	_, e.viewerA = key(a, store.RoleViewer)
-	_, e.trainerB = key(b, store.RoleTrainer)
-	rk, rtok := key(a, store.RoleTrainer)
-	if _, err := st.RevokeAPIKey(ctx, a, rk.ID); err != nil {
-		t.Fatal(err)
-	}
-	e.revokedA = rtok
-	cfg := server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as, OperatorTenant: op,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RateLimit: -1}
+	opts := []servertest.Option{servertest.WithOrigin("tensafe.test/client")}
 	for _, m := range mods {
-		m(&cfg)
+		opts = append(opts, servertest.WithServerConfig(m))
 	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
+	s := servertest.New(t, opts...)
+	a, b := s.Tenant(t, "A"), s.Tenant(t, "B")
+	return &env{
+		url:      s.URL,
+		handler:  s.Handler,
+		ctx:      context.Background(),
+		operator: s.Key(t, s.OperatorTenant, store.RoleAdmin),
+		trainerA: s.Key(t, a, store.RoleTrainer),
+		viewerA:  s.Key(t, a, store.RoleViewer),
+		trainerB: s.Key(t, b, store.RoleTrainer),
+		revokedA: s.RevokedKey(t, a, store.RoleTrainer),
 	}
-	hs := httptest.NewServer(srv)
-	e.url = hs.URL
-	e.handler = srv
-	t.Cleanup(func() {
-		hs.Close()
-		if err := svc.Close(ctx); err != nil {
-			t.Error(err)
-		}
-		lg.Close()
-		kr.Close()
-		st.Close()
-	})
-	return e
 }
 
 func (e *env) client(t testing.TB, key string) *client.ServiceClient {

@@ -7,10 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,14 +21,14 @@ import (
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/safetensors"
 	"github.com/tensafe/tensafe/seal"
-	"github.com/tensafe/tensafe/server"
+	"github.com/tensafe/tensafe/servertest"
 	"github.com/tensafe/tensafe/service"
 	"github.com/tensafe/tensafe/store"
 	"github.com/tensafe/tensafe/tssp"
 )
 
-// pkgEnv is a real server whose audit log signs checkpoints and whose
-// service signs packages.
+// pkgEnv is a real server (servertest) whose audit log signs checkpoints
+// and whose service signs packages.
 type pkgEnv struct {
 	url                 string
 	tenantA             string
@@ -39,34 +36,11 @@ type pkgEnv struct {
 	trainerB            string
 	auditKey, signerKey *seal.VerifyingKey
 	keys                keys.Provider
-	svc                 *service.Service
 }
 
 func newPkgEnv(t testing.TB) *pkgEnv {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "meta.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := st.AuditStore(ctx, "main")
-	if err != nil {
-		t.Fatal(err)
-	}
 	auditSigner, err := seal.GenerateSigningKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lg, err := audit.Open(ctx, as, audit.Options{Origin: "tensafe.test/packages", Signer: auditSigner})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := keys.RawMasterKey(bytes.Repeat([]byte{7}, keys.MasterKeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keys.CreateKeyring(ctx, filepath.Join(dir, "keyring"), m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,46 +48,19 @@ func newPkgEnv(t testing.TB) *pkgEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := service.New(service.Config{Store: st, Audit: lg, Keys: kr, ArtifactDir: filepath.Join(dir, "artifacts"), MaxConcurrent: 2,
-		Packages: service.PackageConfig{Signer: pkgSigner, AuditStore: as, Version: "test", AuditKey: auditSigner.Public()}})
-	if err != nil {
-		t.Fatal(err)
+	s := servertest.New(t, servertest.WithOrigin("tensafe.test/packages"),
+		servertest.WithAuditSigner(auditSigner), servertest.WithPackageSigner(pkgSigner))
+	a, b := s.Tenant(t, "A"), s.Tenant(t, "B")
+	return &pkgEnv{
+		url:       s.URL,
+		tenantA:   a,
+		trainerA:  s.Key(t, a, store.RoleTrainer),
+		viewerA:   s.Key(t, a, store.RoleViewer),
+		trainerB:  s.Key(t, b, store.RoleTrainer),
+		auditKey:  auditSigner.Public(),
+		signerKey: pkgSigner.Public(),
+		keys:      s.Keys,
 	}
-	e := &pkgEnv{auditKey: auditSigner.Public(), signerKey: pkgSigner.Public(), keys: kr, svc: svc}
-	tenant := func(name string) string {
-		id, _ := store.NewID("tn")
-		if _, err := st.CreateTenant(ctx, store.Tenant{ID: id, Name: name}); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	key := func(tn string, role store.Role) string {
-		_, tok, err := server.NewAPIKey(ctx, st, tn, role)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
-	a, b := tenant("A"), tenant("B")
-	e.tenantA = a
-	e.trainerA, e.viewerA, e.trainerB = key(a, store.RoleTrainer), key(a, store.RoleViewer), key(b, store.RoleTrainer)
-	srv, err := server.New(server.Config{Service: svc, Store: st, Audit: lg, AuditStore: as,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RateLimit: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	e.url = hs.URL
-	t.Cleanup(func() {
-		hs.Close()
-		if err := svc.Close(ctx); err != nil {
-			t.Error(err)
-		}
-		lg.Close()
-		kr.Close()
-		st.Close()
-	})
-	return e
 }
 
 func (e *pkgEnv) client(t testing.TB, key string) *client.ServiceClient {
