@@ -39,12 +39,15 @@ type NewAPIKey struct {
 }
 
 // CreateTenant creates a tenant (POST /api/v1/tenants; an operator admin key).
+// The server deduplicates tenant creations by Idempotency-Key, so a 5xx or
+// a lost answer is retried and returns the same tenant; the same key (see
+// WithIdempotencyKey) with another name is a conflict.
 func (c *ServiceClient) CreateTenant(ctx context.Context, name string) (*Tenant, error) {
 	var out Tenant
 	body := struct {
 		Name string `json:"name"`
 	}{name}
-	if err := c.doR(ctx, repeatRefusedOnly, http.MethodPost, "/api/v1/tenants", nil, body, &out); err != nil {
+	if err := c.doR(ctx, repeatSafe, http.MethodPost, "/api/v1/tenants", nil, body, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -52,6 +55,8 @@ func (c *ServiceClient) CreateTenant(ctx context.Context, name string) (*Tenant,
 
 // CreateAPIKey creates an API key of tenantID with role (RoleAdmin,
 // RoleTrainer or RoleViewer). Keep the returned Token: it is not shown again.
+// The server cannot deduplicate key creations (it keeps only the token's
+// hash, so a replay could not return the token): only a 429 is retried.
 func (c *ServiceClient) CreateAPIKey(ctx context.Context, tenantID, role string) (*NewAPIKey, error) {
 	var out NewAPIKey
 	body := struct {

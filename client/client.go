@@ -203,10 +203,10 @@ type repeat int
 const (
 	// repeatSafe: repeating has no further effect (GET, DELETE, and POSTs
 	// the server deduplicates by Idempotency-Key: operations, training
-	// client creation): retried on 429, 5xx and transport errors.
+	// client and tenant creation): retried on 429, 5xx and transport errors.
 	repeatSafe repeat = iota
-	// repeatRefusedOnly: a POST the server does not deduplicate (creating a
-	// tenant or an API key, registering HE keys): retried only on 429,
+	// repeatRefusedOnly: a POST the server does not deduplicate (creating an
+	// API key or a package, registering HE keys): retried only on 429,
 	// which the server answers before doing anything.
 	repeatRefusedOnly
 	// repeatNever: one try.

@@ -398,9 +398,9 @@ func TestMalformedSuccessBody(t *testing.T) {
 	}
 }
 
-// TestCreationRetries: a training client creation, which the server
-// deduplicates by Idempotency-Key, is retried on 429 and 5xx with the same
-// key; a tenant creation, which it does not, only on 429.
+// TestCreationRetries: training client and tenant creations, which the
+// server deduplicates by Idempotency-Key, are retried on 429 and 5xx with
+// the same key; an API key creation, which it cannot, only on 429.
 func TestCreationRetries(t *testing.T) {
 	createClient := func(c *ServiceClient) error {
 		_, err := c.CreateTrainingClient(context.Background(), api.TrainingConfig{BaseModel: "tensafe-tiny"})
@@ -408,6 +408,10 @@ func TestCreationRetries(t *testing.T) {
 	}
 	createTenant := func(c *ServiceClient) error {
 		_, err := c.CreateTenant(context.Background(), "acme")
+		return err
+	}
+	createKey := func(c *ServiceClient) error {
+		_, err := c.CreateAPIKey(context.Background(), "tn_1", "trainer")
 		return err
 	}
 	tests := []struct {
@@ -422,8 +426,10 @@ func TestCreationRetries(t *testing.T) {
 		{"client: 500 retried with the same key", createClient, []int{500, 502, 201}, 3, true},
 		{"client: 501 not retried", createClient, []int{501, 201}, 1, false},
 		{"tenant: 429 then created", createTenant, []int{429, 201}, 2, true},
-		{"tenant: 503 may have created: not retried", createTenant, []int{503, 201}, 1, false},
-		{"tenant: 500 not retried", createTenant, []int{500, 201}, 1, false},
+		{"tenant: 503 retried with the same key", createTenant, []int{503, 201}, 2, true},
+		{"api key: 429 then created", createKey, []int{429, 201}, 2, true},
+		{"api key: 503 may have created: not retried", createKey, []int{503, 201}, 1, false},
+		{"api key: 500 not retried", createKey, []int{500, 201}, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -435,8 +441,12 @@ func TestCreationRetries(t *testing.T) {
 					writeErr(w, st, codeForStatus(st), "no", "")
 					return
 				}
-				if strings.HasSuffix(r.URL.Path, "/tenants") {
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/tenants"):
 					writeJSON(w, 201, map[string]string{"id": "tn_1", "name": "acme"})
+					return
+				case strings.HasSuffix(r.URL.Path, "/api_keys"):
+					writeJSON(w, 201, map[string]string{"id": "key_1", "tenant_id": "tn_1", "token": "ts_x_y"})
 					return
 				}
 				writeJSON(w, 201, api.TrainingClient{ID: "tc_1"})

@@ -15,12 +15,12 @@
 // only where repeating cannot do a thing twice. Every POST carries an
 // Idempotency-Key header, random per logical call and reused on each retry
 // of it. GET, DELETE, the operation POSTs (forward_backward … load_state)
-// and the creation of a training client, which the server deduplicates by
-// that key, returning the first submission's future or client, are retried
-// on 429, 5xx and transport errors. Other POSTs that create something (a
-// tenant, an API key, a package) are retried only on 429, which the server
-// answers before doing anything: after a 5xx or a lost answer the thing may
-// exist, and the caller decides.
+// and the creation of a training client or a tenant, which the server
+// deduplicates by that key, returning the first submission's future, client
+// or tenant, are retried on 429, 5xx and transport errors. Other POSTs that
+// create something (an API key, a package) are retried only on 429, which
+// the server answers before doing anything: after a 5xx or a lost answer the
+// thing may exist, and the caller decides.
 //
 // Errors from the server are *APIError values decoded from the one error
 // envelope {"error": {"code", "message", "field"}}; a future that failed

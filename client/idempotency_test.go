@@ -132,3 +132,28 @@ func TestCreateTrainingClientRetried(t *testing.T) {
 		t.Fatalf("%d clients created, want 1", n)
 	}
 }
+
+// TestCreateTenantIdempotent: a tenant creation replayed with the same
+// Idempotency-Key returns the first tenant; another name with that key is a
+// 409 naming Idempotency-Key.
+func TestCreateTenantIdempotent(t *testing.T) {
+	e := newEnv(t)
+	op := e.client(t, e.operator)
+	ctx := client.WithIdempotencyKey(e.ctx, "onboard-acme")
+	first, err := op.CreateTenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := op.CreateTenant(ctx, "acme")
+	if err != nil || again.ID != first.ID || again.Name != "acme" {
+		t.Fatalf("replay: %+v, %v; want tenant %s", again, err, first.ID)
+	}
+	_, err = op.CreateTenant(ctx, "globex")
+	var ae *client.APIError
+	if !client.IsConflict(err) || !errors.As(err, &ae) || ae.Field != "Idempotency-Key" {
+		t.Fatalf("same key, another name: %v, want 409 naming Idempotency-Key", err)
+	}
+	if other, err := op.CreateTenant(e.ctx, "acme"); err != nil || other.ID == first.ID {
+		t.Fatalf("a new key: %+v, %v; want a new tenant", other, err)
+	}
+}

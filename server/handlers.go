@@ -335,7 +335,11 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, p principa
 		s.writeErr(w, r, err)
 		return
 	}
-	t, err := s.cfg.Store.CreateTenant(r.Context(), store.Tenant{ID: id, Name: req.Name})
+	t, err := s.cfg.Store.CreateTenant(r.Context(), tenantRecord(r, p, id, req))
+	if errors.Is(err, store.ErrDuplicate) {
+		s.replayCreateTenant(w, r, p, t, req)
+		return
+	}
 	if err != nil {
 		s.writeErr(w, r, err)
 		return

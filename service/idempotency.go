@@ -26,19 +26,26 @@ import (
 // deleted). It matches store.ErrConflict too (HTTP 409).
 var ErrIdempotencyKeyReused = errors.New("the Idempotency-Key was used for another request")
 
-// creationHash identifies a creation request by its decoded body: the same
-// configuration hashes the same whatever the JSON's key order or spacing.
-// It is empty without an idempotency key.
-func creationHash(ctx context.Context, v any) string {
-	if idempotencyOf(ctx) == "" {
-		return ""
-	}
+// CreationHash identifies a creation request by its decoded body v: the
+// same request hashes the same whatever the JSON's key order or spacing
+// ("sha256:" and 64 hex digits; empty if v does not marshal, which request
+// types always do).
+func CreationHash(v any) string {
 	b, err := json.Marshal(v)
-	if err != nil { // api types always marshal
+	if err != nil {
 		return ""
 	}
 	h := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(h[:])
+}
+
+// creationHash is CreationHash of v when ctx carries an idempotency key,
+// empty otherwise.
+func creationHash(ctx context.Context, v any) string {
+	if idempotencyOf(ctx) == "" {
+		return ""
+	}
+	return CreationHash(v)
 }
 
 // replayCreateClient answers a creation whose Idempotency-Key created rec:

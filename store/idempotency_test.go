@@ -93,3 +93,40 @@ func TestClientIdempotency(t *testing.T) {
 		}
 	})
 }
+
+// TestTenantIdempotency: a tenant creation replaying the creator's
+// Idempotency-Key writes nothing and returns the first tenant; keys are per
+// creator; a key without a creator is refused naming created_by.
+func TestTenantIdempotency(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		s := mustOpen(t, b)
+		mustTenant(t, s, "op")
+		mustTenant(t, s, "op2")
+		mk := func(by, id, key, hash string) (Tenant, error) {
+			return s.CreateTenant(ctx, Tenant{ID: id, Name: "acme", CreatedBy: by, IdempotencyKey: key, RequestHash: hash})
+		}
+		first, err := mk("op", "t1", "k1", sha(1))
+		if err != nil || first.CreatedBy != "op" {
+			t.Fatalf("CreateTenant = %+v, %v", first, err)
+		}
+		again, err := mk("op", "t2", "k1", sha(2))
+		wantErr(t, "replay", err, ErrDuplicate)
+		if again.ID != "t1" || again.RequestHash != sha(1) || again.IdempotencyKey != "k1" {
+			t.Fatalf("replay returned %+v, want the first tenant", again)
+		}
+		if _, err := s.GetTenant(ctx, "t2"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("replay stored a second tenant: %v", err)
+		}
+		if tn, err := mk("op2", "t3", "k1", sha(1)); err != nil || tn.ID != "t3" {
+			t.Fatalf("the same key of another creator: %+v, %v", tn, err)
+		}
+		_, err = mk("", "t4", "k2", sha(1))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "created_by" {
+			t.Fatalf("a key without a creator: %v, want a field error naming created_by", err)
+		}
+		if got, err := s.GetTenant(ctx, "t1"); err != nil || got.CreatedBy != "op" || got.IdempotencyKey != "k1" {
+			t.Fatalf("GetTenant = %+v, %v", got, err)
+		}
+	})
+}

@@ -220,15 +220,17 @@ func (s *db) requireTenant(ctx context.Context, tx *sql.Tx, tenantID string) err
 
 // ---- tenants ----
 
-const tenantCols = "id, name, created_at"
+const tenantCols = "id, name, created_at, created_by, idempotency_key, request_hash"
 
 func scanTenant(r scanner) (Tenant, error) {
 	var t Tenant
 	var created int64
-	if err := r.Scan(&t.ID, &t.Name, &created); err != nil {
+	var by, idem, reqHash sql.NullString
+	if err := r.Scan(&t.ID, &t.Name, &created, &by, &idem, &reqHash); err != nil {
 		return Tenant{}, err
 	}
 	t.CreatedAt = fromUS(created)
+	t.CreatedBy, t.IdempotencyKey, t.RequestHash = by.String, idem.String, reqHash.String
 	return t, nil
 }
 
@@ -241,8 +243,37 @@ func (s *db) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 	if err := validateTenant(&t); err != nil {
 		return Tenant{}, s.wrap("create tenant", err)
 	}
-	_, err := s.w.ExecContext(ctx, s.q("INSERT INTO tenants ("+tenantCols+") VALUES (?, ?, ?)"),
-		t.ID, t.Name, t.CreatedAt.UnixMicro())
+	var existing Tenant
+	byKey := func(ctx context.Context, q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) error {
+		e, err := scanTenant(q.QueryRowContext(ctx, s.q("SELECT "+tenantCols+" FROM tenants WHERE created_by = ? AND idempotency_key = ?"),
+			t.CreatedBy, t.IdempotencyKey))
+		if err != nil {
+			return err
+		}
+		existing = e
+		return fmt.Errorf("store: create tenant: idempotency key already used by tenant %q: %w", e.ID, ErrDuplicate)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if t.IdempotencyKey != "" {
+			if err := byKey(ctx, tx); !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, s.q("INSERT INTO tenants ("+tenantCols+") VALUES (?, ?, ?, ?, ?, ?)"),
+			t.ID, t.Name, t.CreatedAt.UnixMicro(), nullStr(t.CreatedBy), nullStr(t.IdempotencyKey), nullStr(t.RequestHash))
+		return err
+	})
+	if err != nil && t.IdempotencyKey != "" && !errors.Is(err, ErrDuplicate) && s.d.isUnique(err) {
+		// A concurrent creation with the same key won the race.
+		if gerr := byKey(ctx, s.w); errors.Is(gerr, ErrDuplicate) {
+			err = gerr
+		}
+	}
+	if errors.Is(err, ErrDuplicate) {
+		return existing, err
+	}
 	if err != nil {
 		return Tenant{}, s.wrap("create tenant "+strconv.Quote(t.ID), err)
 	}

@@ -118,6 +118,13 @@ type Tenant struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	// CreatedBy is the tenant whose admin key created it (empty for
+	// tenants made by the CLI). IdempotencyKey, when not empty, is the
+	// creation request's Idempotency-Key, unique per CreatedBy (see
+	// CreateTenant); RequestHash ("sha256:<64 hex>") identifies its body.
+	CreatedBy      string `json:"-"`
+	IdempotencyKey string `json:"-"`
+	RequestHash    string `json:"-"`
 }
 
 // APIKey is a bearer credential of one tenant. Only the SHA-256 of the
@@ -204,7 +211,10 @@ type Artifact struct {
 //   - Invalid input returns a *FieldError (errors.Is ErrInvalid) and writes
 //     nothing.
 type Store interface {
-	// CreateTenant stores a new tenant.
+	// CreateTenant stores a new tenant. When IdempotencyKey is not empty
+	// (CreatedBy is then required) and a tenant was created by CreatedBy
+	// with that key, nothing is written and that tenant is returned
+	// together with ErrDuplicate (the caller compares RequestHash).
 	CreateTenant(ctx context.Context, t Tenant) (Tenant, error)
 	// GetTenant returns a tenant.
 	GetTenant(ctx context.Context, id string) (Tenant, error)

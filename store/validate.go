@@ -164,6 +164,19 @@ func validateTenant(t *Tenant) error {
 	if err := checkText("name", t.Name, MaxNameLen, true); err != nil {
 		return err
 	}
+	if t.CreatedBy != "" || t.IdempotencyKey != "" {
+		if err := checkID("created_by", t.CreatedBy); err != nil {
+			return err
+		}
+	}
+	if err := checkText("idempotency_key", t.IdempotencyKey, MaxIdempotencyKeyLen, false); err != nil {
+		return err
+	}
+	if t.RequestHash != "" {
+		if err := checkContentHash("request_hash", t.RequestHash); err != nil {
+			return err
+		}
+	}
 	return checkTime("created_at", t.CreatedAt)
 }
 

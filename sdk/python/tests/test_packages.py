@@ -1,4 +1,4 @@
-"""Packages (TSSP), the signer, artifact downloads to a path, and idempotent training client creation.
+"""Packages (TSSP), the signer, artifact downloads to a path, and idempotent creations.
 
 Against a real ``tensafe serve`` where the server's behaviour is the point;
 against a scripted loopback server (test_transport.Scripted) where the test
@@ -99,6 +99,14 @@ class PackagesTest(unittest.TestCase):
         # Another tenant's key space is its own.
         self.assertNotEqual(self.srv.client().create_training_client(config(), idempotency_key="pytest-create-1").id, a.id)
 
+    def test_idempotent_tenant_creation(self):
+        admin = self.srv.admin
+        a = admin.create_tenant("pytest-idem", idempotency_key="pytest-tenant-1")
+        self.assertEqual(admin.create_tenant("pytest-idem", idempotency_key="pytest-tenant-1").id, a.id)
+        with self.assertRaises(Conflict) as cm:
+            admin.create_tenant("pytest-other", idempotency_key="pytest-tenant-1")
+        self.assertEqual(cm.exception.field, "Idempotency-Key")
+
 
 class ScriptedDownloadTest(unittest.TestCase):
     """Downloads and creations against scripted answers."""
@@ -147,6 +155,16 @@ class ScriptedDownloadTest(unittest.TestCase):
         self.assertEqual(len(self.srv.requests), 3)
         self.assertEqual(len(keys), 1)
         self.assertTrue(next(iter(keys)))
+
+    def test_tenant_retried_api_key_not(self):
+        self.srv.script = [(502, {}, b"bad gateway"), (201, {}, b'{"id": "tn_1", "name": "acme"}')]
+        self.assertEqual(self.svc.create_tenant("acme").id, "tn_1")
+        self.assertEqual(len({r[2].get("Idempotency-Key") for r in self.srv.requests}), 1)
+        self.assertEqual(len(self.srv.requests), 2)
+        self.srv.script = [(503, {}, envelope("unavailable")), (201, {}, b"{}")]
+        with self.assertRaises(tensafe.Unavailable):
+            self.svc.create_api_key("tn_1")
+        self.assertEqual(len(self.srv.requests), 3)
 
     def test_package_not_retried_on_5xx(self):
         self.srv.script = [(503, {}, envelope("unavailable")), (201, {}, b"{}")]

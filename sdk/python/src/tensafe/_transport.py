@@ -6,10 +6,11 @@ client):
 * every POST carries an ``Idempotency-Key`` (a fresh random one per logical
   call, the same on each retry of it): the server answers a repeated
   submission with the first submission's future, and a repeated training
-  client creation with the first creation's client, instead of doing it
-  again, so these are retried on 429, 5xx and lost connections like GETs;
-* creations the server does not deduplicate (tenants, API keys, packages)
-  are retried only on 429, which the server answers before doing anything;
+  client or tenant creation with the first creation's result, instead of
+  doing it again, so these are retried on 429, 5xx and lost connections like
+  GETs;
+* creations the server does not deduplicate (API keys, packages) are
+  retried only on 429, which the server answers before doing anything;
 * waits are "full jitter" exponential backoff, at least the server's
   ``Retry-After``.
 """

@@ -337,12 +337,22 @@ class ServiceClient:
 
     # -- administration ------------------------------------------------------
 
-    def create_tenant(self, name: str) -> Tenant:
-        """Create a tenant (an operator admin key: the one ``tensafe serve`` writes to <data-dir>/admin.key)."""
-        return from_dict(Tenant, self._t.request("POST", "/api/v1/tenants", body={"name": name}, mode=REFUSED_ONLY))
+    def create_tenant(self, name: str, *, idempotency_key: Optional[str] = None) -> Tenant:
+        """Create a tenant (an operator admin key: the one ``tensafe serve`` writes to <data-dir>/admin.key).
+
+        Deduplicated by ``Idempotency-Key`` like :meth:`create_training_client`, so
+        retried on 5xx and lost connections; the same key with another name
+        raises :class:`~tensafe.errors.Conflict`.
+        """
+        d = self._t.request("POST", "/api/v1/tenants", body={"name": name}, idempotency_key=idempotency_key)
+        return from_dict(Tenant, d)
 
     def create_api_key(self, tenant_id: str, role: str = "trainer") -> APIKey:
-        """Create an API key of a tenant with role admin, trainer or viewer. Keep ``.token``: it is shown once."""
+        """Create an API key of a tenant with role admin, trainer or viewer. Keep ``.token``: it is shown once.
+
+        Retried on 429 only: the server keeps only the token's hash, so it cannot
+        answer a replay with the token and does not deduplicate key creations.
+        """
         path = "/api/v1/tenants/%s/api_keys" % _pid(tenant_id, "tenant_id")
         return from_dict(APIKey, self._t.request("POST", path, body={"role": role}, mode=REFUSED_ONLY))
 
