@@ -78,23 +78,54 @@ func parseShape(s string) (he.LoRAShape, error) {
 	return sh, nil
 }
 
-// writeNew writes data to a new file (never over an existing one).
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// readMatrixFile reads a JSON matrix (rows of numbers) from path; a file
+// that is not one is a usage error.
+func readMatrixFile(path string) ([][]float64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var x [][]float64
+	if err := json.Unmarshal(data, &x); err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("%s: %w", path, err)}
+	}
+	return x, nil
+}
+
+// openClientKeys opens the sealed client keys in path (tensafe he keygen)
+// with the local keyring kf names; the keyring is closed again once they
+// are unwrapped.
+func openClientKeys(cmd *cobra.Command, kf *keyringFlags, path string) (*he.ClientKeys, error) {
+	sealed, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := kf.open(cmd)
+	if err != nil {
+		return nil, err
+	}
+	defer kr.Close()
+	ck, err := he.OpenClientKeys(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant}, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ck, nil
+}
+
+// writeJSONResult writes v as a line of JSON to the file out (never over an
+// existing one; mode 0600: decrypted results) or, when out is "" or "-", to
+// the command's output.
+func writeJSONResult(cmd *cobra.Command, out string, v any) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
+	data = append(data, '\n')
+	if out == "" || out == "-" {
+		_, err = cmd.OutOrStdout().Write(data)
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
+	return writeNewFile(out, data, 0o600)
 }
 
 func newHEKeygenCmd() *cobra.Command {
@@ -150,10 +181,10 @@ inference at padded width N, with a relinearization key. Existing files are neve
 			if err != nil {
 				return err
 			}
-			if err := writeNew(out+".hek", sealed, 0o600); err != nil {
+			if err := writeNewFile(out+".hek", sealed, 0o600); err != nil {
 				return fmt.Errorf("client keys: %w", err)
 			}
-			if err := writeNew(out+".evk", raw, 0o644); err != nil {
+			if err := writeNewFile(out+".evk", raw, 0o644); err != nil {
 				return fmt.Errorf("evaluation keys: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "key id %s (%s)\nclient keys (sealed): %s.hek\nevaluation keys: %s.evk (%d bytes, %d Galois keys)\n",
@@ -317,26 +348,13 @@ The server never sees X or the deltas. --packing auto (default) chooses by batch
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("--packing %q: want auto, %s or %s", packing, he.PackingThroughput, he.PackingLatency)}
 			}
-			xdata, err := os.ReadFile(in)
+			x, err := readMatrixFile(in)
 			if err != nil {
 				return err
 			}
-			var x [][]float64
-			if err := json.Unmarshal(xdata, &x); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("%s: %w", in, err)}
-			}
-			sealed, err := os.ReadFile(keyFile)
+			ck, err := openClientKeys(cmd, &kf, keyFile)
 			if err != nil {
 				return err
-			}
-			kr, err := kf.open(cmd)
-			if err != nil {
-				return err
-			}
-			defer kr.Close()
-			ck, err := he.OpenClientKeys(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant}, sealed)
-			if err != nil {
-				return fmt.Errorf("%s: %w", keyFile, err)
 			}
 			c, err := sf.client()
 			if err != nil {
@@ -350,16 +368,7 @@ The server never sees X or the deltas. --packing auto (default) chooses by batch
 			for i, m := range modules {
 				res[m] = deltas[i]
 			}
-			data, err := json.Marshal(res)
-			if err != nil {
-				return err
-			}
-			data = append(data, '\n')
-			if out == "" || out == "-" {
-				_, err = cmd.OutOrStdout().Write(data)
-				return err
-			}
-			return writeNew(out, data, 0o600)
+			return writeJSONResult(cmd, out, res)
 		},
 	}
 	sf.register(cmd)
@@ -533,26 +542,13 @@ outputs (JSON, tokens×output_dim) to --out or stdout.`,
 					return &exitError{code: 2, err: err}
 				}
 			}
-			xdata, err := os.ReadFile(in)
+			x, err := readMatrixFile(in)
 			if err != nil {
 				return err
 			}
-			var x [][]float64
-			if err := json.Unmarshal(xdata, &x); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("%s: %w", in, err)}
-			}
-			sealed, err := os.ReadFile(keyFile)
+			ck, err := openClientKeys(cmd, &kf, keyFile)
 			if err != nil {
 				return err
-			}
-			kr, err := kf.open(cmd)
-			if err != nil {
-				return err
-			}
-			defer kr.Close()
-			ck, err := he.OpenClientKeys(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant}, sealed)
-			if err != nil {
-				return fmt.Errorf("%s: %w", keyFile, err)
 			}
 			c, err := sf.client()
 			if err != nil {
@@ -575,16 +571,7 @@ outputs (JSON, tokens×output_dim) to --out or stdout.`,
 			if err != nil {
 				return err
 			}
-			data, err := json.Marshal(y)
-			if err != nil {
-				return err
-			}
-			data = append(data, '\n')
-			if out == "" || out == "-" {
-				_, err = cmd.OutOrStdout().Write(data)
-				return err
-			}
-			return writeNew(out, data, 0o600)
+			return writeJSONResult(cmd, out, y)
 		},
 	}
 	sf.register(cmd)
