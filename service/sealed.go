@@ -322,24 +322,19 @@ type sealedStore struct {
 
 // CreateClient seals c.BudgetState (bound to step c.Step).
 func (s *sealedStore) CreateClient(ctx context.Context, c store.TrainingClient) (store.TrainingClient, error) {
-	plain := c.BudgetState
-	if len(plain) > 0 {
-		sealed, err := s.rs.seal(ctx, budgetBinding(c), plain)
-		if err != nil {
-			return store.TrainingClient{}, err
-		}
-		c.BudgetState = sealed
-	}
-	out, err := s.Store.CreateClient(ctx, c)
-	if err != nil {
-		return out, err
-	}
-	out.BudgetState = bytes.Clone(plain)
-	return out, nil
+	return s.putClient(ctx, c, s.Store.CreateClient)
 }
 
 // UpdateClient seals c.BudgetState (bound to step c.Step).
 func (s *sealedStore) UpdateClient(ctx context.Context, c store.TrainingClient) (store.TrainingClient, error) {
+	return s.putClient(ctx, c, s.Store.UpdateClient)
+}
+
+// putClient seals c.BudgetState (bound to step c.Step), has put (the
+// store's CreateClient or UpdateClient) store the client, and returns what
+// put returns with the plaintext state.
+func (s *sealedStore) putClient(ctx context.Context, c store.TrainingClient,
+	put func(context.Context, store.TrainingClient) (store.TrainingClient, error)) (store.TrainingClient, error) {
 	plain := c.BudgetState
 	if len(plain) > 0 {
 		sealed, err := s.rs.seal(ctx, budgetBinding(c), plain)
@@ -348,7 +343,7 @@ func (s *sealedStore) UpdateClient(ctx context.Context, c store.TrainingClient) 
 		}
 		c.BudgetState = sealed
 	}
-	out, err := s.Store.UpdateClient(ctx, c)
+	out, err := put(ctx, c)
 	if err != nil {
 		return out, err
 	}
@@ -408,13 +403,7 @@ func (s *sealedStore) openOp(ctx context.Context, op store.Operation) (store.Ope
 // CreateOperation seals op.Result, if any, and opens the result of the
 // existing operation a replayed idempotency key returns.
 func (s *sealedStore) CreateOperation(ctx context.Context, op store.Operation) (store.Operation, error) {
-	plain := op.Result
-	sealed, err := s.rs.sealResult(ctx, op)
-	if err != nil {
-		return store.Operation{}, err
-	}
-	op.Result = sealed
-	out, err := s.Store.CreateOperation(ctx, op)
+	out, err := s.putOp(ctx, op, s.Store.CreateOperation)
 	if errors.Is(err, store.ErrDuplicate) {
 		o, oerr := s.openOp(ctx, out)
 		if oerr != nil {
@@ -422,11 +411,7 @@ func (s *sealedStore) CreateOperation(ctx context.Context, op store.Operation) (
 		}
 		return o, err
 	}
-	if err != nil {
-		return out, err
-	}
-	out.Result = bytes.Clone(plain)
-	return out, nil
+	return out, err
 }
 
 // GetOperation opens the operation's result.
@@ -440,13 +425,21 @@ func (s *sealedStore) GetOperation(ctx context.Context, tenantID, id string) (st
 
 // UpdateOperation seals op.Result.
 func (s *sealedStore) UpdateOperation(ctx context.Context, op store.Operation) (store.Operation, error) {
+	return s.putOp(ctx, op, s.Store.UpdateOperation)
+}
+
+// putOp seals op.Result, has put (the store's CreateOperation or
+// UpdateOperation) store the operation, and returns what put returns: on
+// success with the plaintext result, on error as put returned it.
+func (s *sealedStore) putOp(ctx context.Context, op store.Operation,
+	put func(context.Context, store.Operation) (store.Operation, error)) (store.Operation, error) {
 	plain := op.Result
 	sealed, err := s.rs.sealResult(ctx, op)
 	if err != nil {
 		return store.Operation{}, err
 	}
 	op.Result = sealed
-	out, err := s.Store.UpdateOperation(ctx, op)
+	out, err := put(ctx, op)
 	if err != nil {
 		return out, err
 	}
