@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -265,25 +264,11 @@ func (s *Server) probeIsolation(ctx context.Context, arts []api.ArtifactHash) bo
 // list) and time (since ≤ time < until, RFC 3339), at most limit. A tenant
 // admin sees its tenant's events; an operator admin every event.
 func (s *Server) complianceEvents(w http.ResponseWriter, r *http.Request, p principal) {
+	after, limit, ok := s.seqPage(w, r)
+	if !ok {
+		return
+	}
 	q := r.URL.Query()
-	after := int64(-1)
-	if v := q.Get("after"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			s.writeError(w, r, http.StatusBadRequest, api.CodeInvalidArgument, "must be a non-negative integer (a seq)", "after")
-			return
-		}
-		after = n
-	}
-	limit := DefaultAuditLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxAuditLimit {
-			s.writeError(w, r, http.StatusBadRequest, api.CodeInvalidArgument, fmt.Sprintf("must be an integer in [1, %d]", MaxAuditLimit), "limit")
-			return
-		}
-		limit = n
-	}
 	var cats map[string]bool
 	if v := q.Get("category"); v != "" {
 		cats = map[string]bool{}

@@ -173,23 +173,12 @@ func (s *Server) getFuture(w http.ResponseWriter, r *http.Request, p principal) 
 
 func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request, p principal) {
 	as, err := s.cfg.Service.ListArtifacts(r.Context(), p.Tenant)
-	if err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	if as == nil {
-		as = []api.Artifact{}
-	}
-	writeJSON(w, http.StatusOK, as)
+	answerList(s, w, r, as, err)
 }
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request, p principal) {
 	a, err := s.cfg.Service.GetArtifact(r.Context(), p.Tenant, r.PathValue("id"))
-	if err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, a)
+	s.answer(w, r, http.StatusOK, a, err)
 }
 
 // downloadArtifact streams the decrypted artifact. The service's reader
@@ -235,24 +224,9 @@ type AuditPage struct {
 // listAudit pages through the audit log: the caller's tenant's entries
 // (every entry for an operator admin) with seq > after, at most limit.
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p principal) {
-	q := r.URL.Query()
-	after := int64(-1)
-	if v := q.Get("after"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			s.writeError(w, r, http.StatusBadRequest, api.CodeInvalidArgument, "must be a non-negative integer (a seq)", "after")
-			return
-		}
-		after = n
-	}
-	limit := DefaultAuditLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxAuditLimit {
-			s.writeError(w, r, http.StatusBadRequest, api.CodeInvalidArgument, fmt.Sprintf("must be an integer in [1, %d]", MaxAuditLimit), "limit")
-			return
-		}
-		limit = n
+	after, limit, ok := s.seqPage(w, r)
+	if !ok {
+		return
 	}
 	page := AuditPage{Entries: []audit.Entry{}, NextAfter: after}
 	errStop := errors.New("stop")

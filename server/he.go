@@ -109,23 +109,12 @@ func (s *Server) heRegisterKeys(w http.ResponseWriter, r *http.Request, p princi
 
 func (s *Server) heListKeys(w http.ResponseWriter, r *http.Request, p principal) {
 	ks, err := s.cfg.Service.ListHEKeys(r.Context(), p.Tenant)
-	if err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	if ks == nil {
-		ks = []he.KeyInfo{}
-	}
-	writeJSON(w, http.StatusOK, ks)
+	answerList(s, w, r, ks, err)
 }
 
 func (s *Server) heGetKey(w http.ResponseWriter, r *http.Request, p principal) {
 	k, err := s.cfg.Service.GetHEKey(r.Context(), p.Tenant, r.PathValue("id"))
-	if err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, k)
+	s.answer(w, r, http.StatusOK, k, err)
 }
 
 func (s *Server) heRegisterAdapter(w http.ResponseWriter, r *http.Request, p principal) {
@@ -145,49 +134,23 @@ func (s *Server) heInference(w http.ResponseWriter, r *http.Request, p principal
 }
 
 func (s *Server) heDeleteKey(w http.ResponseWriter, r *http.Request, p principal) {
-	if err := s.cfg.Service.DeleteHEKey(r.Context(), p.Tenant, r.PathValue("id")); err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.answerNoContent(w, r, s.cfg.Service.DeleteHEKey(r.Context(), p.Tenant, r.PathValue("id")))
 }
 
 func (s *Server) heListAdapters(w http.ResponseWriter, r *http.Request, p principal) {
 	as, err := s.cfg.Service.ListHEAdapters(r.Context(), p.Tenant)
-	if err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	if as == nil {
-		as = []he.AdapterInfo{}
-	}
-	writeJSON(w, http.StatusOK, as)
+	answerList(s, w, r, as, err)
 }
 
 func (s *Server) heDeleteAdapter(w http.ResponseWriter, r *http.Request, p principal) {
-	if err := s.cfg.Service.DeleteHEAdapter(r.Context(), p.Tenant, r.PathValue("module")); err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.answerNoContent(w, r, s.cfg.Service.DeleteHEAdapter(r.Context(), p.Tenant, r.PathValue("module")))
 }
 
 func (s *Server) heListModels(w http.ResponseWriter, r *http.Request, p principal) {
 	ms, err := s.cfg.Service.ListHEModels(r.Context(), p.Tenant)
-	if err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	if ms == nil {
-		ms = []he.ModelEntry{}
-	}
-	writeJSON(w, http.StatusOK, ms)
+	answerList(s, w, r, ms, err)
 }
 
 func (s *Server) heDeleteModel(w http.ResponseWriter, r *http.Request, p principal) {
-	if err := s.cfg.Service.DeleteHEModel(r.Context(), p.Tenant, r.PathValue("name")); err != nil {
-		s.writeErr(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	s.answerNoContent(w, r, s.cfg.Service.DeleteHEModel(r.Context(), p.Tenant, r.PathValue("name")))
 }
