@@ -20,17 +20,6 @@ import (
 	"github.com/tensafe/tensafe/model"
 )
 
-func runComplianceCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
-}
-
 func TestComplianceScanCLI(t *testing.T) {
 	dir := t.TempDir()
 	clean := filepath.Join(dir, "clean")
@@ -48,13 +37,13 @@ func TestComplianceScanCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out, err := runComplianceCLI(t, "compliance", "scan", clean)
+	out, err := runCLI(t, "compliance", "scan", clean)
 	if err != nil || !strings.Contains(out, "0 PII, 0 secrets") {
 		t.Fatalf("clean scan: %v\n%s", err, out)
 	}
 
 	for _, args := range [][]string{{"compliance", "scan", dirty}, {"compliance", "scan", "--json", clean, dirty}} {
-		out, err = runComplianceCLI(t, args...)
+		out, err = runCLI(t, args...)
 		if exitCode(err) != complianceExitFound {
 			t.Fatalf("%v: exit %d (%v), want %d", args, exitCode(err), err, complianceExitFound)
 		}
@@ -76,46 +65,26 @@ func TestComplianceScanCLI(t *testing.T) {
 		t.Errorf("first finding %+v", f)
 	}
 
-	_, err = runComplianceCLI(t, "compliance", "scan", filepath.Join(dir, "missing"))
+	_, err = runCLI(t, "compliance", "scan", filepath.Join(dir, "missing"))
 	if exitCode(err) != complianceExitError {
 		t.Errorf("missing path: exit %d (%v)", exitCode(err), err)
 	}
-	out, err = runComplianceCLI(t, "compliance", "scan", "--max-findings", "1", dirty)
+	out, err = runCLI(t, "compliance", "scan", "--max-findings", "1", dirty)
 	if exitCode(err) != complianceExitFound || !strings.Contains(out, "2 more findings not listed") || strings.Count(out, "b.jsonl:") != 1 {
 		t.Errorf("--max-findings 1: exit %d\n%s", exitCode(err), out)
 	}
-	_, err = runComplianceCLI(t, "compliance", "scan", "--region", "XX", clean)
+	_, err = runCLI(t, "compliance", "scan", "--region", "XX", clean)
 	if exitCode(err) != complianceExitError || !strings.Contains(err.Error(), "PhoneRegion") {
 		t.Errorf("bad region: exit %d (%v)", exitCode(err), err)
 	}
 }
 
-// liveServer runs `tensafe serve` in-process on a fresh data directory
-// until the test ends; it returns the base URL and the data directory.
+// liveServer runs `tensafe serve` in-process with artifact TTL ttl on a
+// fresh data directory until the test ends; it returns the base URL and the
+// data directory.
 func liveServer(t *testing.T, ttl time.Duration) (string, string) {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "data")
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	var out bytes.Buffer
-	go func() {
-		done <- runServe(ctx, serveOptions{dataDir: dir, addr: "127.0.0.1:0", rateLimit: -1, grace: 5 * time.Second,
-			artifactTTL: ttl, logger: discardLogger()}, &out, func(a string) { addrc <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	select {
-	case a := <-addrc:
-		return "http://" + a, dir
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
-	return "", ""
+	return serveInProcess(t, serveOptions{artifactTTL: ttl})
 }
 
 // trainAndSave creates a tenant with a trainer key, runs a short DP
@@ -210,7 +179,7 @@ func TestEvidencePackLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	minimized := filepath.Join(work, "train.jsonl")
-	if out, err := runComplianceCLI(t, "compliance", "filter", raw, "--out", minimized, "--drop-fields", "uid"); err != nil {
+	if out, err := runCLI(t, "compliance", "filter", raw, "--out", minimized, "--drop-fields", "uid"); err != nil {
 		t.Fatalf("filter: %v\n%s", err, out)
 	}
 	report := minimized + ".minimization.json"
@@ -356,7 +325,7 @@ func TestComplianceFilterCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out", "o.jsonl")
-	if s, err := runComplianceCLI(t, "compliance", "filter", in, "--out", out, "--drop-fields", "uid"); err != nil ||
+	if s, err := runCLI(t, "compliance", "filter", in, "--out", out, "--drop-fields", "uid"); err != nil ||
 		!strings.Contains(s, "1 examples in, 1 out") {
 		t.Fatalf("filter: %v\n%s", err, s)
 	}
@@ -372,7 +341,7 @@ func TestComplianceFilterCLI(t *testing.T) {
 	pol := filepath.Join(dir, "policy.json")
 	os.WriteFile(pol, []byte(`{"format":"tensafe.compliance.policy/v1","pii":{"email":"shred"},"secrets":"allow"}`), 0o600)
 	out2 := filepath.Join(dir, "o2.jsonl")
-	if _, err := runComplianceCLI(t, "compliance", "filter", in, "--out", out2, "--policy", pol); err == nil || !strings.Contains(err.Error(), "pii.email") {
+	if _, err := runCLI(t, "compliance", "filter", in, "--out", out2, "--policy", pol); err == nil || !strings.Contains(err.Error(), "pii.email") {
 		t.Fatalf("bad policy: %v", err)
 	}
 	if _, err := os.Stat(out2); !os.IsNotExist(err) {
@@ -380,11 +349,11 @@ func TestComplianceFilterCLI(t *testing.T) {
 	}
 	// A line that is not an object names the line, not its content.
 	os.WriteFile(in, []byte(`{"a":"b"}`+"\n"+`secret-looking text`+"\n"), 0o600)
-	if _, err := runComplianceCLI(t, "compliance", "filter", in, "--out", out2); err == nil || !strings.Contains(err.Error(), "line 2") ||
+	if _, err := runCLI(t, "compliance", "filter", in, "--out", out2); err == nil || !strings.Contains(err.Error(), "line 2") ||
 		strings.Contains(err.Error(), "secret-looking") {
 		t.Fatalf("bad line: %v", err)
 	}
-	if _, err := runComplianceCLI(t, "compliance", "filter", in); err == nil || !strings.Contains(err.Error(), "--out") {
+	if _, err := runCLI(t, "compliance", "filter", in); err == nil || !strings.Contains(err.Error(), "--out") {
 		t.Fatalf("no --out: %v", err)
 	}
 }
@@ -397,7 +366,7 @@ func TestComplianceEvidenceOffline(t *testing.T) {
 	data := filepath.Join(dir, "d.txt")
 	os.WriteFile(data, []byte("token ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R\n"), 0o600)
 	pack := filepath.Join(dir, "pack")
-	s, err := runComplianceCLI(t, "compliance", "evidence", "--out", pack, "--scan", data)
+	s, err := runCLI(t, "compliance", "evidence", "--out", pack, "--scan", data)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, s)
 	}
@@ -419,7 +388,7 @@ func TestComplianceEvidenceOffline(t *testing.T) {
 		t.Fatalf("secrets_scan.json: %s", b)
 	}
 	t.Setenv("TENSAFE_API_KEY", "")
-	if _, err := runComplianceCLI(t, "compliance", "evidence", "--server", "http://127.0.0.1:1", "--out", pack); err == nil ||
+	if _, err := runCLI(t, "compliance", "evidence", "--server", "http://127.0.0.1:1", "--out", pack); err == nil ||
 		!strings.Contains(err.Error(), "API key") {
 		t.Fatalf("no key: %v", err)
 	}

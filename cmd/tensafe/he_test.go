@@ -2,58 +2,23 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tensafe/tensafe/he"
 )
-
-func runHECLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
-}
 
 // heServer runs tensafe serve in process and returns its base URL and the
 // operator admin key file.
 func heServer(t *testing.T) (string, string) {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "data")
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	var out bytes.Buffer
-	go func() {
-		done <- runServe(ctx, serveOptions{dataDir: dir, addr: "127.0.0.1:0", rateLimit: -1, grace: 5 * time.Second,
-			logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &out, func(a string) { addrc <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	select {
-	case a := <-addrc:
-		return "http://" + a, filepath.Join(dir, serveAdminKeyFile)
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
-	return "", ""
+	base, dir := serveInProcess(t, serveOptions{})
+	return base, filepath.Join(dir, serveAdminKeyFile)
 }
 
 // TestHECLI: keygen (client keys sealed by a local keyring), register,
@@ -66,12 +31,12 @@ func TestHECLI(t *testing.T) {
 	t.Setenv("TENSAFE_API_KEY", "")
 	dir := t.TempDir()
 	ring, mk := filepath.Join(dir, "client-keyring.tsk"), filepath.Join(dir, "master.key")
-	if _, err := runHECLI(t, "keys", "init", "--keyring", ring, "--new-master-key", mk); err != nil {
+	if _, err := runCLI(t, "keys", "init", "--keyring", ring, "--new-master-key", mk); err != nil {
 		t.Fatal(err)
 	}
 	kr := []string{"--keyring", ring, "--master-key-file", mk}
 	prefix := filepath.Join(dir, "tenant")
-	out, err := runHECLI(t, append([]string{"he", "keygen", "--out", prefix, "--lora", "32,24,4", "--mlp-width", "32"}, kr...)...)
+	out, err := runCLI(t, append([]string{"he", "keygen", "--out", prefix, "--lora", "32,24,4", "--mlp-width", "32"}, kr...)...)
 	if err != nil {
 		t.Fatalf("keygen: %v\n%s", err, out)
 	}
@@ -82,13 +47,13 @@ func TestHECLI(t *testing.T) {
 	if !bytes.Contains([]byte(out), []byte("hek_")) || bytes.Contains(sealed, []byte("tensafe.he.client_keys")) {
 		t.Fatalf("keygen output %q, or the client keys are not sealed", out)
 	}
-	if _, err := runHECLI(t, append([]string{"he", "keygen", "--out", prefix}, kr...)...); err == nil {
+	if _, err := runCLI(t, append([]string{"he", "keygen", "--out", prefix}, kr...)...); err == nil {
 		t.Fatal("keygen overwrote existing key files")
 	}
 
 	base, adminKey := heServer(t)
 	srv := []string{"--server", base, "--api-key-file", adminKey}
-	out, err = runHECLI(t, append([]string{"he", "register", "--evk", prefix + ".evk"}, srv...)...)
+	out, err = runCLI(t, append([]string{"he", "register", "--evk", prefix + ".evk"}, srv...)...)
 	if err != nil {
 		t.Fatalf("register: %v\n%s", err, out)
 	}
@@ -112,7 +77,7 @@ func TestHECLI(t *testing.T) {
 	adFile := filepath.Join(dir, "adapter.json")
 	b, _ := json.Marshal(map[string]any{"a": ad.A, "b": ad.B, "scale": ad.Scale})
 	os.WriteFile(adFile, b, 0o600)
-	out, err = runHECLI(t, append([]string{"he", "adapter", "--module", "layers.0.q_proj", "--in", adFile}, srv...)...)
+	out, err = runCLI(t, append([]string{"he", "adapter", "--module", "layers.0.q_proj", "--in", adFile}, srv...)...)
 	if err != nil || !strings.Contains(out, string(he.PackingLatency)) {
 		t.Fatalf("adapter: %v\n%s", err, out)
 	}
@@ -131,7 +96,7 @@ func TestHECLI(t *testing.T) {
 		os.Remove(dFile)
 		args := append([]string{"he", "delta", "--keys", prefix + ".hek", "--module", "layers.0.q_proj", "--shape", "32,24,4",
 			"--in", xFile, "--out", dFile, "--packing", packing}, srv...)
-		if out, err := runHECLI(t, append(args, kr...)...); err != nil {
+		if out, err := runCLI(t, append(args, kr...)...); err != nil {
 			t.Fatalf("delta %s: %v\n%s", packing, err, out)
 		}
 		var got map[string][][]float64
@@ -165,11 +130,11 @@ func TestHECLI(t *testing.T) {
 	}
 	b, _ = json.Marshal(x2)
 	os.WriteFile(x2File, b, 0o600)
-	if out, err := runHECLI(t, append([]string{"he", "model", "--name", "mlp", "--in", mFile, "--profile", "encrypted_input"}, srv...)...); err != nil {
+	if out, err := runCLI(t, append([]string{"he", "model", "--name", "mlp", "--in", mFile, "--profile", "encrypted_input"}, srv...)...); err != nil {
 		t.Fatalf("model: %v\n%s", err, out)
 	}
 	args := append([]string{"he", "infer", "--keys", prefix + ".hek", "--name", "mlp", "--in", x2File, "--model", mFile, "--out", yFile}, srv...)
-	if out, err := runHECLI(t, append(args, kr...)...); err != nil {
+	if out, err := runCLI(t, append(args, kr...)...); err != nil {
 		t.Fatalf("infer: %v\n%s", err, out)
 	}
 	var y [][]float64
@@ -187,7 +152,7 @@ func TestHECLI(t *testing.T) {
 	}
 
 	// Without the keyring's master key the client keys stay closed.
-	if _, err := runHECLI(t, append([]string{"he", "delta", "--keys", prefix + ".hek", "--module", "m", "--shape", "32,24,4",
+	if _, err := runCLI(t, append([]string{"he", "delta", "--keys", prefix + ".hek", "--module", "m", "--shape", "32,24,4",
 		"--in", xFile, "--keyring", ring}, srv...)...); err == nil {
 		t.Fatal("delta opened the client keys without a master key")
 	}

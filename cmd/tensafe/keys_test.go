@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,17 +10,6 @@ import (
 	"github.com/tensafe/tensafe/seal"
 )
 
-func runKeysCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	root := newRootCmd()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
-}
-
 func TestKeysCLI(t *testing.T) {
 	t.Setenv(envMasterKey, "")
 	t.Setenv(envPassphrase, "")
@@ -29,7 +17,7 @@ func TestKeysCLI(t *testing.T) {
 	dir := t.TempDir()
 	ring := filepath.Join(dir, "data", "keyring.tsk")
 	mk := filepath.Join(dir, "master.key")
-	if _, err := runKeysCLI(t, "keys", "init", "--keyring", ring, "--new-master-key", mk); err != nil {
+	if _, err := runCLI(t, "keys", "init", "--keyring", ring, "--new-master-key", mk); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(mk); err != nil || fi.Mode().Perm() != 0o600 {
@@ -37,14 +25,14 @@ func TestKeysCLI(t *testing.T) {
 	}
 	flags := []string{"--keyring", ring, "--master-key-file", mk}
 	for range 2 {
-		if _, err := runKeysCLI(t, append([]string{"keys", "rotate", "acme"}, flags...)...); err != nil {
+		if _, err := runCLI(t, append([]string{"keys", "rotate", "acme"}, flags...)...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := runKeysCLI(t, append([]string{"keys", "retire", "acme", "1"}, flags...)...); err != nil {
+	if _, err := runCLI(t, append([]string{"keys", "retire", "acme", "1"}, flags...)...); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runKeysCLI(t, append([]string{"keys", "list", "--json"}, flags...)...)
+	out, err := runCLI(t, append([]string{"keys", "list", "--json"}, flags...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,15 +50,15 @@ func TestKeysCLI(t *testing.T) {
 	if len(list) != 1 || list[0].Tenant != "acme" || list[0].Current != 2 || list[0].Versions[0].Retired == "" || list[0].Versions[1].Retired != "" {
 		t.Fatalf("list --json = %s", out)
 	}
-	if _, err := runKeysCLI(t, "keys", "list", "--keyring", ring); err == nil || exitCode(err) != 2 {
+	if _, err := runCLI(t, "keys", "list", "--keyring", ring); err == nil || exitCode(err) != 2 {
 		t.Fatalf("list without a master key: err = %v (exit %d), want exit 2", err, exitCode(err))
 	}
-	if _, err := runKeysCLI(t, append([]string{"keys", "shred", "acme"}, flags...)...); err == nil || !strings.Contains(err.Error(), "--yes") {
+	if _, err := runCLI(t, append([]string{"keys", "shred", "acme"}, flags...)...); err == nil || !strings.Contains(err.Error(), "--yes") {
 		t.Fatalf("shred without --yes: err = %v", err)
 	}
 
 	prefix := filepath.Join(dir, "signer")
-	out, err = runKeysCLI(t, "keys", "signer", "new", "--out", prefix)
+	out, err = runCLI(t, "keys", "signer", "new", "--out", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +75,12 @@ func TestKeysCLI(t *testing.T) {
 	if fi, _ := os.Stat(prefix + ".sec"); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("secret key mode %04o", fi.Mode().Perm())
 	}
-	if _, err := runKeysCLI(t, "keys", "signer", "new", "--out", prefix); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := runCLI(t, "keys", "signer", "new", "--out", prefix); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("overwriting a signer key: err = %v", err)
 	}
 
 	rprefix := filepath.Join(dir, "recipient")
-	if _, err := runKeysCLI(t, "keys", "recipient", "new", "--out", rprefix); err != nil {
+	if _, err := runCLI(t, "keys", "recipient", "new", "--out", rprefix); err != nil {
 		t.Fatal(err)
 	}
 	rsec, _ := os.ReadFile(rprefix + ".sec")

@@ -356,27 +356,8 @@ func TestPackageBaseModelHash(t *testing.T) {
 // and the edge loader samples the same greedy tokens as the server did.
 func TestPackageFromServerCLI(t *testing.T) {
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, serveOptions{dataDir: data, addr: "127.0.0.1:0", rateLimit: -1, grace: 5 * time.Second}, io.Discard,
-			func(a string) { addrc <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	var url string
-	select {
-	case a := <-addrc:
-		url = "http://" + a
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
+	ctx := context.Background()
+	url, data := serveInProcess(t, serveOptions{})
 	if fi, err := os.Stat(filepath.Join(data, "package-signing.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("package signing key: %v %v", fi, err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -64,27 +63,8 @@ func TestServeOperationTTLFlag(t *testing.T) {
 // admin client.
 func serveWith(t *testing.T, o serveOptions) (string, *client.ServiceClient) {
 	t.Helper()
-	o.dataDir = filepath.Join(t.TempDir(), "data")
-	o.addr, o.rateLimit, o.grace, o.logger = "127.0.0.1:0", -1, 5*time.Second, discardLogger()
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	var out bytes.Buffer
-	go func() { done <- runServe(ctx, o, &out, func(a string) { addrc <- a }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	var base string
-	select {
-	case a := <-addrc:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
-	key, err := os.ReadFile(filepath.Join(o.dataDir, serveAdminKeyFile))
+	base, dir := serveInProcess(t, o)
+	key, err := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}

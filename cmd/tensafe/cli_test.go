@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// runCLI runs the tensafe command line with args in process and returns
+// what it wrote, stdout and stderr together.
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+// serveInProcess runs `tensafe serve` in process with o on a fresh data
+// directory, a loopback port, no rate limit, a 5 s grace and a logger that
+// discards, until the test ends; it returns the base URL and the data
+// directory (where serve writes the operator admin key, serveAdminKeyFile).
+func serveInProcess(t *testing.T, o serveOptions) (base, dataDir string) {
+	t.Helper()
+	o.dataDir = filepath.Join(t.TempDir(), "data")
+	o.addr, o.rateLimit, o.grace, o.logger = "127.0.0.1:0", -1, 5*time.Second, discardLogger()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() { done <- runServe(ctx, o, &out, func(a string) { addrc <- a }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case a := <-addrc:
+		return "http://" + a, o.dataDir
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	return "", ""
+}
