@@ -92,24 +92,31 @@ func readMatrixFile(path string) ([][]float64, error) {
 	return x, nil
 }
 
-// openClientKeys opens the sealed client keys in path (tensafe he keygen)
-// with the local keyring kf names; the keyring is closed again once they
-// are unwrapped.
-func openClientKeys(cmd *cobra.Command, kf *keyringFlags, path string) (*he.ClientKeys, error) {
-	sealed, err := os.ReadFile(path)
+// heStart is how he delta and he infer begin: it reads the JSON matrix in,
+// opens the sealed client keys in keyFile (tensafe he keygen) with the
+// local keyring kf names (closed again once they are unwrapped), and
+// returns a client of the server sf names and an HE session of the keys.
+func heStart(cmd *cobra.Command, kf *keyringFlags, sf *heServerFlags, keyFile, in string) (x [][]float64, c *client.ServiceClient, sess *client.HESession, err error) {
+	if x, err = readMatrixFile(in); err != nil {
+		return nil, nil, nil, err
+	}
+	sealed, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	kr, err := kf.open(cmd)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	defer kr.Close()
 	ck, err := he.OpenClientKeys(cmd.Context(), he.KEKWrapper{Provider: kr, Tenant: heKeyringTenant}, sealed)
+	kr.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
-	return ck, nil
+	if c, err = sf.client(); err != nil {
+		return nil, nil, nil, err
+	}
+	return x, c, c.HE(ck), nil
 }
 
 // writeJSONResult writes v as a line of JSON to the file out (never over an
@@ -348,19 +355,11 @@ The server never sees X or the deltas. --packing auto (default) chooses by batch
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("--packing %q: want auto, %s or %s", packing, he.PackingThroughput, he.PackingLatency)}
 			}
-			x, err := readMatrixFile(in)
+			x, _, sess, err := heStart(cmd, &kf, &sf, keyFile, in)
 			if err != nil {
 				return err
 			}
-			ck, err := openClientKeys(cmd, &kf, keyFile)
-			if err != nil {
-				return err
-			}
-			c, err := sf.client()
-			if err != nil {
-				return err
-			}
-			deltas, err := c.HE(ck).Deltas(cmd.Context(), modules, sh, x, pk)
+			deltas, err := sess.Deltas(cmd.Context(), modules, sh, x, pk)
 			if err != nil {
 				return err
 			}
@@ -542,15 +541,7 @@ outputs (JSON, tokens×output_dim) to --out or stdout.`,
 					return &exitError{code: 2, err: err}
 				}
 			}
-			x, err := readMatrixFile(in)
-			if err != nil {
-				return err
-			}
-			ck, err := openClientKeys(cmd, &kf, keyFile)
-			if err != nil {
-				return err
-			}
-			c, err := sf.client()
+			x, c, sess, err := heStart(cmd, &kf, &sf, keyFile, in)
 			if err != nil {
 				return err
 			}
@@ -567,7 +558,7 @@ outputs (JSON, tokens×output_dim) to --out or stdout.`,
 			if info == nil {
 				return &exitError{code: 1, err: fmt.Errorf("model %q is not registered", name)}
 			}
-			y, err := c.HE(ck).Infer(cmd.Context(), name, *info, x, m)
+			y, err := sess.Infer(cmd.Context(), name, *info, x, m)
 			if err != nil {
 				return err
 			}
