@@ -845,42 +845,46 @@ func (s *Service) heNamedAll(ctx context.Context, tenant, kind string) ([]store.
 // ListHEAdapters lists the tenant's registered adapters (the newest
 // registration of each module), by module name.
 func (s *Service) ListHEAdapters(ctx context.Context, tenant string) ([]he.AdapterInfo, error) {
-	as, err := s.heNamedAll(ctx, tenant, ArtifactHEAdapter)
-	if err != nil {
-		return nil, err
-	}
-	latest := map[string]he.AdapterInfo{}
-	for _, a := range as {
+	return latestHENamed(ctx, s, tenant, ArtifactHEAdapter, func(a store.Artifact) (he.AdapterInfo, error) {
 		var m struct {
 			Shape he.LoRAShape `json:"shape"`
 		}
 		if err := json.Unmarshal(a.Metadata, &m); err != nil {
-			return nil, fmt.Errorf("service: HE adapter artifact %s: metadata: %w", a.ID, err)
+			return he.AdapterInfo{}, fmt.Errorf("service: HE adapter artifact %s: metadata: %w", a.ID, err)
 		}
-		latest[a.Name] = he.AdapterInfo{Module: a.Name, Shape: m.Shape, Stored: a.CreatedAt}
-	}
-	out := slices.Collect(maps.Values(latest))
-	slices.SortFunc(out, func(x, y he.AdapterInfo) int { return strings.Compare(x.Module, y.Module) })
-	return out, nil
+		return he.AdapterInfo{Module: a.Name, Shape: m.Shape, Stored: a.CreatedAt}, nil
+	})
 }
 
 // ListHEModels lists the tenant's registered models (the newest
 // registration of each name), by name.
 func (s *Service) ListHEModels(ctx context.Context, tenant string) ([]he.ModelEntry, error) {
-	as, err := s.heNamedAll(ctx, tenant, ArtifactHEModel)
+	return latestHENamed(ctx, s, tenant, ArtifactHEModel, func(a store.Artifact) (he.ModelEntry, error) {
+		var m he.ModelInfo
+		if err := json.Unmarshal(a.Metadata, &m); err != nil {
+			return he.ModelEntry{}, fmt.Errorf("service: HE model artifact %s: metadata: %w", a.ID, err)
+		}
+		return he.ModelEntry{Name: a.Name, Model: m, Stored: a.CreatedAt}, nil
+	})
+}
+
+// latestHENamed returns, sorted by name, what entry makes of the newest
+// registration of each name among the tenant's artifacts of kind.
+func latestHENamed[T any](ctx context.Context, s *Service, tenant, kind string, entry func(store.Artifact) (T, error)) ([]T, error) {
+	as, err := s.heNamedAll(ctx, tenant, kind)
 	if err != nil {
 		return nil, err
 	}
-	latest := map[string]he.ModelEntry{}
+	latest := map[string]T{}
 	for _, a := range as {
-		var m he.ModelInfo
-		if err := json.Unmarshal(a.Metadata, &m); err != nil {
-			return nil, fmt.Errorf("service: HE model artifact %s: metadata: %w", a.ID, err)
+		if latest[a.Name], err = entry(a); err != nil {
+			return nil, err
 		}
-		latest[a.Name] = he.ModelEntry{Name: a.Name, Model: m, Stored: a.CreatedAt}
 	}
-	out := slices.Collect(maps.Values(latest))
-	slices.SortFunc(out, func(x, y he.ModelEntry) int { return strings.Compare(x.Name, y.Name) })
+	var out []T
+	for _, name := range slices.Sorted(maps.Keys(latest)) {
+		out = append(out, latest[name])
+	}
 	return out, nil
 }
 
