@@ -43,11 +43,8 @@ func checkName(name string) error {
 // failed_precondition) while gradients are accumulated since the last
 // optim_step: TenSafe never stores un-noised gradients.
 func (s *Service) SaveState(ctx context.Context, tenant, id string, req api.SaveStateRequest) (api.Future, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
-		return api.Future{}, err
-	}
-	if err := sess.errLost(); err != nil {
 		return api.Future{}, err
 	}
 	if err := checkName(req.Name); err != nil {

@@ -20,11 +20,11 @@ const kindForwardBackwardCustom = "forward_backward_custom"
 // client's losses when it sent them (the engine's surrogate values mean
 // nothing to the client).
 func (s *Service) ForwardBackwardCustom(ctx context.Context, tenant, id string, req api.ForwardBackwardCustomRequest) (api.Future, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
 		return api.Future{}, err
 	}
-	if err := sess.errLost(); err != nil {
+	if err := errServerSampled(sess, "forward_backward_custom"); err != nil { // trainstep.go
 		return api.Future{}, err
 	}
 	m, _, _ := sess.base.load()

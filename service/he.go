@@ -691,11 +691,8 @@ func (s *Service) loraFromSource(ctx context.Context, tenant string, src he.Adap
 	case (src.TrainingClientID == "") == (src.ArtifactID == ""):
 		return he.Adapter{}, nil, fieldErr("source", "give exactly one of training_client_id and artifact_id")
 	case src.TrainingClientID != "":
-		sess, err := s.session(ctx, tenant, src.TrainingClientID)
+		sess, err := s.liveSession(ctx, tenant, src.TrainingClientID)
 		if err != nil {
-			return he.Adapter{}, nil, err
-		}
-		if err := sess.errLost(); err != nil {
 			return he.Adapter{}, nil, err
 		}
 		// A consistent snapshot: no operation runs while sess.mu is held

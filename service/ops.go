@@ -26,14 +26,27 @@ func lossFor(sess *session, s *api.LossSpec) (loss.Spec, error) {
 	return checkLoss("loss", s)
 }
 
+// liveSession returns client id's session, refused (ErrFailedPrecondition)
+// when a restart lost its adapter.
+func (s *Service) liveSession(ctx context.Context, tenant, id string) (*session, error) {
+	sess, err := s.session(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := sess.errLost(); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
 // ForwardBackward queues a forward_backward on client id: per-example
 // gradients, clipped, added to the client's accumulator.
 func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req api.ForwardBackwardRequest) (api.Future, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
 		return api.Future{}, err
 	}
-	if err := sess.errLost(); err != nil {
+	if err := errServerSampled(sess, "forward_backward"); err != nil { // trainstep.go
 		return api.Future{}, err
 	}
 	m, _, _ := sess.base.load()
@@ -66,11 +79,8 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 // Forward queues a forward pass on client id: log-probabilities and
 // per-example losses, without gradients.
 func (s *Service) Forward(ctx context.Context, tenant, id string, req api.ForwardRequest) (api.Future, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
-		return api.Future{}, err
-	}
-	if err := sess.errLost(); err != nil {
 		return api.Future{}, err
 	}
 	m, _, _ := sess.base.load()
@@ -137,11 +147,11 @@ func budgetExceeded(b *privacy.Budget, d privacy.Decision) error {
 // *BudgetExceededError when the step (after the ones already queued) would
 // take ε past the target; then nothing is stored or queued.
 func (s *Service) OptimStep(ctx context.Context, tenant, id string) (api.Future, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
 		return api.Future{}, err
 	}
-	if err := sess.errLost(); err != nil {
+	if err := errServerSampled(sess, "optim_step"); err != nil { // trainstep.go
 		return api.Future{}, err
 	}
 	admit := func() (func(), error) {
@@ -216,11 +226,8 @@ func (s *Service) persist(ctx context.Context, sess *session) error {
 
 // Sample queues a sample on client id with its current adapter.
 func (s *Service) Sample(ctx context.Context, tenant, id string, req api.SampleRequest) (api.Future, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
-		return api.Future{}, err
-	}
-	if err := sess.errLost(); err != nil {
 		return api.Future{}, err
 	}
 	m, tok, _ := sess.base.load()

@@ -455,11 +455,8 @@ func checkpointAdapter(state []byte, mc model.Config, base string) (config, weig
 // on the client (the adapter and budget would be moving), and before the
 // first optim_step.
 func (s *Service) DPCertificate(ctx context.Context, tenant, id string) ([]byte, error) {
-	sess, err := s.session(ctx, tenant, id)
+	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
-		return nil, err
-	}
-	if err := sess.errLost(); err != nil {
 		return nil, err
 	}
 	// A consistent snapshot: no operation runs while sess.mu is held and
