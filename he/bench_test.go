@@ -149,6 +149,21 @@ func BenchmarkDeltaInterleaved(b *testing.B) {
 	}
 }
 
+// BenchmarkDeltaInterleavedSplit: one ciphertext per op, split across
+// GOMAXPROCS workers (the latency of a one-ciphertext request).
+func BenchmarkDeltaInterleavedSplit(b *testing.B) {
+	f := getBench(b)
+	one := *f.lat
+	one.Layout.Tokens = 2
+	one.Ciphertexts = f.lat.Ciphertexts[:1]
+	f.ev.Workers = 0
+	for b.Loop() {
+		if _, err := f.ev.Delta(context.Background(), "bench", &one); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkInferenceMLP: 2-layer MLP 64→64 (x²)→10 on one ciphertext (64 tokens).
 func BenchmarkInferenceMLP(b *testing.B) {
 	f := getBench(b)

@@ -439,13 +439,30 @@ func (e *Evaluator) deltaLatency(ctx context.Context, ad *loraAdapter, in *Batch
 	P := e.params.Slots() / ad.width
 	out := &Batch{KeyID: in.KeyID, Params: e.params, Layout: in.Layout, Ciphertexts: make([]*rlwe.Ciphertext, len(in.Ciphertexts))}
 	out.Layout.Dim = s.DOut
-	err := parallelFor(ctx, len(in.Ciphertexts), e.workers(), func() any { return e.eval.ShallowCopy() }, func(st any, i int) error {
-		ev := st.(*ckks.Evaluator)
+	// Fewer ciphertexts than workers: each ciphertext gets workers/n
+	// evaluators of its own and is split across them (latency.go);
+	// otherwise ciphertexts run side by side, one core each.
+	n := len(in.Ciphertexts)
+	per := max(1, e.workers()/max(1, n))
+	err := parallelFor(ctx, n, e.workers(), func() any {
+		evs := make([]*ckks.Evaluator, per)
+		for i := range evs {
+			evs[i] = e.eval.ShallowCopy()
+		}
+		return evs
+	}, func(st any, i int) error {
+		evs := st.([]*ckks.Evaluator)
 		ct := in.Ciphertexts[i]
 		if ct.Level() != ad.level {
 			return fmt.Errorf("input %d at level %d, want %d", i, ct.Level(), ad.level)
 		}
-		o, err := loraLatencyOne(ev, ad, P, ct)
+		var o *rlwe.Ciphertext
+		var err error
+		if len(evs) > 1 {
+			o, err = loraLatencyPar(evs, ad, P, ct)
+		} else {
+			o, err = loraLatencyOne(evs[0], ad, P, ct)
+		}
 		if err != nil {
 			return fmt.Errorf("input %d: %w", i, err)
 		}

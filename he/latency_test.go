@@ -1,0 +1,196 @@
+package he
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+func shallowCopies(ev *ckks.Evaluator, n int) []*ckks.Evaluator {
+	evs := make([]*ckks.Evaluator, n)
+	for i := range evs {
+		evs[i] = ev.ShallowCopy()
+	}
+	return evs
+}
+
+// The multi-worker rotation is Lattigo's Rotate, bit for bit, at every level
+// and for any number of workers.
+func TestRotateAddParallelMatchesLattigo(t *testing.T) {
+	f := getFixture(t)
+	ctx := context.Background()
+	in, err := f.client.EncryptLoRAInput(ctx, uniform(newRand(31), 2, testShape.DIn), PackingLatency, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, rp := testShape.latencyWidth()
+	k := rp * f.params.Slots() / n
+	ref := f.ev.eval.ShallowCopy()
+	for _, level := range []int{3, 2, 1} {
+		for _, workers := range []int{1, 2, 3, 5} {
+			ct := in.Ciphertexts[0].CopyNew()
+			ref.DropLevel(ct, ct.Level()-level)
+			want := ct.CopyNew()
+			tmp := rlwe.NewCiphertext(f.params.p, 1, level)
+			if err := ref.Rotate(want, k, tmp); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.Add(want, tmp, want); err != nil {
+				t.Fatal(err)
+			}
+			pw := newParWork(shallowCopies(f.ev.eval, workers))
+			if err := pw.rotateAddInPlace(ct, k); err != nil {
+				t.Fatal(err)
+			}
+			for p := range 2 {
+				if !ct.Value[p].Equal(&want.Value[p]) {
+					t.Fatalf("level %d, %d workers: polynomial %d differs from Lattigo's Rotate+Add", level, workers, p)
+				}
+			}
+			if !ct.Scale.Equal(want.Scale) || ct.Level() != want.Level() {
+				t.Fatalf("level %d, %d workers: metadata %v/%d, want %v/%d", level, workers, ct.Scale, ct.Level(), want.Scale, want.Level())
+			}
+		}
+	}
+	pw := newParWork(shallowCopies(f.ev.eval, 2))
+	if err := pw.rotateAddInPlace(in.Ciphertexts[0].CopyNew(), 7); err == nil {
+		t.Fatal("rotation without a Galois key accepted")
+	}
+}
+
+// splitLT partitions the diagonals by giant step: every diagonal in exactly
+// one part, the same baby-step size, no empty part.
+func TestSplitLT(t *testing.T) {
+	f := getFixture(t)
+	ev, err := NewEvaluator(f.evk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.RegisterAdapter("s", Adapter{A: randMat(newRand(3), testShape.Rank, testShape.DIn, 0.1), B: randMat(newRand(4), testShape.DOut, testShape.Rank, 0.1), Scale: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ad := ev.adapters["s"]
+	for _, w := range []int{1, 2, 3, 4, 16} {
+		parts := splitLT(ad.ltA, w)
+		if len(parts) == 0 || len(parts) > w {
+			t.Fatalf("w=%d: %d parts", w, len(parts))
+		}
+		var seen []int
+		for _, p := range parts {
+			if p.N1 != ad.ltA.N1 || len(p.Vec) == 0 {
+				t.Fatalf("w=%d: part N1 %d (want %d), %d diagonals", w, p.N1, ad.ltA.N1, len(p.Vec))
+			}
+			for d := range p.Vec {
+				seen = append(seen, d)
+			}
+		}
+		slices.Sort(seen)
+		var want []int
+		for d := range ad.ltA.Vec {
+			want = append(want, d)
+		}
+		slices.Sort(want)
+		if !slices.Equal(seen, want) {
+			t.Fatalf("w=%d: parts hold diagonals %v, want %v", w, seen, want)
+		}
+	}
+}
+
+// One ciphertext split across workers gives the delta of the one-core path.
+func TestDeltaLatencyWorkers(t *testing.T) {
+	f := getFixture(t)
+	ctx := context.Background()
+	r := newRand(77)
+	ad := Adapter{A: randMat(r, testShape.Rank, testShape.DIn, 0.1), B: randMat(r, testShape.DOut, testShape.Rank, 0.1), Scale: 2}
+	x := uniform(r, 3, testShape.DIn)
+	in, err := f.client.EncryptLoRAInput(ctx, x, PackingLatency, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([][]float64, len(x))
+	for i := range x {
+		want[i] = ad.Apply(x[i])
+	}
+	var first [][]float64
+	for _, workers := range []int{1, 2, 3, 4} {
+		ev, err := NewEvaluator(f.evk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Workers = workers
+		if err := ev.RegisterAdapter("q", ad); err != nil {
+			t.Fatal(err)
+		}
+		out, err := ev.Delta(ctx, "q", in)
+		if err != nil {
+			t.Fatalf("%d workers: %v", workers, err)
+		}
+		got, err := f.client.Decrypt(ctx, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := maxAbsDiff(t, got, want); d > 1e-4 {
+			t.Fatalf("%d workers: max error %g > 1e-4", workers, d)
+		}
+		if first == nil {
+			first = got
+		} else if d := maxAbsDiff(t, got, first); d > 1e-6 {
+			t.Fatalf("%d workers: differs from 1 worker by %g", workers, d)
+		}
+	}
+}
+
+// TestLoRALatencyD4096R16 is the correctness bar for the latency
+// packing: d = 4096, r = 16, one ciphertext (two tokens), on one worker and
+// split across two and three; the decrypted delta is within 1e-4 of the
+// plaintext.
+func TestLoRALatencyD4096R16(t *testing.T) {
+	ctx := context.Background()
+	p, err := Preset(DefaultPreset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := LoRAShape{DIn: 4096, DOut: 4096, Rank: 16}
+	ck, evk, err := GenerateKeys(ctx, p, Capabilities{LoRA: []LoRAShape{shape}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRand(4097)
+	ad := Adapter{A: randMat(r, 16, 4096, 0.02), B: randMat(r, 4096, 16, 0.02), Scale: 2}
+	c := NewClient(ck)
+	x := uniform(r, 2, 4096)
+	in, err := c.EncryptLoRAInput(ctx, x, PackingLatency, shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Ciphertexts) != 1 {
+		t.Fatalf("%d ciphertexts, want 1", len(in.Ciphertexts))
+	}
+	want := [][]float64{ad.Apply(x[0]), ad.Apply(x[1])}
+	for _, workers := range []int{1, 2, 3} {
+		ev, err := NewEvaluator(evk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Workers = workers
+		if err := ev.RegisterAdapter("d4096", ad); err != nil {
+			t.Fatal(err)
+		}
+		out, err := ev.Delta(ctx, "d4096", in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Decrypt(ctx, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := maxAbsDiff(t, got, want)
+		t.Logf("%d workers: max |delta - plaintext| = %.3e", workers, d)
+		if d > 1e-4 {
+			t.Fatalf("%d workers: max error %g > 1e-4", workers, d)
+		}
+	}
+}
