@@ -59,6 +59,12 @@ type DPConfig struct {
 	ExpectedBatchSize int   `json:"expected_batch_size"`
 	// Accountant is "rdp" (default) or "prv".
 	Accountant string `json:"accountant,omitempty"`
+	// Sampling is "client" (default: the client builds batches and
+	// declares dataset_size) or "server" (train_step draws Poisson batches
+	// from the dataset DatasetID names, whose rows are the dataset size;
+	// declaring dataset_size then is an error). See api/datasets.go.
+	Sampling  string `json:"sampling,omitempty"`
+	DatasetID string `json:"dataset_id,omitempty"`
 }
 
 // OptimizerConfig configures AdamW. Absent fields take PyTorch's defaults
@@ -266,7 +272,8 @@ type DPMetrics struct {
 	Steps            int64   `json:"steps"`
 	NoiseMultiplier  float64 `json:"noise_multiplier"`
 	SamplingRate     float64 `json:"sampling_rate"`
-	// SamplingSource says where q came from: "client-declared".
+	// SamplingSource says where q came from: "client-declared", or
+	// "server-poisson" for a client whose batches the server draws.
 	SamplingSource string `json:"sampling_source"`
 	Accountant     string `json:"accountant"`
 	Conversion     string `json:"conversion,omitempty"`

@@ -32,6 +32,8 @@ func FuzzHandlerDecode(f *testing.F) {
 	f.Add(uint8(8), []byte(`{"name":`))
 	f.Add(uint8(9), []byte(`{"batch":{"input_ids":[[256,104]],"labels":[[256,104]]},"logprob_grads":[[0,-1]]}`))
 	f.Add(uint8(9), []byte(`{"batch":{"input_ids":[[256,104]]},"logprob_grads":[[0,1e308,-1e308]],"losses":[1,2]}`))
+	f.Add(uint8(10), []byte(`{"loss":{"type":"dpo"}}`))
+	f.Add(uint8(11), []byte(`{"name":"d","examples":[{"input_ids":[256,104],"weights":[1,-1]}]}`))
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		target := routes[int(route)%len(routes)]
 		tok := fx.tok["A-admin"]
@@ -64,7 +66,7 @@ func fuzzRoutes(id, tenant string) []string {
 	p := "/api/v1/training_clients/" + id
 	return []string{"/api/v1/training_clients", p + "/forward_backward", p + "/forward", p + "/optim_step",
 		p + "/sample", p + "/save_state", p + "/load_state", "/api/v1/tenants/" + tenant + "/api_keys", "/api/v1/tenants",
-		p + "/forward_backward_custom"}
+		p + "/forward_backward_custom", p + "/train_step", "/api/v1/datasets"}
 }
 
 // TestFuzzRoutesCoverBodies checks that every registered POST route of a

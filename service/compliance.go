@@ -61,6 +61,8 @@ var complianceCategories = map[string]string{
 	"artifact.download":       api.CategoryAccess,
 	"training.dp_certificate": api.CategoryAccess, // a tenant read the guarantee and adapter hash of its client
 	"training.create_client":  api.CategoryChange,
+	"dataset.create":          api.CategoryEncryption, // training rows sealed under the tenant KEK (datasets.go)
+	"dataset.delete":          api.CategoryChange,
 	"training.delete_client":  api.CategoryChange,
 	"admin.create_tenant":     api.CategoryChange,
 	"admin.create_api_key":    api.CategoryChange,
@@ -90,6 +92,7 @@ var dataPlaneOperations = map[string]bool{
 	"training." + store.KindForward:         true,
 	"training." + store.KindOptimStep:       true,
 	"training." + store.KindSample:          true,
+	opTrainStep:                             true,
 }
 
 // accessCodes are the error codes that make a failed operation an ACCESS

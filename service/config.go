@@ -12,8 +12,13 @@ import (
 )
 
 // SamplingClientDeclared is DPMetrics.SamplingSource for a sampling rate
-// computed from the client's declared dataset_size and expected_batch_size.
-const SamplingClientDeclared = "client-declared"
+// computed from the client's declared dataset_size and expected_batch_size;
+// SamplingServerPoisson for a client whose batches train_step draws from a
+// registered dataset (privacy.SamplingServerPoisson).
+const (
+	SamplingClientDeclared = "client-declared"
+	SamplingServerPoisson  = "server-poisson"
+)
 
 // Bounds on the configuration.
 const (
@@ -69,11 +74,23 @@ func validateConfig(c api.TrainingConfig) (*plan, error) {
 		return nil, fieldErr("dp_config.target_epsilon", "must be in (0, %d], got %v", MaxTargetEpsilon, d.TargetEpsilon)
 	case !(d.TargetDelta > 0 && d.TargetDelta < 1):
 		return nil, fieldErr("dp_config.target_delta", "must be in (0, 1), got %v", d.TargetDelta)
+	case d.Sampling != "" && d.Sampling != api.SamplingClient && d.Sampling != api.SamplingServer:
+		return nil, fieldErr("dp_config.sampling", "must be %q or %q, got %q", api.SamplingClient, api.SamplingServer, d.Sampling)
+	case d.Sampling == api.SamplingServer && d.DatasetID == "":
+		return nil, fieldErr("dp_config.dataset_id", "is required with sampling %q (the dataset train_step draws from)", api.SamplingServer)
+	case d.Sampling != api.SamplingServer && d.DatasetID != "":
+		return nil, fieldErr("dp_config.dataset_id", "is only for sampling %q", api.SamplingServer)
+	// A server-sampled request declares no dataset_size: resolveDataset
+	// (trainstep.go) sets it to the dataset's rows, and the stored
+	// configuration has it.
+	case d.Sampling == api.SamplingServer && d.DatasetSize == 0:
 	case d.DatasetSize < 1 || d.DatasetSize > MaxDatasetSize:
 		return nil, fieldErr("dp_config.dataset_size", "must be in [1, 2^40], got %d", d.DatasetSize)
+	}
+	switch {
 	case d.ExpectedBatchSize < 1 || d.ExpectedBatchSize > engine.MaxBatchSize:
 		return nil, fieldErr("dp_config.expected_batch_size", "must be in [1, %d], got %d", engine.MaxBatchSize, d.ExpectedBatchSize)
-	case int64(d.ExpectedBatchSize) > d.DatasetSize:
+	case d.DatasetSize > 0 && int64(d.ExpectedBatchSize) > d.DatasetSize:
 		return nil, fieldErr("dp_config.expected_batch_size", "%d exceeds dataset_size %d", d.ExpectedBatchSize, d.DatasetSize)
 	}
 	acc, err := privacy.ParseAccountant(d.Accountant)
@@ -133,9 +150,12 @@ func validateConfig(c api.TrainingConfig) (*plan, error) {
 			Seed:      c.Seed,
 		},
 		budget: privacy.BudgetConfig{TargetEpsilon: d.TargetEpsilon, Delta: d.TargetDelta, Accountant: acc},
-		q:      float64(d.ExpectedBatchSize) / float64(d.DatasetSize),
+		q:      math.NaN(), // until resolveDataset knows the rows: no step is allowed
 		sigma:  d.NoiseMultiplier,
 		loss:   ls,
+	}
+	if d.DatasetSize > 0 {
+		p.q = float64(d.ExpectedBatchSize) / float64(d.DatasetSize)
 	}
 	if err := p.engine.Validate(); err != nil {
 		return nil, fieldErr("config", "%v", err)
@@ -163,4 +183,18 @@ func checkLoss(field string, s *api.LossSpec) (loss.Spec, error) {
 		return ls, fieldErr(field, "%v", err)
 	}
 	return ls, nil
+}
+
+// serverSampled reports whether the client's batches are drawn by the
+// server (train_step) from a registered dataset.
+func (p *plan) serverSampled() bool {
+	return p.cfg.DP != nil && p.cfg.DP.Sampling == api.SamplingServer
+}
+
+// samplingSource is DPMetrics.SamplingSource of the plan.
+func (p *plan) samplingSource() string {
+	if p.serverSampled() {
+		return SamplingServerPoisson
+	}
+	return SamplingClientDeclared
 }

@@ -24,6 +24,9 @@ func (s *Service) ForwardBackwardCustom(ctx context.Context, tenant, id string, 
 	if err != nil {
 		return api.Future{}, err
 	}
+	if err := errServerSampled(sess, "forward_backward_custom"); err != nil { // trainstep.go
+		return api.Future{}, err
+	}
 	m, _, _ := sess.base.load()
 	if req.LogprobGrads == nil {
 		return api.Future{}, fieldErr("logprob_grads", "is required (d loss / d logp per token, aligned with batch.input_ids)")

@@ -68,6 +68,7 @@ func CodeOf(err error) (code, field string) {
 	var fe *FieldError
 	var se *store.FieldError
 	var de *api.DecodeError
+	var nf *NotFoundError
 	switch {
 	case err == nil:
 		return "", ""
@@ -81,6 +82,8 @@ func CodeOf(err error) (code, field string) {
 		return api.CodeInvalidArgument, se.Field
 	case errors.Is(err, ErrInvalid), errors.Is(err, store.ErrInvalid):
 		return api.CodeInvalidArgument, ""
+	case errors.As(err, &nf):
+		return api.CodeNotFound, nf.Field
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return api.CodeNotFound, ""
 	case errors.Is(err, ErrBudgetExceeded):

@@ -46,6 +46,9 @@ func (s *Service) ForwardBackward(ctx context.Context, tenant, id string, req ap
 	if err != nil {
 		return api.Future{}, err
 	}
+	if err := errServerSampled(sess, "forward_backward"); err != nil { // trainstep.go
+		return api.Future{}, err
+	}
 	m, _, _ := sess.base.load()
 	spec, err := lossFor(sess, req.Loss)
 	if err != nil {
@@ -146,6 +149,9 @@ func budgetExceeded(b *privacy.Budget, d privacy.Decision) error {
 func (s *Service) OptimStep(ctx context.Context, tenant, id string) (api.Future, error) {
 	sess, err := s.liveSession(ctx, tenant, id)
 	if err != nil {
+		return api.Future{}, err
+	}
+	if err := errServerSampled(sess, "optim_step"); err != nil { // trainstep.go
 		return api.Future{}, err
 	}
 	admit := func() (func(), error) {

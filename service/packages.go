@@ -126,7 +126,8 @@ func BatchDigest(b api.Batch) string {
 func isTrainingOp(op string) bool {
 	switch op {
 	case "training.create_client", "training." + store.KindForwardBackward, "training." + kindForwardBackwardCustom,
-		"training." + store.KindOptimStep, "training." + store.KindLoadState, "training." + store.KindSaveState:
+		"training." + store.KindOptimStep, "training." + store.KindLoadState, "training." + store.KindSaveState,
+		opTrainStep:
 		return true
 	}
 	return false
@@ -272,6 +273,11 @@ func (s *Service) evidence(ctx context.Context, tenant string, h *history, art t
 		ev.Audit.Proofs = append(ev.Audit.Proofs, &audit.InclusionProof{Origin: h.origin, Seq: e.Seq, TreeSize: h.size,
 			Entry: e, Root: root, Hashes: hs})
 		switch op := strings.TrimPrefix(e.Operation, "training."); op {
+		case kindTrainStep:
+			// tensafe-evidence/v1 proves client batches by their digests;
+			// a server-drawn batch is proven by the dataset's hash, which
+			// v1 cannot carry (trainstep.go).
+			return nil, fmt.Errorf("%w: packaging a server-sampled run (train_step) needs an evidence format that proves the dataset's content hash; tensafe-evidence/v1 proves client batches only. GET dp_certificate certifies the run", ErrFailedPrecondition)
 		case store.KindOptimStep:
 			ev.Training.OptimSteps++
 			var n int64
@@ -362,9 +368,10 @@ func (s *Service) certificate(budget *privacy.Budget, cfg api.TrainingConfig, h 
 		return nil, fmt.Errorf("%w: no optim_step has been recorded, so there is no guarantee to certify yet", ErrFailedPrecondition)
 	}
 	started, finished := h.span()
+	sampling, fingerprint := h.sampling(cfg) // trainstep.go
 	in := privacy.CertificateInput{
-		Sampling: privacy.SamplingClientDeclared, ClippingNorm: cfg.DP.MaxGradNorm, DatasetSize: cfg.DP.DatasetSize,
-		TenSafeVersion: s.pkg.cfg.Version, AdapterHash: adapterHash, DatasetFingerprint: h.fingerprint(),
+		Sampling: sampling, ClippingNorm: cfg.DP.MaxGradNorm, DatasetSize: cfg.DP.DatasetSize,
+		TenSafeVersion: s.pkg.cfg.Version, AdapterHash: adapterHash, DatasetFingerprint: fingerprint,
 		SessionID: session, StartedAt: started, FinishedAt: finished, IssuedAt: time.Now(),
 	}
 	if in.IssuedAt.Before(finished) {

@@ -516,7 +516,7 @@ func (s *Service) auditedSteps(ctx context.Context, tenant, id string) (n int64,
 			return nil
 		}
 		switch e.Operation {
-		case "training." + store.KindOptimStep:
+		case "training." + store.KindOptimStep, opTrainStep:
 			n++
 		case "training." + store.KindLoadState:
 			// The accountant's step count after the load (kept or composed

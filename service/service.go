@@ -226,6 +226,9 @@ type session struct {
 	// adapter is gone; only load_state (and reads) are allowed until a
 	// checkpoint is loaded.
 	lost bool
+	// data: the dataset a server-sampled client draws from, cached
+	// (trainstep.go).
+	data *sampledData
 }
 
 // errLost refuses work on a session whose adapter a restart lost.
@@ -305,6 +308,10 @@ func (s *Service) createClient(ctx context.Context, tenant string, cfg api.Train
 	if err != nil {
 		return nil, none, err
 	}
+	data, err := s.resolveDataset(ctx, tenant, cfg, p, m.Config) // trainstep.go: server-sampled clients
+	if err != nil {
+		return nil, none, err
+	}
 	eng, err := engine.New(m, p.engine)
 	if err != nil {
 		return nil, none, fieldErr("lora_config", "%v", err)
@@ -345,7 +352,7 @@ func (s *Service) createClient(ctx context.Context, tenant string, cfg api.Train
 		}
 		return nil, none, fmt.Errorf("service: create client: %w", err)
 	}
-	sess := &session{tenant: tenant, id: id, base: base, tok: tok, eng: eng, rec: rec, plan: p, budget: budget}
+	sess := &session{tenant: tenant, id: id, base: base, tok: tok, eng: eng, rec: rec, plan: p, budget: budget, data: data}
 	s.mu.Lock()
 	s.sessions[id] = sess
 	s.mu.Unlock()
@@ -532,7 +539,7 @@ func (s *Service) DPMetrics(ctx context.Context, tenant, id string) (api.DPMetri
 	return api.DPMetrics{
 		EpsilonSpent: sp.Epsilon, EpsilonRemaining: math.Max(0, p.budget.TargetEpsilon-sp.Epsilon),
 		TargetEpsilon: p.budget.TargetEpsilon, Delta: sp.Delta, Steps: b.Steps(),
-		NoiseMultiplier: p.sigma, SamplingRate: p.q, SamplingSource: SamplingClientDeclared,
+		NoiseMultiplier: p.sigma, SamplingRate: p.q, SamplingSource: p.samplingSource(),
 		Accountant: string(sp.Accountant), Conversion: string(sp.Conversion),
 	}, nil
 }
