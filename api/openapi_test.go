@@ -49,7 +49,8 @@ func TestOpenAPISchemas(t *testing.T) {
 		"TokenizeRequest": TokenizeRequest{}, "TokenizeResult": TokenizeResult{},
 		"DetokenizeRequest": DetokenizeRequest{}, "DetokenizeResult": DetokenizeResult{},
 		"ForwardBackwardCustomRequest": ForwardBackwardCustomRequest{},
-		"DatasetExample":               DatasetExample{}, "CreateDatasetRequest": CreateDatasetRequest{}, "Dataset": Dataset{},
+
+		"DatasetExample": DatasetExample{}, "CreateDatasetRequest": CreateDatasetRequest{}, "Dataset": Dataset{},
 		"TrainStepRequest": TrainStepRequest{}, "TrainStepResult": TrainStepResult{},
 
 		"ComplianceMetrics": ComplianceMetrics{}, "AuthenticationMetric": AuthenticationMetric{}, "AuthorizationMetric": AuthorizationMetric{},
