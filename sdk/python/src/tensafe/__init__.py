@@ -22,107 +22,15 @@ rules live in the server, whatever the client. ``tensafe.rlvr`` runs RL with
 verifiable rewards on the server's importance_sampling and ppo losses.
 """
 
+from . import errors, types
 from ._transport import RetryPolicy
 from .client import ServiceClient, TrainingClient
-from .errors import (
-    APIError,
-    AuthenticationError,
-    Conflict,
-    ContentHashMismatch,
-    FailedPrecondition,
-    FutureTimeoutError,
-    MalformedResponse,
-    NotFound,
-    OperationCanceled,
-    PermissionDenied,
-    PrivacyBudgetExceeded,
-    RateLimited,
-    RequestTooLarge,
-    ServerError,
-    ServerRestarted,
-    TenSafeError,
-    TransportError,
-    Unavailable,
-    ValidationError,
-)
+from .errors import *  # noqa: F401,F403 (the names of errors.__all__)
 from .futures import FutureHandle
-from .types import (
-    TINY_MODEL,
-    APIKey,
-    Artifact,
-    AuditEntry,
-    AuditPage,
-    DownloadedArtifact,
-    DPConfig,
-    DPMetrics,
-    ForwardBackwardResult,
-    ForwardResult,
-    LoadStateResult,
-    LoRAConfig,
-    LossSpec,
-    OptimizerConfig,
-    OptimStepResult,
-    PackageResult,
-    SampleResult,
-    SamplingParams,
-    SaveStateResult,
-    Sequence,
-    Signer,
-    Tenant,
-    TokenizeResult,
-    TrainingClientInfo,
-    TrainingConfig,
-)
+from .types import *  # noqa: F401,F403 (the names of types.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ServiceClient",
-    "TrainingClient",
-    "FutureHandle",
-    "RetryPolicy",
-    "TINY_MODEL",
-    "TrainingConfig",
-    "LoRAConfig",
-    "DPConfig",
-    "OptimizerConfig",
-    "LossSpec",
-    "SamplingParams",
-    "ForwardBackwardResult",
-    "ForwardResult",
-    "OptimStepResult",
-    "Sequence",
-    "SampleResult",
-    "SaveStateResult",
-    "LoadStateResult",
-    "DPMetrics",
-    "Artifact",
-    "PackageResult",
-    "Signer",
-    "DownloadedArtifact",
-    "AuditEntry",
-    "AuditPage",
-    "Tenant",
-    "APIKey",
-    "TokenizeResult",
-    "TrainingClientInfo",
-    "TenSafeError",
-    "APIError",
-    "ValidationError",
-    "RequestTooLarge",
-    "AuthenticationError",
-    "PermissionDenied",
-    "NotFound",
-    "PrivacyBudgetExceeded",
-    "FailedPrecondition",
-    "Conflict",
-    "RateLimited",
-    "ServerError",
-    "Unavailable",
-    "ServerRestarted",
-    "OperationCanceled",
-    "TransportError",
-    "MalformedResponse",
-    "ContentHashMismatch",
-    "FutureTimeoutError",
-]
+__all__ = ["ServiceClient", "TrainingClient", "FutureHandle", "RetryPolicy"]
+__all__ += types.__all__
+__all__ += errors.__all__

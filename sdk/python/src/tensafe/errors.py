@@ -17,7 +17,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from typing import Any, Dict, Mapping, Optional, Type
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 __all__ = [
     "TenSafeError",
@@ -300,6 +300,15 @@ def error_class(code: str) -> Type[APIError]:
     return _BY_CODE.get(code, APIError)
 
 
+def _error_fields(err: Mapping[str, Any]) -> Tuple[str, str, Optional[str]]:
+    """The code, message and field of an envelope's ``error`` object, printable and cut to size."""
+    return (
+        printable(err.get("code"), 64),
+        printable(err.get("message", ""), 4096),
+        printable(err.get("field", ""), 512) or None,
+    )
+
+
 def error_from_envelope(
     status: int,
     body: bytes,
@@ -313,14 +322,14 @@ def error_from_envelope(
     h = headers or {}
     request_id = h.get("X-Request-Id")
     retry_after = parse_retry_after(h.get("Retry-After"))
-    code = message = field = None
+    code: Optional[str] = None
+    message: Optional[str] = None
+    field: Optional[str] = None
     try:
         env = json.loads(body.decode("utf-8"))
         err = env.get("error") if isinstance(env, dict) else None
         if isinstance(err, dict) and isinstance(err.get("code"), str) and err["code"]:
-            code = printable(err["code"], 64)
-            message = printable(err.get("message", ""), 4096)
-            field = printable(err.get("field", ""), 512) or None
+            code, message, field = _error_fields(err)
     except (UnicodeDecodeError, ValueError):
         pass
     if code is None:
@@ -335,9 +344,8 @@ def error_from_future(future: Mapping[str, Any]) -> APIError:
     err = future.get("error")
     code, message, field = CODE_INTERNAL, "operation failed without an error", None
     if isinstance(err, dict):
-        code = printable(err.get("code"), 64) or CODE_INTERNAL
-        message = printable(err.get("message", ""), 4096)
-        field = printable(err.get("field", ""), 512) or None
+        code, message, field = _error_fields(err)
+        code = code or CODE_INTERNAL
     cls = error_class(code)
     return cls(
         message,

@@ -31,6 +31,7 @@ __all__ = [
     "RewardRegistry",
     "UnknownReward",
     "register_reward",
+    "register_reward_func",
     "resolve_reward",
     "resolve_rewards",
     "reward_names",
