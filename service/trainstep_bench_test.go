@@ -50,6 +50,36 @@ func BenchmarkServerTrainStep(b *testing.B) {
 	}
 }
 
+// BenchmarkClientStepSameQ is BenchmarkTrainStep at the sampling rates of
+// BenchmarkServerTrainStep (dataset_size 4 and 1024, expected batch 4), so
+// that the accountant's work is the same: forward_backward of the four rows
+// and optim_step, two futures.
+func BenchmarkClientStepSameQ(b *testing.B) {
+	for _, rows := range []int64{4, 1024} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			f := newFixture(b)
+			ctx := context.Background()
+			s, ten := f.svc, f.tenA
+			tc, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 1000, 4, rows))
+			if err != nil {
+				b.Fatal(err)
+			}
+			batch := textBatch("the quick brown", "fox jumps over", "the lazy dog ok", "privacy first!!")
+			step := func() {
+				fu, err := s.ForwardBackward(ctx, ten, tc.ID, api.ForwardBackwardRequest{Batch: batch})
+				await(b, s, ten, fu, err, nil)
+				ou, err := s.OptimStep(ctx, ten, tc.ID)
+				await(b, s, ten, ou, err, nil)
+			}
+			step()
+			b.ResetTimer()
+			for b.Loop() {
+				step()
+			}
+		})
+	}
+}
+
 // BenchmarkPoissonDraw: the draw alone, per step, for a dataset of n rows
 // (8 bytes of crypto/rand per row).
 func BenchmarkPoissonDraw(b *testing.B) {
