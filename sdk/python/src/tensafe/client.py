@@ -42,6 +42,7 @@ from .types import (
     Artifact,
     AuditEntry,
     AuditPage,
+    Dataset,
     DownloadedArtifact,
     DPMetrics,
     ForwardBackwardResult,
@@ -60,6 +61,7 @@ from .types import (
     TokenizeResult,
     TrainingClientInfo,
     TrainingConfig,
+    TrainStepResult,
     from_dict,
     loss_dict,
 )
@@ -188,6 +190,35 @@ class ServiceClient:
         """
         st = self._t.request("GET", "/api/v1/futures/" + _pid(future_id, "future_id"))
         return FutureHandle(self._t, st, decode or _identity, poll_wait=self._poll_wait)
+
+    # -- datasets (server-sampled training) ----------------------------------
+
+    def create_dataset(self, examples: Seq[Mapping[str, Any]], name: Optional[str] = None) -> Dataset:
+        """Register a dataset (POST /api/v1/datasets), sealed on the server under the tenant's key.
+
+        ``examples`` are rows ``{"input_ids": [...], "labels": [...], "weights": [...]}``
+        (labels default to input_ids, weights to 1; values may be anything with
+        ``tolist()``). A client created with ``DPConfig(sampling="server",
+        dataset_id=ds.id)`` trains on it with ``train_step``. Not deduplicated by
+        the server, so retried only on 429.
+        """
+        rows = []
+        for i, e in enumerate(examples):
+            if not isinstance(e, Mapping):
+                raise TypeError("examples[%d]: want a mapping with input_ids, got %s" % (i, type(e).__name__))
+            rows.append({k: _listify(v) for k, v in e.items() if v is not None})
+        body: Dict[str, Any] = {"examples": rows}
+        if name is not None:
+            body["name"] = name
+        return from_dict(Dataset, self._t.request("POST", "/api/v1/datasets", body=body, mode=REFUSED_ONLY))
+
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        """A dataset's metadata: rows, tokens, content hash (never its rows)."""
+        return from_dict(Dataset, self._t.request("GET", "/api/v1/datasets/" + _pid(dataset_id, "dataset_id")))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset; clients that sample from it fail their next train_step (FailedPrecondition)."""
+        self._t.request("DELETE", "/api/v1/datasets/" + _pid(dataset_id, "dataset_id"))
 
     # -- artifacts -----------------------------------------------------------
 
@@ -388,6 +419,15 @@ class ServiceClient:
         self, artifact_id: str, path: Union[str, "os.PathLike[str]"], *, overwrite: bool = False
     ) -> DownloadedArtifact:
         return await _in_thread(self.download_artifact, artifact_id, path, overwrite=overwrite)
+
+    async def create_dataset_async(self, examples: Seq[Mapping[str, Any]], name: Optional[str] = None) -> Dataset:
+        return await _in_thread(self.create_dataset, examples, name)
+
+    async def get_dataset_async(self, dataset_id: str) -> Dataset:
+        return await _in_thread(self.get_dataset, dataset_id)
+
+    async def delete_dataset_async(self, dataset_id: str) -> None:
+        await _in_thread(self.delete_dataset, dataset_id)
 
     async def tokenize_async(self, texts: Seq[str], model: str = TINY_MODEL, add_special_tokens: bool = False) -> TokenizeResult:
         return await _in_thread(self.tokenize, texts, model, add_special_tokens)
@@ -618,6 +658,22 @@ class TrainingClient:
         """
         return self._submit("optim_step", {}, _decoder(OptimStepResult), idempotency_key)
 
+    def train_step(self, loss: LossLike = None, *, loss_kwargs: Optional[Mapping[str, Any]] = None,
+                   idempotency_key: Optional[str] = None) -> FutureHandle[TrainStepResult]:
+        """Submit one server-sampled step (clients with ``DPConfig(sampling="server")`` only).
+
+        The server draws a Poisson batch from the client's dataset (each row with
+        probability q = expected_batch_size / rows), runs forward_backward with
+        ``loss`` (None: the client's) and optim_step. Raises PrivacyBudgetExceeded
+        at once like ``optim_step``, FailedPrecondition on a client-sampled client
+        or when the dataset was deleted.
+        """
+        body: Dict[str, Any] = {}
+        ld = loss_dict(loss, loss_kwargs)
+        if ld is not None:
+            body["loss"] = ld
+        return self._submit("train_step", body, _decoder(TrainStepResult), idempotency_key)
+
     def sample(
         self,
         prompts: Union[Prompt, Seq[Prompt]],
@@ -748,6 +804,9 @@ class TrainingClient:
 
     async def optim_step_async(self, **kw: Any) -> OptimStepResult:
         return await _in_thread(lambda: self.optim_step(**kw).result())
+
+    async def train_step_async(self, loss: LossLike = None, **kw: Any) -> TrainStepResult:
+        return await _in_thread(lambda: self.train_step(loss, **kw).result())
 
     async def sample_async(self, prompts: Union[Prompt, Seq[Prompt]], *args: Any, **kw: Any) -> SampleResult:
         return await _in_thread(self.sample, prompts, *args, **kw)

@@ -40,6 +40,8 @@ __all__ = [
     "Tenant",
     "APIKey",
     "TokenizeResult",
+    "Dataset",
+    "TrainStepResult",
 ]
 
 TINY_MODEL = "tensafe-tiny"
@@ -80,7 +82,10 @@ class DPConfig:
 
     The sampling rate is q = expected_batch_size / dataset_size, declared by the
     client; both are required by the server (``TrainingConfig.batch_size`` fills
-    ``expected_batch_size`` when it is None).
+    ``expected_batch_size`` when it is None). With ``sampling="server"`` and
+    ``dataset_id`` (a dataset from ``ServiceClient.create_dataset``) the server
+    draws every batch itself (``TrainingClient.train_step``): leave
+    ``dataset_size`` None, it is the dataset's rows, and q is enforced.
     """
 
     noise_multiplier: float = 1.0
@@ -90,6 +95,8 @@ class DPConfig:
     dataset_size: Optional[int] = None
     expected_batch_size: Optional[int] = None
     accountant: Optional[str] = None  # "rdp" (server default) or "prv"
+    sampling: Optional[str] = None  # "client" (server default) or "server"
+    dataset_id: Optional[str] = None  # with sampling "server"
 
     def to_dict(self) -> Dict[str, Any]:
         return _compact(dataclasses.asdict(self))
@@ -320,6 +327,43 @@ class LoadStateResult:
     step: int = 0
     epsilon_spent: float = 0.0
     metadata: Optional[Dict[str, Any]] = None
+
+
+@dataclass
+class Dataset:
+    """A registered dataset: its metadata (never its rows). ``content_hash`` is the
+    dataset fingerprint of a server-poisson DP certificate."""
+
+    id: str = ""
+    name: str = ""
+    rows: int = 0
+    tokens: int = 0
+    content_hash: str = ""
+    size: int = 0
+    key_id: str = ""
+    created_at: str = ""
+    expires_at: Optional[str] = None
+
+
+@dataclass
+class TrainStepResult:
+    """Result of train_step: one server-drawn Poisson batch, its forward_backward and optim_step.
+
+    ``examples`` is how many rows the draw took (0: a noise-only step); ``dataset_rows``
+    and ``sampling_rate`` are the draw's n and q.
+    """
+
+    step: int = 0
+    examples: int = 0
+    dataset_rows: int = 0
+    sampling_rate: float = 0.0
+    loss: float = 0.0
+    tokens: int = 0
+    fraction_clipped: float = 0.0
+    learning_rate: float = 0.0
+    noise_std: float = 0.0
+    epsilon_spent: float = 0.0
+    delta: float = 0.0
 
 
 @dataclass
