@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/tensafe/tensafe/client"
 )
 
 // runCLI runs the tensafe command line with args in process and returns
@@ -47,4 +51,39 @@ func serveInProcess(t *testing.T, o serveOptions) (base, dataDir string) {
 		t.Fatalf("serve: %v", err)
 	}
 	return "", ""
+}
+
+// serveAdmin returns an SDK client with the operator admin key that serve
+// wrote to dataDir.
+func serveAdmin(t *testing.T, base, dataDir string) *client.ServiceClient {
+	t.Helper()
+	key, err := os.ReadFile(filepath.Join(dataDir, serveAdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm, err := client.New(base, strings.TrimSpace(string(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return adm
+}
+
+// newTrainer creates tenant name with the admin client adm and returns an
+// SDK client with a new trainer key of it, and the key's token.
+func newTrainer(t *testing.T, adm *client.ServiceClient, base, name string) (*client.ServiceClient, string) {
+	t.Helper()
+	ctx := context.Background()
+	tn, err := adm.CreateTenant(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := adm.CreateAPIKey(ctx, tn.ID, client.RoleTrainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(base, key.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, key.Token
 }

@@ -93,26 +93,7 @@ func liveServer(t *testing.T, ttl time.Duration) (string, string) {
 func trainAndSave(t *testing.T, base, dir string) (string, string) {
 	t.Helper()
 	ctx := context.Background()
-	admKey, err := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adm, err := client.New(base, strings.TrimSpace(string(admKey)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn, err := adm.CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := adm.CreateAPIKey(ctx, tn.ID, client.RoleTrainer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(base, key.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, token := newTrainer(t, serveAdmin(t, base, dir), base, "acme")
 	lr := 0.01
 	tc, err := c.CreateTrainingClient(ctx, api.TrainingConfig{BaseModel: model.TinyName, LoRA: api.LoRAConfig{Rank: 4, Alpha: 8},
 		DP:        &api.DPConfig{NoiseMultiplier: 1.1, MaxGradNorm: 1, TargetEpsilon: 8, TargetDelta: 1e-5, DatasetSize: 100, ExpectedBatchSize: 2},
@@ -145,7 +126,7 @@ func trainAndSave(t *testing.T, base, dir string) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return key.Token, sv.ArtifactID
+	return token, sv.ArtifactID
 }
 
 func statuses(t *testing.T, p *compliance.Pack) map[string]compliance.Status {
@@ -298,8 +279,7 @@ func TestRetentionLive(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, serveArtifactDir, artID+".tsenv")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("artifact file: %v", err)
 	}
-	admKey, _ := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
-	adm, _ := client.New(base, strings.TrimSpace(string(admKey)))
+	adm := serveAdmin(t, base, dir)
 	evs, err := adm.AllComplianceEvents(ctx, client.EventFilter{Categories: []string{api.CategoryRetention}})
 	if err != nil {
 		t.Fatal(err)

@@ -361,26 +361,7 @@ func TestPackageFromServerCLI(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(data, "package-signing.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("package signing key: %v %v", fi, err)
 	}
-	adminTok, err := os.ReadFile(filepath.Join(data, "admin.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := client.New(url, strings.TrimSpace(string(adminTok)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn, err := admin.CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := admin.CreateAPIKey(ctx, tn.ID, "trainer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(url, key.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, token := newTrainer(t, serveAdmin(t, url, data), url, "acme")
 	lr := 1e-2
 	tc, err := c.CreateTrainingClient(ctx, api.TrainingConfig{BaseModel: model.TinyName, LoRA: api.LoRAConfig{Rank: 2, Alpha: 4},
 		DP:        &api.DPConfig{NoiseMultiplier: 1, MaxGradNorm: 1, TargetEpsilon: 8, TargetDelta: 1e-5, DatasetSize: 100, ExpectedBatchSize: 2},
@@ -439,7 +420,7 @@ func TestPackageFromServerCLI(t *testing.T) {
 		t.Fatalf("package signer prints %q (%v), wrote %q", out, err, pub)
 	}
 
-	t.Setenv("TENSAFE_API_KEY", key.Token)
+	t.Setenv("TENSAFE_API_KEY", token)
 	pkg := filepath.Join(dir, "model.tssp")
 	create := func(out string, extra ...string) (string, int, error) {
 		return runPackageCLI(t, append([]string{"package", "create", "--artifact", sv.ArtifactID, "--server", url,

@@ -85,18 +85,7 @@ func TestRestartAfterKill(t *testing.T) {
 
 	child := startServeChild(t, dataDir, addr)
 	admin := waitReady(t, base, dataDir)
-	tenant, err := admin.CreateTenant(ctx, "restart")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(base, key.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := newTrainer(t, admin, base, "restart")
 	tc, err := c.CreateTrainingClient(ctx, api.TrainingConfig{
 		BaseModel: model.TinyName, LoRA: api.LoRAConfig{Rank: 4, Alpha: 8},
 		DP: &api.DPConfig{NoiseMultiplier: 1, MaxGradNorm: 1, TargetEpsilon: 50, TargetDelta: 1e-5, DatasetSize: 100, ExpectedBatchSize: 4},

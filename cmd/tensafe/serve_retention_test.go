@@ -64,15 +64,7 @@ func TestServeOperationTTLFlag(t *testing.T) {
 func serveWith(t *testing.T, o serveOptions) (string, *client.ServiceClient) {
 	t.Helper()
 	base, dir := serveInProcess(t, o)
-	key, err := os.ReadFile(filepath.Join(dir, serveAdminKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adm, err := client.New(base, strings.TrimSpace(string(key)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return base, adm
+	return base, serveAdmin(t, base, dir)
 }
 
 // waitFor polls cond every 100 ms until it holds or a minute has passed.
@@ -110,18 +102,7 @@ func TestServeRetentionLoop(t *testing.T) {
 	}
 
 	base, adm := serveWith(t, serveOptions{operationTTL: time.Second})
-	tn, err := adm.CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := adm.CreateAPIKey(ctx, tn.ID, client.RoleTrainer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(base, key.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := newTrainer(t, adm, base, "acme")
 	tc, err := c.CreateTrainingClient(ctx, api.TrainingConfig{BaseModel: model.TinyName, LoRA: api.LoRAConfig{Rank: 4, Alpha: 8},
 		DP: &api.DPConfig{NoiseMultiplier: 1.1, MaxGradNorm: 1, TargetEpsilon: 8, TargetDelta: 1e-5, DatasetSize: 100, ExpectedBatchSize: 2}})
 	if err != nil {
