@@ -96,17 +96,9 @@ TENSAFE_API_KEY.`,
 			if err != nil {
 				return err
 			}
-			var recipients []*seal.RecipientPublicKey
-			for _, path := range recipientFiles {
-				b, err := os.ReadFile(path)
-				if err != nil {
-					return fmt.Errorf("--recipient: %w", err)
-				}
-				p, err := seal.ParseRecipientPublicKeyText(strings.TrimSpace(string(b)))
-				if err != nil {
-					return fmt.Errorf("--recipient %s: %w", path, err)
-				}
-				recipients = append(recipients, p)
+			recipients, err := readRecipientFiles(recipientFiles)
+			if err != nil {
+				return err
 			}
 			bm := tssp.BaseModel{Name: baseModel, Hash: baseHash}
 			if st, err := os.Stat(baseModel); err == nil && st.IsDir() {
@@ -616,6 +608,23 @@ func auditKeyOf(sg *api.Signer) *seal.VerifyingKey {
 // the checkpoint; the package is downloaded to a temporary file beside out,
 // verified against the server's (pinned) signing key, and only then linked
 // to out, which is never overwritten.
+// readRecipientFiles reads the recipient public key files of --recipient.
+func readRecipientFiles(paths []string) ([]*seal.RecipientPublicKey, error) {
+	var out []*seal.RecipientPublicKey
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--recipient: %w", err)
+		}
+		p, err := seal.ParseRecipientPublicKeyText(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("--recipient %s: %w", path, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, recipientFiles []string, out string, asJSON bool) error {
 	if out == "" {
 		return usageError("--out is required")
@@ -627,15 +636,11 @@ func createFromArtifact(cmd *cobra.Command, s serverFlags, artifact string, reci
 		return usageError("--out %s: %v", out, fs.ErrExist)
 	}
 	req := api.PackageRequest{Name: s.name}
-	for _, path := range recipientFiles {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("--recipient: %w", err)
-		}
-		p, err := seal.ParseRecipientPublicKeyText(strings.TrimSpace(string(b)))
-		if err != nil {
-			return fmt.Errorf("--recipient %s: %w", path, err)
-		}
+	recipients, err := readRecipientFiles(recipientFiles)
+	if err != nil {
+		return err
+	}
+	for _, p := range recipients {
 		req.Recipients = append(req.Recipients, p.String())
 	}
 	if s.tenantKey {

@@ -24,17 +24,12 @@ import (
 
 func runPackageCLI(t *testing.T, args ...string) (string, int, error) {
 	t.Helper()
-	root := newRootCmd()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
+	out, err := runCLI(t, args...)
 	code := 0
 	if err != nil {
 		code = exitCode(err)
 	}
-	return out.String(), code, err
+	return out, code, err
 }
 
 // trainedAdapter writes a tensafe-tiny PEFT adapter whose B matrices are
