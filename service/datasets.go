@@ -111,10 +111,11 @@ func checkExamples(ex []api.DatasetExample) (tokens int64, longest int, err erro
 	return tokens, longest, nil
 }
 
-// checkDatasetFor checks every row of a dataset against a model: token ids
-// inside the vocabulary, rows within its context. field names the request
-// field that chose the dataset.
-func checkDatasetFor(ex []api.DatasetExample, cfg model.Config, field string) error {
+// checkDatasetFor checks every row of a dataset against a model and a
+// loss's ignore index: token ids inside the vocabulary, labels inside it or
+// the ignore index, rows within the model's context. field names the
+// request field that chose the dataset.
+func checkDatasetFor(ex []api.DatasetExample, cfg model.Config, ignore int, field string) error {
 	for i, e := range ex {
 		if len(e.InputIDs) > cfg.MaxPositions {
 			return fieldErr(field, "row %d has %d tokens, the model takes at most %d", i, len(e.InputIDs), cfg.MaxPositions)
@@ -125,8 +126,8 @@ func checkDatasetFor(ex []api.DatasetExample, cfg model.Config, field string) er
 			}
 		}
 		for j, id := range e.Labels {
-			if id >= cfg.VocabSize {
-				return fieldErr(field, "row %d: labels[%d] = %d is outside the model's vocabulary [0, %d)", i, j, id, cfg.VocabSize)
+			if id != ignore && (id < 0 || id >= cfg.VocabSize) {
+				return fieldErr(field, "row %d: labels[%d] = %d is outside the model's vocabulary [0, %d) and is not the loss's ignore index %d", i, j, id, cfg.VocabSize, ignore)
 			}
 		}
 	}

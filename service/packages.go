@@ -368,7 +368,7 @@ func (s *Service) certificate(budget *privacy.Budget, cfg api.TrainingConfig, h 
 		return nil, fmt.Errorf("%w: no optim_step has been recorded, so there is no guarantee to certify yet", ErrFailedPrecondition)
 	}
 	started, finished := h.span()
-	sampling, fingerprint := h.sampling(cfg) // trainstep.go
+	sampling, fingerprint := h.sampling(cfg, budget.Steps()) // trainstep.go
 	in := privacy.CertificateInput{
 		Sampling: sampling, ClippingNorm: cfg.DP.MaxGradNorm, DatasetSize: cfg.DP.DatasetSize,
 		TenSafeVersion: s.pkg.cfg.Version, AdapterHash: adapterHash, DatasetFingerprint: fingerprint,

@@ -61,7 +61,11 @@ func (s *Service) resolveDataset(ctx context.Context, tenant string, cfg api.Tra
 	if err != nil {
 		return nil, err
 	}
-	if err := checkDatasetFor(rows, mc, "dp_config.dataset_id"); err != nil {
+	l, err := resolveLoss("loss", p.loss, mc)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDatasetFor(rows, mc, l.Ignore(), "dp_config.dataset_id"); err != nil {
 		return nil, err
 	}
 	n := int64(len(rows))
@@ -331,19 +335,22 @@ func (s *Service) trainStep(ctx context.Context, sess *session, spec loss.Spec, 
 	return res, nil
 }
 
-// sampling returns how the run h describes chose its batches, for its DP
-// certificate: server-poisson, with the dataset's content hash as
-// fingerprint, when the client is server-sampled and every step of the run
-// (its lineage through load_state included) was a train_step from one
-// dataset; otherwise client-declared, with the fingerprint of the client
-// batches' digests. A run that mixed the two is client-declared: its q
-// was, for some steps, the client's word.
-func (h *history) sampling(cfg api.TrainingConfig) (privacy.Sampling, string) {
+// sampling returns how the run h describes chose its batches, for the DP
+// certificate of an accountant of steps steps: server-poisson, with the
+// dataset's content hash as fingerprint, when the client is server-sampled
+// and every step of the accountant is a train_step of the run (its lineage
+// through load_state included) from one dataset; otherwise
+// client-declared, with the fingerprint of the client batches' digests. A
+// run that mixed the two is client-declared: its q was, for some steps, the
+// client's word. So is an accountant holding steps the run's entries do not
+// show (a composed load_state brings in the client's earlier steps): the
+// rule errs towards client-declared.
+func (h *history) sampling(cfg api.TrainingConfig, steps int64) (privacy.Sampling, string) {
 	declared := func() (privacy.Sampling, string) { return privacy.SamplingClientDeclared, h.fingerprint() }
 	if cfg.DP == nil || cfg.DP.Sampling != api.SamplingServer {
 		return declared()
 	}
-	hash := ""
+	hash, n := "", int64(0)
 	for _, e := range h.entries {
 		switch e.Operation {
 		case "training." + store.KindForwardBackward, "training." + kindForwardBackwardCustom, "training." + store.KindOptimStep:
@@ -354,9 +361,10 @@ func (h *history) sampling(cfg api.TrainingConfig) (privacy.Sampling, string) {
 				return declared()
 			}
 			hash = d
+			n++
 		}
 	}
-	if hash == "" {
+	if hash == "" || n != steps {
 		return declared()
 	}
 	return privacy.SamplingServerPoisson, hash

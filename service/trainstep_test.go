@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,10 @@ import (
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/audit"
+	"github.com/tensafe/tensafe/loss"
+	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/seal"
 )
 
 // bernsteinBound returns t such that a sum S of independent Bernoulli(q)
@@ -400,4 +404,169 @@ func TestServerSampledRestart(t *testing.T) {
 	if c.Sampling != privacy.SamplingServerPoisson || c.DatasetFingerprint != ds.ContentHash || c.Steps != 3 {
 		t.Fatalf("certificate after restart: %s %s %d", c.Sampling, c.DatasetFingerprint, c.Steps)
 	}
+}
+
+func certOf(t *testing.T, s *Service, tenant, client string) privacy.Certificate {
+	t.Helper()
+	raw, err := s.DPCertificate(context.Background(), tenant, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c privacy.Certificate
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestServerSampledMixedHistory: a client whose accountant holds client-
+// declared steps is certified client-declared, even after it loads a
+// server-sampled checkpoint and trains with train_step; the server-sampled
+// run itself stays server-poisson. Its checkpoint cannot be packaged with
+// evidence v1 (refused, nothing written).
+func TestServerSampledMixedHistory(t *testing.T) {
+	f := newFixture(t)
+	signer, err := seal.GenerateSigningKey(crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.pkg = newPackager(PackageConfig{Signer: signer, AuditStore: f.as})
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	ds, err := s.CreateDataset(ctx, ten, api.CreateDatasetRequest{Examples: textRows(8, "m")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := s.CreateTrainingClient(ctx, ten, serverConfig(ds.ID, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		fu, err := s.TrainStep(ctx, ten, srv.ID, api.TrainStepRequest{})
+		await(t, s, ten, fu, err, nil)
+	}
+	var sv api.SaveStateResult
+	vf, err := s.SaveState(ctx, ten, srv.ID, api.SaveStateRequest{})
+	await(t, s, ten, vf, err, &sv)
+
+	cl, err := s.CreateTrainingClient(ctx, ten, tinyConfig(1, 50, 2, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu, err := s.ForwardBackward(ctx, ten, cl.ID, api.ForwardBackwardRequest{Batch: textBatch("ab", "cd")})
+	await(t, s, ten, fu, err, nil)
+	ou, err := s.OptimStep(ctx, ten, cl.ID)
+	await(t, s, ten, ou, err, nil)
+	if c := certOf(t, s, ten, cl.ID); c.Sampling != privacy.SamplingClientDeclared {
+		t.Fatalf("client-sampled certificate says %s", c.Sampling)
+	}
+	lf, err := s.LoadState(ctx, ten, cl.ID, api.LoadStateRequest{ArtifactID: sv.ArtifactID})
+	await(t, s, ten, lf, err, nil)
+	// The loaded configuration samples on the server from now on.
+	if _, err := s.ForwardBackward(ctx, ten, cl.ID, api.ForwardBackwardRequest{Batch: textBatch("ab")}); !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("forward_backward after loading a server-sampled checkpoint: %v", err)
+	}
+	tf, err := s.TrainStep(ctx, ten, cl.ID, api.TrainStepRequest{})
+	await(t, s, ten, tf, err, nil)
+	c := certOf(t, s, ten, cl.ID)
+	if c.Sampling != privacy.SamplingClientDeclared || c.Steps != 4 || c.DatasetFingerprint == ds.ContentHash {
+		t.Fatalf("mixed run certified %s over %d steps, fingerprint %s", c.Sampling, c.Steps, c.DatasetFingerprint)
+	}
+	if c := certOf(t, s, ten, srv.ID); c.Sampling != privacy.SamplingServerPoisson || c.DatasetFingerprint != ds.ContentHash {
+		t.Fatalf("server-sampled run certified %s, %s", c.Sampling, c.DatasetFingerprint)
+	}
+	before, _ := f.st.ListArtifacts(ctx, ten)
+	_, err = s.PackageArtifact(ctx, ten, sv.ArtifactID, api.PackageRequest{Recipients: []string{"tenant"}})
+	if !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), "server-sampled") {
+		t.Fatalf("packaging a server-sampled checkpoint: %v", err)
+	}
+	if after, _ := f.st.ListArtifacts(ctx, ten); len(after) != len(before) {
+		t.Fatalf("a refused package left %d artifacts, had %d", len(after), len(before))
+	}
+}
+
+// TestTrainStepBudget: train_step is refused at once when the step would
+// pass the target ε, like optim_step: nothing is queued or recorded, and
+// the refusal is audited.
+func TestTrainStepBudget(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	ds, err := s.CreateDataset(ctx, ten, api.CreateDatasetRequest{Examples: textRows(4, "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := serverConfig(ds.ID, 2)
+	cfg.DP.TargetEpsilon = 4
+	tc, err := s.CreateTrainingClient(ctx, ten, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused error
+	steps := int64(0)
+	for range 100 {
+		fu, err := s.TrainStep(ctx, ten, tc.ID, api.TrainStepRequest{})
+		if err != nil {
+			refused = err
+			break
+		}
+		await(t, s, ten, fu, nil, nil)
+		steps++
+	}
+	var be *BudgetExceededError
+	if steps == 0 || !errors.As(refused, &be) || be.Steps != steps || !(be.EpsilonWouldBe > 4) {
+		t.Fatalf("after %d steps: %v", steps, refused)
+	}
+	m, err := s.DPMetrics(ctx, ten, tc.ID)
+	if err != nil || m.Steps != steps || !(m.EpsilonSpent <= 4) {
+		t.Fatalf("dp_metrics %+v, %v", m, err)
+	}
+	denied := 0
+	if err := auditScan(f, func(e audit.Entry) {
+		if e.Operation == opTrainStep && e.Outcome == audit.OutcomeDenied {
+			denied++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if denied != 1 {
+		t.Fatalf("%d denied train_step entries", denied)
+	}
+}
+
+// FuzzDatasetRows: whatever rows a dataset holds, validating them never
+// panics, and rows that pass checkExamples and checkDatasetFor make
+// train_step batches that pass checkBatch for token_ce (so a step never
+// fails on a row the client creation accepted).
+func FuzzDatasetRows(f *testing.F) {
+	f.Add([]byte(`{"format":"tensafe-dataset/v1","examples":[{"input_ids":[256,104,105]}]}`))
+	f.Add([]byte(`{"format":"tensafe-dataset/v1","examples":[{"input_ids":[1,2],"labels":[-100,2],"weights":[0,1]},{"input_ids":[3]}]}`))
+	f.Add([]byte(`{"examples":[{"input_ids":[1,2],"labels":[-1,2]}]}`))
+	f.Add([]byte(`{"examples":[{"input_ids":[99999999]}]}`))
+	mc := model.Tiny().Config
+	l, err := loss.Resolve(loss.Spec{Type: "token_ce"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var c datasetContent
+		if json.Unmarshal(data, &c) != nil {
+			return
+		}
+		if _, _, err := checkExamples(c.Examples); err != nil {
+			return
+		}
+		if err := checkDatasetFor(c.Examples, mc, l.Ignore(), "dp_config.dataset_id"); err != nil {
+			return
+		}
+		idx := make([]int, len(c.Examples))
+		for i := range idx {
+			idx[i] = i
+		}
+		for _, b := range drawnBatches(c.Examples, idx) {
+			if _, err := checkBatch(b, mc, true, l, nil); err != nil {
+				t.Fatalf("accepted rows make a bad batch: %v", err)
+			}
+		}
+	})
 }
