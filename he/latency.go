@@ -1,13 +1,17 @@
 package he
 
 import (
+	"errors"
 	"fmt"
+	"math/big"
+	"math/bits"
 	"slices"
 	"sync"
 
 	"github.com/tuneinsight/lattigo/v6/circuits/ckks/lintrans"
 	commonlt "github.com/tuneinsight/lattigo/v6/circuits/common/lintrans"
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/ring"
 	"github.com/tuneinsight/lattigo/v6/ring/ringqp"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 )
@@ -119,6 +123,8 @@ type parWork struct {
 	params rlwe.Parameters
 	// acc[w] is worker w's key-switching accumulator (two polynomials mod QP).
 	acc [][2]ringqp.Poly
+	// scratch[w] is worker w's space for 128-bit sums.
+	scratch []*dotScratch
 }
 
 func newParWork(evs []*ckks.Evaluator) *parWork {
@@ -127,6 +133,7 @@ func newParWork(evs []*ckks.Evaluator) *parWork {
 	rqp := params.RingQP()
 	for w := range pw.acc {
 		pw.acc[w] = [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
+		pw.scratch = append(pw.scratch, newDotScratch(params.N()))
 	}
 	return pw
 }
@@ -137,10 +144,10 @@ func digitRange(i, nbPi, levelQ int) (lo, hi int) {
 	return i * nbPi, min((i+1)*nbPi, levelQ+1)
 }
 
-// decompose writes the RNS decomposition of c1 (NTT form, levelQ) into the
+// decomposeDigits writes the RNS decomposition of c1 (NTT form, levelQ) into the
 // first evaluator's BuffDecompQP, digits split across the workers. It is
 // what Lattigo's DecomposeNTT computes.
-func (pw *parWork) decompose(levelQ, levelP int, c1 *rlwe.Ciphertext) []ringqp.Poly {
+func (pw *parWork) decomposeDigits(levelQ, levelP int, c1 *rlwe.Ciphertext) []ringqp.Poly {
 	decomp := pw.evs[0].GetBuffDecompQP()
 	inv := pw.evs[0].BuffInvNTT
 	nbPi := levelP + 1
@@ -157,6 +164,20 @@ func (pw *parWork) decompose(levelQ, levelP int, c1 *rlwe.Ciphertext) []ringqp.P
 		}
 	})
 	return decomp
+}
+
+// decompose writes the RNS decomposition of ct's c1 into the first
+// evaluator's BuffDecompQP (what Lattigo's DecomposeNTT computes).
+func (pw *parWork) decompose(levelQ, levelP int, ct *rlwe.Ciphertext) []ringqp.Poly {
+	d, _ := pw.decomposeRows(levelQ, levelP, ct.Value[1], nil)
+	return d
+}
+
+// keySwitch decomposes c1 and multiplies it with the gadget ciphertext; the
+// partial sums are in pw.acc[:n].
+func (pw *parWork) keySwitch(levelQ, levelP int, c1 ring.Poly, gadget *rlwe.GadgetCiphertext) (n int) {
+	_, n = pw.decomposeRows(levelQ, levelP, c1, gadget)
+	return n
 }
 
 // rotateAddInPlace sets ct ← ct + rot(ct, k) on the workers: digits of the
@@ -177,48 +198,9 @@ func (pw *parWork) rotateAddInPlace(ct *rlwe.Ciphertext, k int) error {
 		return fmt.Errorf("rotate %d: base-2 decomposition of Galois keys is not supported", k)
 	}
 	levelQ, levelP := ct.Level(), evk.LevelP()
-	nbPi := levelP + 1
-	digits := pw.params.BaseRNSDecompositionVectorSize(levelQ, levelP)
+	ringQ := pw.params.RingQ().AtLevel(levelQ)
 	rqp := pw.params.RingQP().AtLevel(levelQ, levelP)
-	ringQ, ringP := rqp.RingQ, rqp.RingP
-	qOverF := max(1, pw.params.QiOverflowMargin(levelQ)>>1)
-	pOverF := max(1, pw.params.PiOverflowMargin(levelP)>>1)
-	decomp := ev0.GetBuffDecompQP()
-	inv := ev0.BuffInvNTT
-	gadget := evk.GadgetCiphertext.Value
-	w := min(len(pw.evs), digits)
-	runWorkers(w, func(k int) {
-		acc := &pw.acc[k]
-		n := 0
-		for i := k; i < digits; i += w {
-			lo, hi := digitRange(i, nbPi, levelQ)
-			for x := lo; x < hi; x++ {
-				ringQ.SubRings[x].INTT(ct.Value[1].Coeffs[x], inv.Coeffs[x])
-			}
-			pw.evs[k].DecomposeSingleNTT(levelQ, levelP, nbPi, i, ct.Value[1], inv, decomp[i].Q, decomp[i].P)
-			g := gadget[i][0]
-			if n == 0 {
-				rqp.MulCoeffsMontgomeryLazy(g[0], decomp[i], acc[0])
-				rqp.MulCoeffsMontgomeryLazy(g[1], decomp[i], acc[1])
-			} else {
-				rqp.MulCoeffsMontgomeryLazyThenAddLazy(g[0], decomp[i], acc[0])
-				rqp.MulCoeffsMontgomeryLazyThenAddLazy(g[1], decomp[i], acc[1])
-			}
-			if n%qOverF == qOverF-1 {
-				ringQ.Reduce(acc[0].Q, acc[0].Q)
-				ringQ.Reduce(acc[1].Q, acc[1].Q)
-			}
-			if n%pOverF == pOverF-1 {
-				ringP.Reduce(acc[0].P, acc[0].P)
-				ringP.Reduce(acc[1].P, acc[1].P)
-			}
-			n++
-		}
-		ringQ.Reduce(acc[0].Q, acc[0].Q)
-		ringQ.Reduce(acc[1].Q, acc[1].Q)
-		ringP.Reduce(acc[0].P, acc[0].P)
-		ringP.Reduce(acc[1].P, acc[1].P)
-	})
+	w := pw.keySwitch(levelQ, levelP, ct.Value[1], &evk.GadgetCiphertext)
 	// Both polynomials: sum the partial products, bring them back to Q,
 	// add c0 (polynomial 0), permute and add to ct.
 	runWorkers(min(2, len(pw.evs)), func(k int) {
@@ -304,7 +286,7 @@ func (pw *parWork) linearTransform(ct *rlwe.Ciphertext, lt *lintrans.LinearTrans
 func loraLatencyPar(evs []*ckks.Evaluator, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
 	pw := newParWork(evs)
 	ev := evs[0]
-	z, err := pw.linearTransform(ct, ad.ltA, splitLT(ad.ltA, len(evs)))
+	z, err := pw.bsgs(ct, ad.ltA)
 	if err != nil {
 		return nil, fmt.Errorf("A: %w", err)
 	}
@@ -316,7 +298,7 @@ func loraLatencyPar(evs []*ckks.Evaluator, ad *loraAdapter, P int, ct *rlwe.Ciph
 			return nil, fmt.Errorf("inner sum: %w", err)
 		}
 	}
-	o, err := pw.linearTransform(z, ad.ltB, splitLT(ad.ltB, len(evs)))
+	o, err := pw.bsgs(z, ad.ltB)
 	if err != nil {
 		return nil, fmt.Errorf("B: %w", err)
 	}
@@ -324,4 +306,418 @@ func loraLatencyPar(evs []*ckks.Evaluator, ad *loraAdapter, P int, ct *rlwe.Ciph
 		return nil, fmt.Errorf("B: %w", err)
 	}
 	return o, nil
+}
+
+// qpRow is one RNS residue of a polynomial modulo QP: row i of the Q part
+// or of the P part, with its modulus.
+type qpRow struct {
+	s *ring.SubRing
+	p bool
+	i int
+}
+
+func (r qpRow) of(x ringqp.Poly) []uint64 {
+	if r.p {
+		return x.P.Coeffs[r.i]
+	}
+	return x.Q.Coeffs[r.i]
+}
+
+func qpRows(params rlwe.Parameters, levelQ, levelP int) []qpRow {
+	rows := make([]qpRow, 0, levelQ+levelP+2)
+	for i, s := range params.RingQ().SubRings[:levelQ+1] {
+		rows = append(rows, qpRow{s: s, i: i})
+	}
+	if levelP >= 0 {
+		for i, s := range params.RingP().SubRings[:levelP+1] {
+			rows = append(rows, qpRow{s: s, p: true, i: i})
+		}
+	}
+	return rows
+}
+
+// autRow sets out = in ∘ index (the NTT-domain automorphism of one row), or
+// adds it to out (lazily) when add is set.
+func autRow(in, out []uint64, index []uint64, add bool) {
+	if add {
+		for j, x := range index {
+			out[j] += in[x]
+		}
+		return
+	}
+	for j, x := range index {
+		out[j] = in[x]
+	}
+}
+
+// keySwitchDigits decomposes c1 (NTT form, levelQ) and multiplies the digits
+// with the gadget ciphertext, digits split across the workers: worker k's
+// partial sums (reduced) are in pw.acc[k]. It returns how many workers hold
+// partial sums.
+func (pw *parWork) keySwitchDigits(levelQ, levelP int, c1 ring.Poly, gadget *rlwe.GadgetCiphertext) int {
+	nbPi := levelP + 1
+	digits := pw.params.BaseRNSDecompositionVectorSize(levelQ, levelP)
+	rqp := pw.params.RingQP().AtLevel(levelQ, levelP)
+	ringQ, ringP := rqp.RingQ, rqp.RingP
+	qOverF := max(1, pw.params.QiOverflowMargin(levelQ)>>1)
+	pOverF := max(1, pw.params.PiOverflowMargin(levelP)>>1)
+	decomp := pw.evs[0].GetBuffDecompQP()
+	inv := pw.evs[0].BuffInvNTT
+	w := min(len(pw.evs), digits)
+	runWorkers(w, func(k int) {
+		acc := &pw.acc[k]
+		n := 0
+		for i := k; i < digits; i += w {
+			lo, hi := digitRange(i, nbPi, levelQ)
+			for x := lo; x < hi; x++ {
+				ringQ.SubRings[x].INTT(c1.Coeffs[x], inv.Coeffs[x])
+			}
+			pw.evs[k].DecomposeSingleNTT(levelQ, levelP, nbPi, i, c1, inv, decomp[i].Q, decomp[i].P)
+			g := gadget.Value[i][0]
+			if n == 0 {
+				rqp.MulCoeffsMontgomeryLazy(g[0], decomp[i], acc[0])
+				rqp.MulCoeffsMontgomeryLazy(g[1], decomp[i], acc[1])
+			} else {
+				rqp.MulCoeffsMontgomeryLazyThenAddLazy(g[0], decomp[i], acc[0])
+				rqp.MulCoeffsMontgomeryLazyThenAddLazy(g[1], decomp[i], acc[1])
+			}
+			if n%qOverF == qOverF-1 {
+				ringQ.Reduce(acc[0].Q, acc[0].Q)
+				ringQ.Reduce(acc[1].Q, acc[1].Q)
+			}
+			if n%pOverF == pOverF-1 {
+				ringP.Reduce(acc[0].P, acc[0].P)
+				ringP.Reduce(acc[1].P, acc[1].P)
+			}
+			n++
+		}
+		ringQ.Reduce(acc[0].Q, acc[0].Q)
+		ringQ.Reduce(acc[1].Q, acc[1].Q)
+		ringP.Reduce(acc[0].P, acc[0].P)
+		ringP.Reduce(acc[1].P, acc[1].P)
+	})
+	return w
+}
+
+// bsgs computes lt(ct) (not rescaled), what Lattigo's EvaluateMany computes
+// with one BSGS transformation, with every step split across the workers:
+// the input's decomposition by digits, the baby-step rotations (hoisted,
+// kept modulo QP) and the diagonal products by RNS rows, each giant step's
+// key switch by digits (after one ModDown of its c1), and the final ModDown
+// of the two output polynomials one per worker.
+func (pw *parWork) bsgs(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation) (*rlwe.Ciphertext, error) {
+	full := commonlt.LinearTransformation(*lt)
+	if full.N1 == 0 {
+		return nil, errors.New("linear transformation: not a baby-step giant-step transformation")
+	}
+	if !ct.IsNTT || ct.Degree() != 1 {
+		return nil, errors.New("linear transformation: ciphertext must be of degree 1 in NTT form")
+	}
+	params := pw.params
+	levelQ, levelP := min(ct.Level(), full.LevelQ), full.LevelP
+	if levelP < 0 {
+		return nil, errors.New("linear transformation: parameters without an auxiliary modulus P")
+	}
+	index, _, babies := full.BSGSIndex()
+	giants := make([]int, 0, len(index))
+	for j := range index {
+		giants = append(giants, j)
+	}
+	slices.Sort(giants)
+	type galois struct {
+		key   *rlwe.GaloisKey
+		index []uint64
+	}
+	gal := map[int]galois{}
+	for _, r := range slices.Concat(babies, giants) {
+		if r == 0 {
+			continue
+		}
+		el := params.GaloisElement(r)
+		key, err := pw.evs[0].CheckAndGetGaloisKey(el)
+		if err != nil {
+			return nil, fmt.Errorf("linear transformation: rotation %d: %w", r, err)
+		}
+		if key.LevelP() != levelP || key.BaseTwoDecomposition != 0 {
+			return nil, fmt.Errorf("linear transformation: rotation %d: Galois key with P level %d and base-2 decomposition %d, want %d and 0", r, key.LevelP(), key.BaseTwoDecomposition, levelP)
+		}
+		gal[r] = galois{key: key, index: pw.evs[0].AutomorphismIndex(el)}
+	}
+	rows := qpRows(params, levelQ, levelP)
+	wr := min(len(pw.evs), len(rows))
+	digits := params.BaseRNSDecompositionVectorSize(levelQ, levelP)
+	// P mod q_i, Montgomery form, for P·c0 and P·c1 on the Q rows.
+	pBig := params.RingP().AtLevel(levelP).ModulusAtLevel[levelP]
+	pMont := make([]uint64, levelQ+1)
+	for i, s := range params.RingQ().SubRings[:levelQ+1] {
+		pMont[i] = ring.MForm(new(big.Int).Mod(pBig, new(big.Int).SetUint64(s.Modulus)).Uint64(), s.Modulus, s.BRedConstant)
+	}
+	rqp := params.RingQP()
+	preRot := make(map[int]*[2]ringqp.Poly, len(babies))
+	for _, i := range babies {
+		preRot[i] = &[2]ringqp.Poly{rqp.AtLevel(levelQ, levelP).NewPoly(), rqp.AtLevel(levelQ, levelP).NewPoly()}
+	}
+	if preRot[0] == nil {
+		preRot[0] = &[2]ringqp.Poly{rqp.AtLevel(levelQ, levelP).NewPoly(), rqp.AtLevel(levelQ, levelP).NewPoly()}
+	}
+	decomp := pw.decompose(levelQ, levelP, ct)
+	N := params.N()
+	// Baby steps: preRot[i] = φ_i(P·c0 + <g_i0, decomp>, <g_i1, decomp>)
+	// modulo QP; preRot[0] = (P·c0, P·c1) on the Q rows.
+	runWorkers(wr, func(k int) {
+		t0, t1 := make([]uint64, N), make([]uint64, N)
+		for ri := k; ri < len(rows); ri += wr {
+			r := rows[ri]
+			if !r.p {
+				r.s.MulScalarMontgomery(ct.Value[0].Coeffs[r.i], pMont[r.i], preRot[0][0].Q.Coeffs[r.i])
+				r.s.MulScalarMontgomery(ct.Value[1].Coeffs[r.i], pMont[r.i], preRot[0][1].Q.Coeffs[r.i])
+			}
+			for _, b := range babies {
+				if b == 0 {
+					continue
+				}
+				g := gal[b].key.GadgetCiphertext.Value
+				x0, x1, y := make([][]uint64, digits), make([][]uint64, digits), make([][]uint64, digits)
+				for d := range digits {
+					x0[d], x1[d], y[d] = r.of(g[d][0][0]), r.of(g[d][0][1]), r.of(decomp[d])
+				}
+				pw.rowDot(k, r, x0, x1, y, t0, t1)
+				if !r.p {
+					r.s.Add(t0, preRot[0][0].Q.Coeffs[r.i], t0)
+				}
+				autRow(t0, r.of(preRot[b][0]), gal[b].index, false)
+				autRow(t1, r.of(preRot[b][1]), gal[b].index, false)
+			}
+		}
+	})
+	tmp := [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
+	out := [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
+	c1 := params.RingQ().NewPoly()
+	first := true
+	for _, j := range giants {
+		// The group's inner sum Σ_i diag_{j+i} ⊙ preRot[i], by rows; the
+		// group of giant step 0 goes straight to the output.
+		runWorkers(wr, func(k int) {
+			for ri := k; ri < len(rows); ri += wr {
+				r := rows[ri]
+				a0, a1 := r.of(tmp[0]), r.of(tmp[1])
+				var x0, x1, y [][]uint64
+				for _, i := range index[j] {
+					if i == 0 && r.p {
+						continue // P·c ≡ 0 mod p
+					}
+					x0 = append(x0, r.of(preRot[i][0]))
+					x1 = append(x1, r.of(preRot[i][1]))
+					y = append(y, r.of(full.Vec[j+i]))
+				}
+				pw.rowDot(k, r, x0, x1, y, a0, a1)
+				if j == 0 {
+					o0, o1 := r.of(out[0]), r.of(out[1])
+					if first {
+						copy(o0, a0)
+						copy(o1, a1)
+					} else {
+						r.s.Add(o0, a0, o0)
+						r.s.Add(o1, a1, o1)
+					}
+				}
+			}
+		})
+		if j == 0 {
+			first = false
+			continue
+		}
+		// Rotate the group by j: its c1 back to Q, key switch by digits,
+		// then φ_j of (c0 + ks0, ks1) added to the output, by rows.
+		pw.evs[0].ModDownQPtoQNTT(levelQ, levelP, tmp[1].Q, tmp[1].P, c1)
+		nacc := pw.keySwitch(levelQ, levelP, c1, &gal[j].key.GadgetCiphertext)
+		runWorkers(wr, func(k int) {
+			for ri := k; ri < len(rows); ri += wr {
+				r := rows[ri]
+				s0, s1 := r.of(pw.acc[0][0]), r.of(pw.acc[0][1])
+				for a := 1; a < nacc; a++ {
+					r.s.Add(s0, r.of(pw.acc[a][0]), s0)
+					r.s.Add(s1, r.of(pw.acc[a][1]), s1)
+				}
+				r.s.Add(s0, r.of(tmp[0]), s0)
+				o0, o1 := r.of(out[0]), r.of(out[1])
+				autRow(s0, o0, gal[j].index, !first)
+				autRow(s1, o1, gal[j].index, !first)
+				if !first {
+					r.s.Reduce(o0, o0)
+					r.s.Reduce(o1, o1)
+				}
+			}
+		})
+		first = false
+	}
+	opOut := rlwe.NewCiphertext(params, 1, levelQ)
+	*opOut.MetaData = *ct.MetaData
+	opOut.Scale = ct.Scale.Mul(full.Scale)
+	runWorkers(min(2, len(pw.evs)), func(k int) {
+		for p := k; p < 2; p += min(2, len(pw.evs)) {
+			pw.evs[k].ModDownQPtoQNTT(levelQ, levelP, out[p].Q, out[p].P, opOut.Value[p])
+		}
+	})
+	return opOut, nil
+}
+
+// liftRow writes digit d (row d of the input out of the NTT form, q_d) as a
+// polynomial modulo the row r's modulus, centred, the way Lattigo's
+// Decomposer.DecomposeAndSplit does it when a digit is one prime.
+func liftRow(src []uint64, qd uint64, r qpRow, dst []uint64) {
+	qu, brc := r.s.Modulus, r.s.BRedConstant
+	half := qd >> 1
+	for j, c := range src {
+		pos, neg := uint64(1), uint64(0)
+		if c >= half {
+			c = qd - c
+			pos, neg = 0, 1
+		}
+		t := ring.BRedAdd(c, qu, brc)
+		dst[j] = t*pos + (qu-t)*neg
+	}
+}
+
+// decomposeRows is decompose split by RNS rows instead of digits (every
+// worker extends every digit to its own rows), which balances better when
+// the digits do not divide evenly among the workers. It needs one prime per
+// digit (one auxiliary prime P); with more, it calls decompose. Then, if
+// gadget is not nil, each worker multiplies its rows of the digits with the
+// gadget ciphertext into pw.acc[0]; it returns the number of accumulators
+// (1 here, or keySwitchDigits' count).
+func (pw *parWork) decomposeRows(levelQ, levelP int, c1 ring.Poly, gadget *rlwe.GadgetCiphertext) ([]ringqp.Poly, int) {
+	if levelP != 0 {
+		if gadget != nil {
+			return pw.evs[0].GetBuffDecompQP(), pw.keySwitchDigits(levelQ, levelP, c1, gadget)
+		}
+		ct := &rlwe.Ciphertext{Element: rlwe.Element[ring.Poly]{Value: []ring.Poly{c1, c1}}}
+		return pw.decomposeDigits(levelQ, levelP, ct), 0
+	}
+	params := pw.params
+	decomp := pw.evs[0].GetBuffDecompQP()
+	inv := pw.evs[0].BuffInvNTT
+	ringQ := params.RingQ()
+	digits := levelQ + 1
+	rows := qpRows(params, levelQ, levelP)
+	w := min(len(pw.evs), len(rows))
+	wd := min(w, digits)
+	runWorkers(wd, func(k int) {
+		for d := k; d < digits; d += wd {
+			ringQ.SubRings[d].INTT(c1.Coeffs[d], inv.Coeffs[d])
+		}
+	})
+	runWorkers(w, func(k int) {
+		for ri := k; ri < len(rows); ri += w {
+			r := rows[ri]
+			for d := range digits {
+				dst := r.of(decomp[d])
+				if !r.p && r.i == d {
+					copy(dst, c1.Coeffs[d])
+				} else {
+					liftRow(inv.Coeffs[d], ringQ.SubRings[d].Modulus, r, dst)
+					r.s.NTT(dst, dst)
+				}
+			}
+			if gadget == nil {
+				continue
+			}
+			x0, x1, y := make([][]uint64, digits), make([][]uint64, digits), make([][]uint64, digits)
+			for d := range digits {
+				g := gadget.Value[d][0]
+				x0[d], x1[d], y[d] = r.of(g[0]), r.of(g[1]), r.of(decomp[d])
+			}
+			pw.rowDot(k, r, x0, x1, y, r.of(pw.acc[0][0]), r.of(pw.acc[0][1]))
+		}
+	})
+	return decomp, 1
+}
+
+// dotScratch holds the 128-bit accumulators of mredDot2 for one worker.
+type dotScratch struct {
+	hi0, lo0, hi1, lo1 []uint64
+}
+
+func newDotScratch(n int) *dotScratch {
+	return &dotScratch{make([]uint64, n), make([]uint64, n), make([]uint64, n), make([]uint64, n)}
+}
+
+// dotFits reports whether terms products of residues below 2q sum to less
+// than q·2^64, so that mredDot2 may reduce the sum once.
+func dotFits(terms int, q uint64) bool {
+	return terms > 0 && uint64(terms) <= (^uint64(0)/q)/4
+}
+
+// mredDot2 sets out0 = Σ_t x0[t]⊙y[t] and out1 = Σ_t x1[t]⊙y[t] modulo q,
+// divided by 2^64 (Montgomery), reduced. The products are summed in 128
+// bits and reduced once per coefficient instead of once per term (Lattigo's
+// MulCoeffsMontgomeryLazyThenAddLazy), which halves the multiplications of
+// key switching and diagonal products. The result is the residue Lattigo's
+// lazy sums reduce to. The caller checks dotFits(len(y), q).
+func mredDot2(x0, x1, y [][]uint64, out0, out1 []uint64, q, mredConst uint64, s *dotScratch) {
+	n := len(out0)
+	hi0, lo0, hi1, lo1 := s.hi0[:n], s.lo0[:n], s.hi1[:n], s.lo1[:n]
+	for t := range y {
+		a0, a1, b := x0[t][:n], x1[t][:n], y[t][:n]
+		if t == 0 {
+			for j := range n {
+				hi0[j], lo0[j] = bits.Mul64(a0[j], b[j])
+				hi1[j], lo1[j] = bits.Mul64(a1[j], b[j])
+			}
+			continue
+		}
+		for j := range n {
+			h, l := bits.Mul64(a0[j], b[j])
+			var c uint64
+			lo0[j], c = bits.Add64(lo0[j], l, 0)
+			hi0[j] += h + c
+			h, l = bits.Mul64(a1[j], b[j])
+			lo1[j], c = bits.Add64(lo1[j], l, 0)
+			hi1[j] += h + c
+		}
+	}
+	o0, o1 := out0[:n], out1[:n]
+	for j := range n {
+		h, _ := bits.Mul64(lo0[j]*mredConst, q)
+		r := hi0[j] - h + q
+		if r >= q {
+			r -= q
+		}
+		o0[j] = r
+		h, _ = bits.Mul64(lo1[j]*mredConst, q)
+		r = hi1[j] - h + q
+		if r >= q {
+			r -= q
+		}
+		o1[j] = r
+	}
+}
+
+// rowDot sets out0 = Σ_t x0[t]⊙y[t] and out1 = Σ_t x1[t]⊙y[t] on row r
+// (Montgomery products, reduced), on worker k's scratch space.
+func (pw *parWork) rowDot(k int, r qpRow, x0, x1, y [][]uint64, out0, out1 []uint64) {
+	if len(y) == 0 {
+		clear(out0)
+		clear(out1)
+		return
+	}
+	if dotFits(len(y), r.s.Modulus) {
+		mredDot2(x0, x1, y, out0, out1, r.s.Modulus, r.s.MRedConstant, pw.scratch[k])
+		return
+	}
+	for t := range y {
+		if t == 0 {
+			r.s.MulCoeffsMontgomeryLazy(x0[t], y[t], out0)
+			r.s.MulCoeffsMontgomeryLazy(x1[t], y[t], out1)
+		} else {
+			r.s.MulCoeffsMontgomeryLazyThenAddLazy(x0[t], y[t], out0)
+			r.s.MulCoeffsMontgomeryLazyThenAddLazy(x1[t], y[t], out1)
+		}
+		if t%4 == 3 { // < 2q per term: 4 terms stay below 2^64 for q < 2^61
+			r.s.Reduce(out0, out0)
+			r.s.Reduce(out1, out1)
+		}
+	}
+	r.s.Reduce(out0, out0)
+	r.s.Reduce(out1, out1)
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tuneinsight/lattigo/v6/circuits/ckks/lintrans"
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 )
@@ -191,6 +192,54 @@ func TestLoRALatencyD4096R16(t *testing.T) {
 		t.Logf("%d workers: max |delta - plaintext| = %.3e", workers, d)
 		if d > 1e-4 {
 			t.Fatalf("%d workers: max error %g > 1e-4", workers, d)
+		}
+	}
+}
+
+// The multi-worker BSGS product is Lattigo's, bit for bit, for A (level 3)
+// and B (level 2) and any number of workers.
+func TestBSGSParallelMatchesLattigo(t *testing.T) {
+	f := getFixture(t)
+	ctx := context.Background()
+	ev, err := NewEvaluator(f.evk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRand(41)
+	if err := ev.RegisterAdapter("m", Adapter{A: randMat(r, testShape.Rank, testShape.DIn, 0.1), B: randMat(r, testShape.DOut, testShape.Rank, 0.1), Scale: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ad := ev.adapters["m"]
+	in, err := f.client.EncryptLoRAInput(ctx, uniform(r, 2, testShape.DIn), PackingLatency, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := ev.eval.ShallowCopy()
+	lin := lintrans.NewEvaluator(ref)
+	for _, tc := range []struct {
+		name string
+		lt   *lintrans.LinearTransformation
+		drop int
+	}{{"A", ad.ltA, 0}, {"B", ad.ltB, 1}} {
+		ct := in.Ciphertexts[0].CopyNew()
+		ref.DropLevel(ct, tc.drop)
+		want, err := lin.EvaluateNew(ct, *tc.lt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, workers := range []int{1, 2, 3} {
+			got, err := newParWork(shallowCopies(ev.eval, workers)).bsgs(ct, tc.lt)
+			if err != nil {
+				t.Fatalf("%s, %d workers: %v", tc.name, workers, err)
+			}
+			if got.Level() != want.Level() || !got.Scale.Equal(want.Scale) {
+				t.Fatalf("%s, %d workers: level %d scale %v, want %d %v", tc.name, workers, got.Level(), got.Scale, want.Level(), want.Scale)
+			}
+			for p := range 2 {
+				if !got.Value[p].Equal(&want.Value[p]) {
+					t.Fatalf("%s, %d workers: polynomial %d differs from Lattigo's", tc.name, workers, p)
+				}
+			}
 		}
 	}
 }
