@@ -155,14 +155,7 @@ func drawnBatches(rows []api.DatasetExample, idx []int) []api.Batch {
 // dataset must still exist (a deleted one fails the step clearly), and the
 // cached rows are used only while its content hash is the one read.
 func (s *Service) sampled(ctx context.Context, sess *session, datasetID string) (*sampledData, error) {
-	a, err := s.dataset(ctx, sess.tenant, datasetID, "dp_config.dataset_id")
-	if errors.Is(err, ErrNotFound) {
-		sess.mu.Lock()
-		sess.data = nil
-		sess.mu.Unlock()
-		return nil, fmt.Errorf("%w: dataset %s, which the client samples from (dp_config.dataset_id), no longer exists (deleted or expired); train_step cannot draw a batch. The client's adapter and spent budget are kept: save_state and sample still work",
-			ErrFailedPrecondition, datasetID)
-	}
+	a, err := s.sampledDataset(ctx, sess, datasetID)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +174,21 @@ func (s *Service) sampled(ctx context.Context, sess *session, datasetID string) 
 	sess.data = d
 	sess.mu.Unlock()
 	return d, nil
+}
+
+// sampledDataset returns the record of the dataset the session draws
+// from; a deleted one is ErrFailedPrecondition naming it, and drops the
+// cached rows.
+func (s *Service) sampledDataset(ctx context.Context, sess *session, datasetID string) (store.Artifact, error) {
+	a, err := s.dataset(ctx, sess.tenant, datasetID, "dp_config.dataset_id")
+	if errors.Is(err, ErrNotFound) {
+		sess.mu.Lock()
+		sess.data = nil
+		sess.mu.Unlock()
+		return a, fmt.Errorf("%w: dataset %s, which the client samples from (dp_config.dataset_id), no longer exists (deleted or expired); train_step cannot draw a batch. The client's adapter and spent budget are kept: save_state and sample still work",
+			ErrFailedPrecondition, datasetID)
+	}
+	return a, err
 }
 
 // TrainStep queues a train_step on server-sampled client id: a Poisson
@@ -220,8 +228,8 @@ func (s *Service) TrainStep(ctx context.Context, tenant, id string, req api.Trai
 	if err := engine.CheckLossInputs(engine.Batch{InputIDs: [][]int{{0, 0}}, Labels: [][]int{{0, 0}}}, l, nil); err != nil {
 		return api.Future{}, fieldErr("loss", "%s needs inputs a dataset row does not have (%v); train_step trains on input_ids, labels and weights", spec.Type, err)
 	}
-	datasetID := p.cfg.DP.DatasetID
-	if _, err := s.sampled(ctx, sess, datasetID); err != nil {
+	// The rows are read on the worker; here only the dataset's existence.
+	if _, err := s.sampledDataset(ctx, sess, p.cfg.DP.DatasetID); err != nil {
 		return api.Future{}, err
 	}
 	admit := func() (func(), error) {
