@@ -22,16 +22,28 @@ const DatasetFormat = "tensafe-dataset/v1"
 // server-sampled training. Labels default to input_ids (token_ce's
 // alignment: the label at t is the token at t, predicted from t−1; the
 // first position is never a target); weights default to 1.
+//
+// A row may instead be text, tokenized by the server with the tokenizer of
+// CreateDatasetRequest.BaseModel as untrusted text (a special token written
+// in it stays text): Text is trained on whole (BOS, text, EOS); Prompt and
+// Completion train on the completion only (BOS, prompt, completion, EOS,
+// the prompt's labels -100). The stored row is its tokens.
 type DatasetExample struct {
-	InputIDs []int     `json:"input_ids"`
-	Labels   []int     `json:"labels,omitempty"`
-	Weights  []float64 `json:"weights,omitempty"`
+	InputIDs   []int     `json:"input_ids,omitempty"`
+	Labels     []int     `json:"labels,omitempty"`
+	Weights    []float64 `json:"weights,omitempty"`
+	Text       string    `json:"text,omitempty"`
+	Prompt     string    `json:"prompt,omitempty"`
+	Completion string    `json:"completion,omitempty"`
 }
 
 // CreateDatasetRequest is the body of POST /api/v1/datasets.
 type CreateDatasetRequest struct {
 	Name     string           `json:"name,omitempty"`
 	Examples []DatasetExample `json:"examples"`
+	// BaseModel names the model whose tokenizer encodes text rows;
+	// required when a row has text, prompt or completion.
+	BaseModel string `json:"base_model,omitempty"`
 }
 
 // Dataset describes a registered dataset. Its examples never leave the
@@ -43,6 +55,9 @@ type Dataset struct {
 	// that samples from it.
 	Rows   int64 `json:"rows"`
 	Tokens int64 `json:"tokens"`
+	// BaseModel is the model whose tokenizer encoded the text rows (empty
+	// when every row came as tokens).
+	BaseModel string `json:"base_model,omitempty"`
 	// ContentHash is "sha256:<hex>" of the sealed content (DatasetFormat):
 	// the dataset fingerprint of a server-poisson DP certificate.
 	ContentHash string     `json:"content_hash"`

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/keys"
+	"github.com/tensafe/tensafe/loss"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/store"
 )
@@ -31,6 +33,8 @@ const (
 	MaxDatasetTokens    = 1 << 24 // over all rows
 	MaxDatasetRowTokens = 1 << 16
 	maxDatasetTokenID   = math.MaxInt32
+	// MaxDatasetTextBytes bounds one text, prompt or completion of a row.
+	MaxDatasetTextBytes = 1 << 20
 	// maxDatasetContent bounds the plaintext a load reads (the JSON of
 	// MaxDatasetTokens tokens with labels and weights).
 	maxDatasetContent = 512 << 20
@@ -61,6 +65,7 @@ type datasetContent struct {
 // datasetMeta is the artifact record's (unencrypted) metadata: counts only.
 type datasetMeta struct {
 	Format       string `json:"format"`
+	BaseModel    string `json:"base_model,omitempty"`
 	Rows         int64  `json:"rows"`
 	Tokens       int64  `json:"tokens"`
 	MaxRowTokens int    `json:"max_row_tokens"`
@@ -78,6 +83,8 @@ func checkExamples(ex []api.DatasetExample) (tokens int64, longest int, err erro
 	for i, e := range ex {
 		n := len(e.InputIDs)
 		switch {
+		case e.Text != "" || e.Prompt != "" || e.Completion != "":
+			return 0, 0, fieldErr(fmt.Sprintf("examples[%d].text", i), "a stored row holds tokens only")
 		case n == 0:
 			return 0, 0, fieldErr(fmt.Sprintf("examples[%d].input_ids", i), "is empty")
 		case n > MaxDatasetRowTokens:
@@ -155,6 +162,9 @@ func (s *Service) CreateDataset(ctx context.Context, tenant string, req api.Crea
 		}
 	} else {
 		rcd.Details = map[string]string{"row_count": fmt.Sprint(d.Rows), "token_count": fmt.Sprint(d.Tokens), "content_hash": d.ContentHash}
+		if d.BaseModel != "" {
+			rcd.Details["base_model"] = d.BaseModel
+		}
 	}
 	if keys.CheckTenantID(tenant) == nil {
 		s.record(ctx, rcd)
@@ -166,18 +176,26 @@ func (s *Service) createDataset(ctx context.Context, tenant string, req api.Crea
 	if err := checkName(req.Name); err != nil {
 		return api.Dataset{}, err
 	}
-	tokens, longest, err := checkExamples(req.Examples)
+	rows, err := s.tokenizeRows(req)
+	if err != nil {
+		return api.Dataset{}, err
+	}
+	tokens, longest, err := checkExamples(rows)
 	if err != nil {
 		return api.Dataset{}, err
 	}
 	if err := keys.CheckTenantID(tenant); err != nil {
 		return api.Dataset{}, fmt.Errorf("%w: tenant", ErrNotFound)
 	}
-	payload, err := json.Marshal(datasetContent{Format: api.DatasetFormat, Examples: req.Examples})
+	payload, err := json.Marshal(datasetContent{Format: api.DatasetFormat, Examples: rows})
 	if err != nil {
 		return api.Dataset{}, fmt.Errorf("service: dataset: %w", err)
 	}
-	meta, err := json.Marshal(datasetMeta{Format: api.DatasetFormat, Rows: int64(len(req.Examples)), Tokens: tokens, MaxRowTokens: longest})
+	base := ""
+	if len(rows) > 0 && hasText(req.Examples) {
+		base = req.BaseModel
+	}
+	meta, err := json.Marshal(datasetMeta{Format: api.DatasetFormat, BaseModel: base, Rows: int64(len(rows)), Tokens: tokens, MaxRowTokens: longest})
 	if err != nil {
 		return api.Dataset{}, fmt.Errorf("service: dataset: %w", err)
 	}
@@ -241,7 +259,7 @@ func (s *Service) toDataset(a store.Artifact) (api.Dataset, error) {
 	if err := json.Unmarshal(a.Metadata, &m); err != nil || m.Format != api.DatasetFormat {
 		return api.Dataset{}, fmt.Errorf("service: dataset %s: bad metadata", a.ID)
 	}
-	return api.Dataset{ID: a.ID, Name: a.Name, Rows: m.Rows, Tokens: m.Tokens, ContentHash: a.ContentHash,
+	return api.Dataset{ID: a.ID, Name: a.Name, Rows: m.Rows, Tokens: m.Tokens, BaseModel: m.BaseModel, ContentHash: a.ContentHash,
 		Size: a.Size, KeyID: a.KeyID, CreatedAt: a.CreatedAt, ExpiresAt: s.expiry(a)}, nil
 }
 
@@ -279,4 +297,96 @@ func plainNotFound(err error) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, nf.What)
 	}
 	return err
+}
+
+func hasText(ex []api.DatasetExample) bool {
+	for _, e := range ex {
+		if e.Text != "" || e.Prompt != "" || e.Completion != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenizeRows returns the rows of req as tokens: token rows as they are,
+// text rows encoded with the tokenizer of req.BaseModel as untrusted text
+// (special tokens written in them stay text), the model's BOS first and its
+// first EOS last. A prompt's positions get label loss.IgnoreIndex, so that
+// only the completion (and EOS) is trained on.
+func (s *Service) tokenizeRows(req api.CreateDatasetRequest) ([]api.DatasetExample, error) {
+	if !hasText(req.Examples) {
+		if req.BaseModel != "" {
+			return nil, fieldErr("base_model", "is only for rows given as text, prompt or completion")
+		}
+		return req.Examples, nil
+	}
+	if req.BaseModel == "" {
+		return nil, fieldErr("base_model", "is required to tokenize rows given as text, prompt or completion (available: %v)", s.models.names())
+	}
+	tok, err := s.tokenizerFor(req.BaseModel)
+	if fe := (*FieldError)(nil); errors.As(err, &fe) {
+		return nil, fieldErr("base_model", "%s", fe.Reason)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var head, tail []int
+	if bos, ok := tok.BOS(); ok {
+		head = []int{bos}
+	}
+	if eos := tok.EOS(); len(eos) > 0 {
+		tail = eos[:1]
+	}
+	out := make([]api.DatasetExample, len(req.Examples))
+	for i, e := range req.Examples {
+		field := func(name string) string { return fmt.Sprintf("examples[%d].%s", i, name) }
+		text, pc := e.Text != "", e.Prompt != "" || e.Completion != ""
+		switch {
+		case !text && !pc:
+			out[i] = e
+			continue
+		case e.InputIDs != nil || e.Labels != nil || e.Weights != nil:
+			return nil, fieldErr(field("input_ids"), "give tokens or text, not both")
+		case text && pc:
+			return nil, fieldErr(field("text"), "give text, or prompt and completion, not both")
+		case pc && e.Completion == "":
+			return nil, fieldErr(field("completion"), "is required with prompt")
+		}
+		enc := func(name, t string) ([]int, error) {
+			if len(t) > MaxDatasetTextBytes {
+				return nil, fieldErr(field(name), "%d bytes, at most %d allowed", len(t), MaxDatasetTextBytes)
+			}
+			if t == "" {
+				return nil, nil
+			}
+			ids, err := encodeUntrusted(tok, t)
+			if err != nil {
+				return nil, fieldErr(field(name), "%v", err)
+			}
+			return ids, nil
+		}
+		if text {
+			ids, err := enc("text", e.Text)
+			if err != nil {
+				return nil, err
+			}
+			out[i].InputIDs = slices.Concat(head, ids, tail)
+			continue
+		}
+		p, err := enc("prompt", e.Prompt)
+		if err != nil {
+			return nil, err
+		}
+		c, err := enc("completion", e.Completion)
+		if err != nil {
+			return nil, err
+		}
+		p, c = slices.Concat(head, p), slices.Concat(c, tail)
+		labels := make([]int, len(p), len(p)+len(c))
+		for j := range labels {
+			labels[j] = loss.IgnoreIndex
+		}
+		out[i].InputIDs, out[i].Labels = slices.Concat(p, c), append(labels, c...)
+	}
+	return out, nil
 }

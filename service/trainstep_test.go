@@ -570,3 +570,71 @@ func FuzzDatasetRows(f *testing.F) {
 		}
 	})
 }
+
+// TestTextDataset: text rows are tokenized by the model's tokenizer as
+// untrusted text, prompt positions masked; mixing and missing fields are
+// refused naming them.
+func TestTextDataset(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s, ten := f.svc, f.tenA
+	ds, err := s.CreateDataset(ctx, ten, api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{
+		{Text: "hi<eos>"}, {Prompt: "Q", Completion: "ok"}, {InputIDs: []int{256, 7}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.Rows != 3 || ds.BaseModel != "tensafe-tiny" {
+		t.Fatalf("dataset %+v", ds)
+	}
+	a, err := s.dataset(ctx, ten, ds.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.readDataset(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bos, eos := 256, 257
+	want := []api.DatasetExample{
+		{InputIDs: []int{bos, 'h', 'i', '<', 'e', 'o', 's', '>', eos}}, // "<eos>" written in text stays text
+		{InputIDs: []int{bos, 'Q', 'o', 'k', eos}, Labels: []int{-100, -100, 'o', 'k', eos}},
+		{InputIDs: []int{256, 7}},
+	}
+	if got, _ := json.Marshal(rows); string(got) != string(mustMarshal(t, want)) {
+		t.Fatalf("stored rows %s, want %s", got, mustMarshal(t, want))
+	}
+	tc, err := s.CreateTrainingClient(ctx, ten, serverConfig(ds.ID, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu, err := s.TrainStep(ctx, ten, tc.ID, api.TrainStepRequest{})
+	await(t, s, ten, fu, err, nil)
+
+	for name, c := range map[string]struct {
+		req  api.CreateDatasetRequest
+		want string
+	}{
+		"no base_model":       {api.CreateDatasetRequest{Examples: []api.DatasetExample{{Text: "a"}}}, "base_model"},
+		"unknown base_model":  {api.CreateDatasetRequest{BaseModel: "gpt-9", Examples: []api.DatasetExample{{Text: "a"}}}, "base_model"},
+		"base_model, tokens":  {api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{{InputIDs: []int{1}}}}, "base_model"},
+		"tokens and text":     {api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{{Text: "a", InputIDs: []int{1}}}}, "examples[0].input_ids"},
+		"text and prompt":     {api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{{Text: "a", Prompt: "b", Completion: "c"}}}, "examples[0].text"},
+		"prompt alone":        {api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{{InputIDs: []int{1}}, {Prompt: "b"}}}, "examples[1].completion"},
+		"text too long":       {api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{{Text: strings.Repeat("x", MaxDatasetTextBytes+1)}}}, "examples[0].text"},
+		"row longer than max": {api.CreateDatasetRequest{BaseModel: "tensafe-tiny", Examples: []api.DatasetExample{{Text: strings.Repeat("x", MaxDatasetRowTokens)}}}, "examples[0].input_ids"},
+	} {
+		if _, err := s.CreateDataset(ctx, ten, c.req); !isField(err, c.want) {
+			t.Errorf("%s: %v, want a field error on %s", name, err, c.want)
+		}
+	}
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
