@@ -78,6 +78,16 @@ class DatasetTest(unittest.TestCase):
         with self.assertRaises(FailedPrecondition):
             tc.train_step()
 
+    def test_text_rows(self):
+        ds = self.svc.create_dataset([{"text": "the notes"}, {"prompt": "Q: ", "completion": "A."}],
+                                     base_model=tensafe.TINY_MODEL)
+        self.assertEqual((ds.rows, ds.base_model), (2, tensafe.TINY_MODEL))
+        tc = self.svc.create_training_client(server_config(ds.id, 1))
+        self.assertEqual(tc.train_step().result().step, 1)
+        with self.assertRaises(ValidationError) as cm:
+            self.svc.create_dataset([{"text": "x"}])
+        self.assertEqual(cm.exception.field, "base_model")
+
     def test_bad_configs(self):
         ds = asyncio.run(self.svc.create_dataset_async(rows(4)))
         with self.assertRaises(NotFound) as cm:

@@ -193,12 +193,15 @@ class ServiceClient:
 
     # -- datasets (server-sampled training) ----------------------------------
 
-    def create_dataset(self, examples: Seq[Mapping[str, Any]], name: Optional[str] = None) -> Dataset:
+    def create_dataset(self, examples: Seq[Mapping[str, Any]], name: Optional[str] = None,
+                       base_model: Optional[str] = None) -> Dataset:
         """Register a dataset (POST /api/v1/datasets), sealed on the server under the tenant's key.
 
         ``examples`` are rows ``{"input_ids": [...], "labels": [...], "weights": [...]}``
         (labels default to input_ids, weights to 1; values may be anything with
-        ``tolist()``). A client created with ``DPConfig(sampling="server",
+        ``tolist()``), or text rows ``{"text": ...}`` / ``{"prompt": ..., "completion": ...}``
+        that the server tokenizes with ``base_model``'s tokenizer (the prompt is not
+        trained on). A client created with ``DPConfig(sampling="server",
         dataset_id=ds.id)`` trains on it with ``train_step``. Not deduplicated by
         the server, so retried only on 429.
         """
@@ -210,6 +213,8 @@ class ServiceClient:
         body: Dict[str, Any] = {"examples": rows}
         if name is not None:
             body["name"] = name
+        if base_model is not None:
+            body["base_model"] = base_model
         return from_dict(Dataset, self._t.request("POST", "/api/v1/datasets", body=body, mode=REFUSED_ONLY))
 
     def get_dataset(self, dataset_id: str) -> Dataset:
@@ -420,8 +425,9 @@ class ServiceClient:
     ) -> DownloadedArtifact:
         return await _in_thread(self.download_artifact, artifact_id, path, overwrite=overwrite)
 
-    async def create_dataset_async(self, examples: Seq[Mapping[str, Any]], name: Optional[str] = None) -> Dataset:
-        return await _in_thread(self.create_dataset, examples, name)
+    async def create_dataset_async(self, examples: Seq[Mapping[str, Any]], name: Optional[str] = None,
+                                   base_model: Optional[str] = None) -> Dataset:
+        return await _in_thread(self.create_dataset, examples, name, base_model)
 
     async def get_dataset_async(self, dataset_id: str) -> Dataset:
         return await _in_thread(self.get_dataset, dataset_id)

@@ -338,6 +338,7 @@ class Dataset:
     name: str = ""
     rows: int = 0
     tokens: int = 0
+    base_model: Optional[str] = None  # the tokenizer of text rows
     content_hash: str = ""
     size: int = 0
     key_id: str = ""
