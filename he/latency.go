@@ -58,64 +58,6 @@ func runWorkers(w int, fn func(w int)) {
 	wg.Wait()
 }
 
-// splitLT partitions the giant steps of a BSGS linear transformation into at
-// most w groups of about equal cost (a giant step other than 0 costs one key
-// switch, weighted as four plaintext products, plus one product per
-// diagonal). The groups share lt's encoded diagonals.
-func splitLT(lt *lintrans.LinearTransformation, w int) []commonlt.LinearTransformation {
-	full := commonlt.LinearTransformation(*lt)
-	if w < 2 || full.N1 == 0 {
-		return []commonlt.LinearTransformation{full}
-	}
-	index, _, _ := full.BSGSIndex()
-	giants := make([]int, 0, len(index))
-	for j := range index {
-		giants = append(giants, j)
-	}
-	cost := func(j int) int {
-		c := len(index[j])
-		if j != 0 {
-			c += 4
-		}
-		return c
-	}
-	// Longest processing time first: costliest group to the least loaded.
-	slices.SortFunc(giants, func(a, b int) int {
-		if ca, cb := cost(a), cost(b); ca != cb {
-			return cb - ca
-		}
-		return a - b
-	})
-	w = min(w, len(giants))
-	load := make([]int, w)
-	vecs := make([]map[int]ringqp.Poly, w)
-	for i := range vecs {
-		vecs[i] = map[int]ringqp.Poly{}
-	}
-	for _, j := range giants {
-		k := 0
-		for i := range load {
-			if load[i] < load[k] {
-				k = i
-			}
-		}
-		load[k] += cost(j)
-		for _, i := range index[j] {
-			vecs[k][j+i] = full.Vec[j+i]
-		}
-	}
-	parts := make([]commonlt.LinearTransformation, 0, w)
-	for _, v := range vecs {
-		if len(v) == 0 {
-			continue
-		}
-		p := full
-		p.Vec = v
-		parts = append(parts, p)
-	}
-	return parts
-}
-
 // parWork is the scratch space of one multi-worker evaluation: the
 // evaluators and buffers shared by the workers.
 type parWork struct {
@@ -123,17 +65,30 @@ type parWork struct {
 	params rlwe.Parameters
 	// acc[w] is worker w's key-switching accumulator (two polynomials mod QP).
 	acc [][2]ringqp.Poly
-	// scratch[w] is worker w's space for 128-bit sums.
+	// scratch[w] is worker w's space for 128-bit sums, rowBuf[w] two rows.
 	scratch []*dotScratch
+	rowBuf  [][2][]uint64
+	// Buffers of bsgs: baby-step rotations (by rotation), a giant step's
+	// group, the output modulo QP, a giant step's c1 modulo Q.
+	preRot   map[int]*[2]ringqp.Poly
+	tmp, out [2]ringqp.Poly
+	c1       ring.Poly
 }
 
 func newParWork(evs []*ckks.Evaluator) *parWork {
 	params := *evs[0].GetRLWEParameters()
-	pw := &parWork{evs: evs, params: params, acc: make([][2]ringqp.Poly, len(evs))}
 	rqp := params.RingQP()
+	pw := &parWork{
+		evs: evs, params: params, acc: make([][2]ringqp.Poly, len(evs)),
+		preRot: map[int]*[2]ringqp.Poly{},
+		tmp:    [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()},
+		out:    [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()},
+		c1:     params.RingQ().NewPoly(),
+	}
 	for w := range pw.acc {
 		pw.acc[w] = [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
 		pw.scratch = append(pw.scratch, newDotScratch(params.N()))
+		pw.rowBuf = append(pw.rowBuf, [2][]uint64{make([]uint64, params.N()), make([]uint64, params.N())})
 	}
 	return pw
 }
@@ -221,71 +176,11 @@ func (pw *parWork) rotateAddInPlace(ct *rlwe.Ciphertext, k int) error {
 	return nil
 }
 
-// linearTransform computes lt(ct) (not rescaled) on the workers: hoisted
-// decomposition of ct, baby-step rotations and giant-step groups (parts,
-// from splitLT(lt)) split across them, the groups' results added.
-func (pw *parWork) linearTransform(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation, parts []commonlt.LinearTransformation) (*rlwe.Ciphertext, error) {
-	levelQ := min(ct.Level(), lt.LevelQ)
-	levelP := lt.LevelP
-	if !ct.IsNTT || ct.Degree() != 1 {
-		return nil, fmt.Errorf("linear transformation: ciphertext must be of degree 1 in NTT form")
-	}
-	decomp := pw.decompose(levelQ, levelP, ct)
-	_, _, babies := commonlt.LinearTransformation(*lt).BSGSIndex()
-	preRot := make(map[int]*rlwe.Element[ringqp.Poly], len(babies))
-	var rots []int
-	for _, i := range babies {
-		if i != 0 {
-			preRot[i] = rlwe.NewElementExtended(pw.params, 1, levelQ, levelP)
-			rots = append(rots, i)
-		}
-	}
-	errs := make([]error, len(pw.evs))
-	w := len(pw.evs)
-	runWorkers(min(w, max(1, len(rots))), func(k int) {
-		for j := k; j < len(rots); j += min(w, len(rots)) {
-			i := rots[j]
-			if err := pw.evs[k].AutomorphismHoistedLazy(levelQ, ct, decomp, pw.params.GaloisElement(i), preRot[i]); err != nil {
-				errs[k] = fmt.Errorf("baby step %d: %w", i, err)
-				return
-			}
-		}
-	})
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	outs := make([]*rlwe.Ciphertext, len(parts))
-	runWorkers(min(w, len(parts)), func(k int) {
-		lin := commonlt.Evaluator{Evaluator: pw.evs[k]}
-		for j := k; j < len(parts); j += min(w, len(parts)) {
-			o := rlwe.NewCiphertext(pw.params, 1, levelQ)
-			if err := lin.MultiplyByDiagMatrixBSGS(ct, parts[j], preRot, o); err != nil {
-				errs[k] = fmt.Errorf("giant steps: %w", err)
-				return
-			}
-			outs[j] = o
-		}
-	})
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	out := outs[0]
-	for _, o := range outs[1:] {
-		if err := pw.evs[0].Add(out, o, out); err != nil {
-			return nil, fmt.Errorf("giant steps: %w", err)
-		}
-	}
-	return out, nil
-}
-
-// loraLatencyPar is loraLatencyOne on len(evs) workers.
-func loraLatencyPar(evs []*ckks.Evaluator, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
-	pw := newParWork(evs)
-	ev := evs[0]
+// loraLatencyPar computes what loraLatencyOne computes, bit for bit, on
+// len(evs) workers (one is fine: the products summed in 128 bits make it
+// faster than Lattigo's evaluation on one core too).
+func loraLatencyPar(pw *parWork, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
+	ev := pw.evs[0]
 	z, err := pw.bsgs(ct, ad.ltA)
 	if err != nil {
 		return nil, fmt.Errorf("A: %w", err)
@@ -453,19 +348,18 @@ func (pw *parWork) bsgs(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation) 
 		pMont[i] = ring.MForm(new(big.Int).Mod(pBig, new(big.Int).SetUint64(s.Modulus)).Uint64(), s.Modulus, s.BRedConstant)
 	}
 	rqp := params.RingQP()
-	preRot := make(map[int]*[2]ringqp.Poly, len(babies))
-	for _, i := range babies {
-		preRot[i] = &[2]ringqp.Poly{rqp.AtLevel(levelQ, levelP).NewPoly(), rqp.AtLevel(levelQ, levelP).NewPoly()}
-	}
-	if preRot[0] == nil {
-		preRot[0] = &[2]ringqp.Poly{rqp.AtLevel(levelQ, levelP).NewPoly(), rqp.AtLevel(levelQ, levelP).NewPoly()}
+	preRot := make(map[int]*[2]ringqp.Poly, len(babies)+1)
+	for _, i := range append([]int{0}, babies...) {
+		if pw.preRot[i] == nil {
+			pw.preRot[i] = &[2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
+		}
+		preRot[i] = pw.preRot[i]
 	}
 	decomp := pw.decompose(levelQ, levelP, ct)
-	N := params.N()
 	// Baby steps: preRot[i] = φ_i(P·c0 + <g_i0, decomp>, <g_i1, decomp>)
 	// modulo QP; preRot[0] = (P·c0, P·c1) on the Q rows.
 	runWorkers(wr, func(k int) {
-		t0, t1 := make([]uint64, N), make([]uint64, N)
+		t0, t1 := pw.rowBuf[k][0], pw.rowBuf[k][1]
 		for ri := k; ri < len(rows); ri += wr {
 			r := rows[ri]
 			if !r.p {
@@ -490,9 +384,7 @@ func (pw *parWork) bsgs(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation) 
 			}
 		}
 	})
-	tmp := [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
-	out := [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
-	c1 := params.RingQ().NewPoly()
+	tmp, out, c1 := pw.tmp, pw.out, pw.c1
 	first := true
 	for _, j := range giants {
 		// The group's inner sum Σ_i diag_{j+i} ⊙ preRot[i], by rows; the

@@ -2,7 +2,6 @@ package he
 
 import (
 	"context"
-	"slices"
 	"testing"
 
 	"github.com/tuneinsight/lattigo/v6/circuits/ckks/lintrans"
@@ -62,40 +61,41 @@ func TestRotateAddParallelMatchesLattigo(t *testing.T) {
 	}
 }
 
-// splitLT partitions the diagonals by giant step: every diagonal in exactly
-// one part, the same baby-step size, no empty part.
-func TestSplitLT(t *testing.T) {
+// The whole latency delta on any number of workers is the one-core
+// Lattigo evaluation, bit for bit.
+func TestLoRALatencyParMatchesLattigo(t *testing.T) {
 	f := getFixture(t)
+	ctx := context.Background()
 	ev, err := NewEvaluator(f.evk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ev.RegisterAdapter("s", Adapter{A: randMat(newRand(3), testShape.Rank, testShape.DIn, 0.1), B: randMat(newRand(4), testShape.DOut, testShape.Rank, 0.1), Scale: 1}); err != nil {
+	r := newRand(43)
+	if err := ev.RegisterAdapter("m", Adapter{A: randMat(r, testShape.Rank, testShape.DIn, 0.1), B: randMat(r, testShape.DOut, testShape.Rank, 0.1), Scale: 3}); err != nil {
 		t.Fatal(err)
 	}
-	ad := ev.adapters["s"]
-	for _, w := range []int{1, 2, 3, 4, 16} {
-		parts := splitLT(ad.ltA, w)
-		if len(parts) == 0 || len(parts) > w {
-			t.Fatalf("w=%d: %d parts", w, len(parts))
+	ad := ev.adapters["m"]
+	in, err := f.client.EncryptLoRAInput(ctx, uniform(r, 2, testShape.DIn), PackingLatency, testShape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	P := f.params.Slots() / ad.width
+	want, err := loraLatencyOne(ev.eval.ShallowCopy(), ad, P, in.Ciphertexts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, workers := range []int{1, 2, 3} {
+		got, err := loraLatencyPar(newParWork(shallowCopies(ev.eval, workers)), ad, P, in.Ciphertexts[0])
+		if err != nil {
+			t.Fatal(err)
 		}
-		var seen []int
-		for _, p := range parts {
-			if p.N1 != ad.ltA.N1 || len(p.Vec) == 0 {
-				t.Fatalf("w=%d: part N1 %d (want %d), %d diagonals", w, p.N1, ad.ltA.N1, len(p.Vec))
+		if got.Level() != want.Level() || !got.Scale.Equal(want.Scale) {
+			t.Fatalf("%d workers: level %d scale %v, want %d %v", workers, got.Level(), got.Scale, want.Level(), want.Scale)
+		}
+		for p := range 2 {
+			if !got.Value[p].Equal(&want.Value[p]) {
+				t.Fatalf("%d workers: polynomial %d differs", workers, p)
 			}
-			for d := range p.Vec {
-				seen = append(seen, d)
-			}
-		}
-		slices.Sort(seen)
-		var want []int
-		for d := range ad.ltA.Vec {
-			want = append(want, d)
-		}
-		slices.Sort(want)
-		if !slices.Equal(seen, want) {
-			t.Fatalf("w=%d: parts hold diagonals %v, want %v", w, seen, want)
 		}
 	}
 }

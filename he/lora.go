@@ -118,6 +118,9 @@ type Evaluator struct {
 	adapters map[string]*loraAdapter
 	models   map[string]*registeredModel
 	evalPool sync.Pool
+	// parPool holds *parWork (evaluators and buffers of the latency
+	// packing, latency.go) for reuse across calls.
+	parPool sync.Pool
 }
 
 // NewEvaluator returns an evaluator for the tenant's evaluation keys.
@@ -444,25 +447,34 @@ func (e *Evaluator) deltaLatency(ctx context.Context, ad *loraAdapter, in *Batch
 	// otherwise ciphertexts run side by side, one core each.
 	n := len(in.Ciphertexts)
 	per := max(1, e.workers()/max(1, n))
-	err := parallelFor(ctx, n, e.workers(), func() any {
-		evs := make([]*ckks.Evaluator, per)
-		for i := range evs {
-			evs[i] = e.eval.ShallowCopy()
+	var (
+		mu    sync.Mutex
+		works []*parWork
+	)
+	defer func() {
+		for _, pw := range works {
+			e.parPool.Put(pw)
 		}
-		return evs
+	}()
+	err := parallelFor(ctx, n, e.workers(), func() any {
+		pw, _ := e.parPool.Get().(*parWork)
+		if pw == nil || len(pw.evs) != per {
+			evs := make([]*ckks.Evaluator, per)
+			for i := range evs {
+				evs[i] = e.eval.ShallowCopy()
+			}
+			pw = newParWork(evs)
+		}
+		mu.Lock()
+		works = append(works, pw)
+		mu.Unlock()
+		return pw
 	}, func(st any, i int) error {
-		evs := st.([]*ckks.Evaluator)
 		ct := in.Ciphertexts[i]
 		if ct.Level() != ad.level {
 			return fmt.Errorf("input %d at level %d, want %d", i, ct.Level(), ad.level)
 		}
-		var o *rlwe.Ciphertext
-		var err error
-		if len(evs) > 1 {
-			o, err = loraLatencyPar(evs, ad, P, ct)
-		} else {
-			o, err = loraLatencyOne(evs[0], ad, P, ct)
-		}
+		o, err := loraLatencyPar(st.(*parWork), ad, P, ct)
 		if err != nil {
 			return fmt.Errorf("input %d: %w", i, err)
 		}
@@ -475,7 +487,9 @@ func (e *Evaluator) deltaLatency(ctx context.Context, ad *loraAdapter, in *Batch
 	return out, nil
 }
 
-// loraLatencyOne: z = diag-A product (rank' diagonals, BSGS, hoisted), rescale;
+// loraLatencyOne is the latency packing with Lattigo's evaluators on one
+// core, the reference that loraLatencyPar (latency.go) reproduces bit for
+// bit: z = diag-A product (rank' diagonals, BSGS, hoisted), rescale;
 // inner sum with stride rank'·P (so every slot holds (Ax)_{c mod rank'});
 // diag-B product (rank' diagonals), rescale.
 func loraLatencyOne(ev *ckks.Evaluator, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
