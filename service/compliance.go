@@ -228,6 +228,9 @@ func clientPrivacy(c store.TrainingClient) api.ClientPrivacyMetric {
 	if d.DatasetSize > 0 {
 		out.SamplingRate = float64(d.ExpectedBatchSize) / float64(d.DatasetSize)
 	}
+	if d.Sampling == api.SamplingServer {
+		out.SamplingSource = SamplingServerPoisson // train_step draws the batches (trainstep.go)
+	}
 	b, err := privacy.ParseBudget(c.BudgetState)
 	if err != nil {
 		out.Error = "stored accountant state does not parse"

@@ -124,6 +124,11 @@ func TestServerSampledTraining(t *testing.T) {
 	if err != nil || m.SamplingSource != SamplingServerPoisson || m.SamplingRate != float64(batch)/rows {
 		t.Fatalf("dp_metrics %+v, %v", m, err)
 	}
+	if rec, err := f.st.GetClient(ctx, ten, tc.ID); err != nil {
+		t.Fatal(err)
+	} else if cp := clientPrivacy(rec); cp.SamplingSource != SamplingServerPoisson || cp.SamplingRate != float64(batch)/rows {
+		t.Fatalf("compliance client privacy %+v", cp)
+	}
 
 	// Client batches and client steps would break q.
 	for name, call := range map[string]func() error{
