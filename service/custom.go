@@ -52,7 +52,6 @@ func (s *Service) ForwardBackwardCustom(ctx context.Context, tenant, id string, 
 		det["batch_size"] = fmt.Sprint(len(b.InputIDs))
 		det["loss_type"] = "custom"
 		det[tssp.BatchDigestDetail] = BatchDigest(req.Batch) // packages.go: the dataset fingerprint
-		det[tssp.BatchDigestDetail] = BatchDigest(req.Batch) // packages.go: the dataset fingerprint
 		res := api.ForwardBackwardResult{Tokens: r.Tokens, PerExampleNorms: r.PerExampleNorms,
 			FractionClipped: r.FractionClipped, PendingExamples: r.PendingExamples}
 		if req.Losses != nil {
