@@ -174,6 +174,20 @@ func Bench(ctx context.Context, cfg BenchConfig, progress func(string)) (*BenchR
 			return nil, err
 		}
 		add("delta_interleaved_parallel", len(in.Ciphertexts), time.Since(start), "ciphertext", 0, fmt.Sprintf("%d workers", cfg.Workers))
+		// The latency of a request with one ciphertext: its evaluation
+		// split across all workers (latency.go), five times.
+		say("delta interleaved (one ciphertext, all workers)")
+		one := *in
+		one.Ciphertexts = in.Ciphertexts[:1]
+		one.Layout.Tokens = min(in.Layout.Tokens, 2*(p.Slots()/n))
+		const reps = 5
+		start = time.Now()
+		for range reps {
+			if _, err := ev.Delta(ctx, "bench", &one); err != nil {
+				return nil, err
+			}
+		}
+		add("delta_interleaved_one", reps, time.Since(start), "ciphertext", 0, fmt.Sprintf("one ciphertext (%d tokens) split across %d workers, %d runs", one.Layout.Tokens, cfg.Workers, reps))
 	}
 
 	// Private inference: 2-layer MLP 64→64 (x²)→10, full profile.
