@@ -24,7 +24,10 @@
 //   - [PackingLatency] (token-interleaved): a ciphertext holds a few tokens,
 //     features interleaved so rotations are cyclic per token; A and B are
 //     diagonal-method matrix products (baby-step giant-step, hoisted
-//     rotations) around an inner sum.
+//     rotations) around an inner sum. The package evaluates them itself on
+//     Lattigo's ring primitives (latency.go), bit for bit what Lattigo's
+//     evaluators compute, so that one ciphertext can use every core: a
+//     request of one ciphertext is otherwise bound to one.
 //
 // Private inference evaluates an [MLP] of linear layers and polynomial
 // activations under CKKS with relinearization and rescaling, in the profiles
