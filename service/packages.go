@@ -247,8 +247,13 @@ func findSave(all []audit.Entry, artifactID string) (audit.Entry, bool) {
 	return audit.Entry{}, false
 }
 
-// evidence builds the evidence of h.
-func (s *Service) evidence(ctx context.Context, tenant string, h *history, art tssp.EvidenceArtifact, base string, cfg api.TrainingConfig) (*tssp.Evidence, error) {
+// evidence builds the evidence (tssp.EvidenceFormat, v2) of h, whose
+// batches were drawn as sampling says (history.sampling, the DP
+// certificate's), with dataset fingerprint fingerprint: for
+// server-poisson the content hash of the dataset the train_steps drew
+// from, otherwise that of the client batches' digests.
+func (s *Service) evidence(ctx context.Context, tenant string, h *history, art tssp.EvidenceArtifact, base string, cfg api.TrainingConfig,
+	sampling privacy.Sampling, fingerprint string) (*tssp.Evidence, error) {
 	cj, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("service: evidence: %w", err)
@@ -258,7 +263,7 @@ func (s *Service) evidence(ctx context.Context, tenant string, h *history, art t
 		Format:     tssp.EvidenceFormat,
 		Checkpoint: art,
 		Training:   tssp.EvidenceTraining{BaseModel: base, Config: cj, Clients: h.clients},
-		Dataset:    tssp.EvidenceDataset{DigestFormat: tssp.BatchDigestFormat},
+		Dataset:    tssp.EvidenceDataset{Sampling: sampling, DigestFormat: tssp.BatchDigestFormat},
 		Loss:       tssp.LossSummary{Losses: []float64{}},
 		Audit: tssp.EvidenceAudit{Origin: h.origin, TreeSize: h.size, RootHash: root.String(), Checkpoint: string(h.note),
 			Proofs: []*audit.InclusionProof{}},
@@ -274,10 +279,24 @@ func (s *Service) evidence(ctx context.Context, tenant string, h *history, art t
 			Entry: e, Root: root, Hashes: hs})
 		switch op := strings.TrimPrefix(e.Operation, "training."); op {
 		case kindTrainStep:
-			// tensafe-evidence/v1 proves client batches by their digests;
-			// a server-drawn batch is proven by the dataset's hash, which
-			// v1 cannot carry (trainstep.go).
-			return nil, fmt.Errorf("%w: packaging a server-sampled run (train_step) needs an evidence format that proves the dataset's content hash; tensafe-evidence/v1 proves client batches only. GET dp_certificate certifies the run", ErrFailedPrecondition)
+			// A server-drawn batch and its optimizer step, proven (for
+			// server-poisson) by the content hash of the dataset drawn
+			// from, which the entry records.
+			ev.Training.TrainSteps++
+			ev.Training.OptimSteps++
+			var n int64
+			fmt.Sscan(e.Details["example_count"], &n)
+			ev.Training.Examples += n
+			if sampling == privacy.SamplingServerPoisson {
+				ev.Dataset.Batches++
+				if ev.Dataset.DatasetID == "" {
+					ev.Dataset.DatasetID = e.Details[tssp.DatasetIDDetail]
+				}
+			}
+			if l, ok := s.trainStepLoss(ctx, tenant, e.Details["operation_id"]); ok {
+				addLoss(&ev.Loss, l)
+				sum += l
+			}
 		case store.KindOptimStep:
 			ev.Training.OptimSteps++
 			var n int64
@@ -295,22 +314,23 @@ func (s *Service) evidence(ctx context.Context, tenant string, h *history, art t
 			if !ok {
 				continue
 			}
-			ls := &ev.Loss
-			if ls.Count == 0 {
-				ls.First, ls.Min, ls.Max = l, l, l
-			}
-			ls.Count++
-			ls.Last, ls.Min, ls.Max = l, math.Min(ls.Min, l), math.Max(ls.Max, l)
-			ls.Losses = append(ls.Losses, l)
+			addLoss(&ev.Loss, l)
 			sum += l
 		}
 	}
 	if ev.Loss.Count > 0 {
 		ev.Loss.Mean = sum / float64(ev.Loss.Count)
 	}
-	ev.Dataset.Fingerprint = tssp.DatasetFingerprint(digests)
-	if fp := h.fingerprint(); fp != ev.Dataset.Fingerprint {
-		return nil, fmt.Errorf("service: evidence: fingerprint %s, the history gives %s", ev.Dataset.Fingerprint, fp)
+	if sampling == privacy.SamplingServerPoisson {
+		// history.sampling said so only when every step is a train_step
+		// recording this one hash.
+		ev.Dataset.DigestFormat, ev.Dataset.ContentHash, ev.Dataset.Fingerprint = tssp.DatasetHashFormat, fingerprint, fingerprint
+		ev.Dataset.BatchesWithoutDigest = 0
+	} else {
+		ev.Dataset.Fingerprint = tssp.DatasetFingerprint(digests)
+	}
+	if fingerprint != ev.Dataset.Fingerprint {
+		return nil, fmt.Errorf("service: evidence: fingerprint %s, the history gives %s", ev.Dataset.Fingerprint, fingerprint)
 	}
 	if len(h.entries) > 0 {
 		ev.Training.StartedAt = privacy.FormatTime(h.entries[0].Time)
@@ -338,6 +358,34 @@ func (h *history) span() (started, finished time.Time) {
 		return now, now
 	}
 	return h.entries[0].Time, h.entries[len(h.entries)-1].Time
+}
+
+// addLoss appends one batch's loss to the summary (Mean is left to the
+// caller).
+func addLoss(ls *tssp.LossSummary, l float64) {
+	if ls.Count == 0 {
+		ls.First, ls.Min, ls.Max = l, l, l
+	}
+	ls.Count++
+	ls.Last, ls.Min, ls.Max = l, math.Min(ls.Min, l), math.Max(ls.Max, l)
+	ls.Losses = append(ls.Losses, l)
+}
+
+// trainStepLoss returns the mean loss a succeeded train_step reported
+// over its drawn examples; a noise-only step (no example) has none.
+func (s *Service) trainStepLoss(ctx context.Context, tenant, opID string) (float64, bool) {
+	if opID == "" {
+		return 0, false
+	}
+	op, err := s.st.GetOperation(ctx, tenant, opID)
+	if err != nil || op.State != store.OpSucceeded {
+		return 0, false
+	}
+	var r api.TrainStepResult
+	if json.Unmarshal(op.Result, &r) != nil || r.Examples == 0 || math.IsNaN(r.Loss) || math.IsInf(r.Loss, 0) {
+		return 0, false
+	}
+	return r.Loss, true
 }
 
 // operationLoss returns the loss a succeeded forward_backward reported.
@@ -684,8 +732,10 @@ func (s *Service) PackageArtifact(ctx context.Context, tenant, artifactID string
 	if len(h.entries) == 0 || h.entries[len(h.entries)-1].Details["artifact_id"] != src.ID {
 		return res, fmt.Errorf("%w: the audit log holds no successful save_state of checkpoint %s", ErrFailedPrecondition, src.ID)
 	}
+	sampling, fingerprint := h.sampling(p.cfg, budget.Steps()) // as the certificate says
 	ev, err := s.evidence(ctx, tenant, h, tssp.EvidenceArtifact{ArtifactID: src.ID, ContentHash: src.ContentHash,
-		ClientID: src.ClientID, Step: cp.header.Step, CreatedAt: privacy.FormatTime(src.CreatedAt)}, base.name, p.cfg)
+		ClientID: src.ClientID, Step: cp.header.Step, CreatedAt: privacy.FormatTime(src.CreatedAt)}, base.name, p.cfg,
+		sampling, fingerprint)
 	if err != nil {
 		return res, err
 	}

@@ -1,11 +1,13 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/seal"
+	"github.com/tensafe/tensafe/tssp"
 )
 
 // bernsteinBound returns t such that a sum S of independent Bernoulli(q)
@@ -427,8 +430,8 @@ func certOf(t *testing.T, s *Service, tenant, client string) privacy.Certificate
 // TestServerSampledMixedHistory: a client whose accountant holds client-
 // declared steps is certified client-declared, even after it loads a
 // server-sampled checkpoint and trains with train_step; the server-sampled
-// run itself stays server-poisson. Its checkpoint cannot be packaged with
-// evidence v1 (refused, nothing written).
+// run itself stays server-poisson, and its checkpoint packages with
+// server-poisson evidence v2 that verifies against the certificate.
 func TestServerSampledMixedHistory(t *testing.T) {
 	f := newFixture(t)
 	signer, err := seal.GenerateSigningKey(crand.Reader)
@@ -480,13 +483,44 @@ func TestServerSampledMixedHistory(t *testing.T) {
 	if c := certOf(t, s, ten, srv.ID); c.Sampling != privacy.SamplingServerPoisson || c.DatasetFingerprint != ds.ContentHash {
 		t.Fatalf("server-sampled run certified %s, %s", c.Sampling, c.DatasetFingerprint)
 	}
-	before, _ := f.st.ListArtifacts(ctx, ten)
-	_, err = s.PackageArtifact(ctx, ten, sv.ArtifactID, api.PackageRequest{Recipients: []string{"tenant"}})
-	if !errors.Is(err, ErrFailedPrecondition) || !strings.Contains(err.Error(), "server-sampled") {
+	res, err := s.PackageArtifact(ctx, ten, sv.ArtifactID, api.PackageRequest{Recipients: []string{"tenant"}})
+	if err != nil {
 		t.Fatalf("packaging a server-sampled checkpoint: %v", err)
 	}
-	if after, _ := f.st.ListArtifacts(ctx, ten); len(after) != len(before) {
-		t.Fatalf("a refused package left %d artifacts, had %d", len(after), len(before))
+	rc, _, err := s.OpenArtifact(ctx, ten, res.Artifact.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tssp.Read(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := tssp.Load(ctx, p, []*seal.VerifyingKey{signer.Public()}, tssp.TenantIdentity(s.keys, ten))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := tssp.ParseEvidence(a.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := privacy.ParseCertificate(a.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Dataset.Sampling != privacy.SamplingServerPoisson || ev.Dataset.ContentHash != ds.ContentHash || ev.Dataset.DatasetID != ds.ID ||
+		ev.Training.TrainSteps != 2 || ev.Training.OptimSteps != 2 || pc.Sampling != privacy.SamplingServerPoisson {
+		t.Fatalf("server-sampled package: evidence %+v %+v, certificate %s", ev.Dataset, ev.Training, pc.Sampling)
+	}
+	if err := ev.VerifyAudit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.CheckCertificate(pc); err != nil {
+		t.Fatal(err)
 	}
 }
 

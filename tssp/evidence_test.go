@@ -71,7 +71,7 @@ func testEvidence(t testing.TB) (*Evidence, *seal.VerifyingKey) {
 		Training: EvidenceTraining{BaseModel: "tensafe-tiny", Config: json.RawMessage(`{"base_model":"tensafe-tiny"}`), Clients: []string{"tc-1"},
 			OptimSteps: 2, ForwardBackward: 2, Examples: 4, StartedAt: "2026-11-27T07:00:00Z", FinishedAt: "2026-11-27T08:00:00Z"},
 		Loss:    LossSummary{Count: 2, First: 5.5, Last: 5.25, Min: 5.25, Max: 5.5, Mean: 5.375, Losses: []float64{5.5, 5.25}},
-		Dataset: EvidenceDataset{Fingerprint: DatasetFingerprint(digests), DigestFormat: BatchDigestFormat, Batches: 2},
+		Dataset: EvidenceDataset{Sampling: privacy.SamplingClientDeclared, Fingerprint: DatasetFingerprint(digests), DigestFormat: BatchDigestFormat, Batches: 2},
 		Audit:   EvidenceAudit{Origin: "tensafe.test/evidence", TreeSize: sc.Size, RootHash: sc.Root.String(), Checkpoint: string(note)},
 	}
 	for _, seq := range seqs {
@@ -179,7 +179,7 @@ func FuzzParseEvidence(f *testing.F) {
 
 func TestEvidenceCheckCertificate(t *testing.T) {
 	ev, _ := testEvidence(t)
-	good := privacy.Certificate{DatasetFingerprint: ev.Dataset.Fingerprint, Steps: 2, SessionID: "tc-1"}
+	good := privacy.Certificate{Sampling: privacy.SamplingClientDeclared, DatasetFingerprint: ev.Dataset.Fingerprint, Steps: 2, SessionID: "tc-1"}
 	if err := ev.CheckCertificate(&good); err != nil {
 		t.Fatal(err)
 	}
@@ -187,6 +187,7 @@ func TestEvidenceCheckCertificate(t *testing.T) {
 		"fingerprint": func(c *privacy.Certificate) { c.DatasetFingerprint = DatasetFingerprint(nil) },
 		"steps":       func(c *privacy.Certificate) { c.Steps = 3 },
 		"session":     func(c *privacy.Certificate) { c.SessionID = "tc-2" },
+		"sampling":    func(c *privacy.Certificate) { c.Sampling = privacy.SamplingServerPoisson },
 	} {
 		c := good
 		change(&c)
