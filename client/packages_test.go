@@ -373,3 +373,118 @@ func TestPackageCheckpoint(t *testing.T) {
 		t.Fatalf("certificate after load_state %+v, %v", cert2, err)
 	}
 }
+
+// TestPackageServerSampled: a server-sampled checkpoint packages end to
+// end through a real server: register a dataset, train three train_steps,
+// save, package, download, verify, open. The certificate says
+// server-poisson with the dataset's content hash as fingerprint, and the
+// evidence (tensafe-tssp-evidence/v2) proves exactly those train_steps on
+// that dataset in the signed audit log.
+func TestPackageServerSampled(t *testing.T) {
+	e := newPkgEnv(t)
+	ctx := context.Background()
+	c := e.client(t, e.trainerA)
+	const rows, batch, steps = 16, 4, 3
+	ds, err := c.CreateDataset(ctx, api.CreateDatasetRequest{Name: "rows", Examples: datasetRows(rows)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tinyConfig(1, 50)
+	cfg.DP.DatasetSize, cfg.DP.ExpectedBatchSize = 0, batch
+	cfg.DP.Sampling, cfg.DP.DatasetID = api.SamplingServer, ds.ID
+	tc, err := c.CreateTrainingClient(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples := int64(0)
+	for range steps {
+		f, err := tc.TrainStep(ctx, nil)
+		examples += int64(result(t, f, err).Examples)
+	}
+	fsv, err := tc.SaveState(ctx, "server-sampled")
+	sv := result(t, fsv, err)
+
+	rk, err := seal.GenerateRecipientKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.PackageArtifact(ctx, sv.ArtifactID, api.PackageRequest{Recipients: []string{rk.Public().String()}})
+	if err != nil {
+		t.Fatalf("packaging a server-sampled checkpoint: %v", err)
+	}
+	if res.Steps != steps || res.Artifact.Kind != api.ArtifactKindTSSP {
+		t.Fatalf("package result %+v", res)
+	}
+	raw := download(t, c, res.Artifact.ID)
+	p, err := tssp.Read(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(ctx, []*seal.VerifyingKey{e.signerKey}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := tssp.Load(ctx, p, []*seal.VerifyingKey{e.signerKey}, tssp.RecipientIdentity(rk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := privacy.ParseCertificate(a.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Sampling != privacy.SamplingServerPoisson || cert.DatasetFingerprint != ds.ContentHash || cert.DatasetSize != rows ||
+		cert.Steps != steps || cert.AdapterHash != res.WeightsSHA256 || cert.SessionID != tc.ID {
+		t.Fatalf("certificate %+v", cert)
+	}
+	ev, err := tssp.ParseEvidence(a.Evidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Format != tssp.EvidenceFormatV2 {
+		t.Fatalf("evidence format %q", ev.Format)
+	}
+	if err := ev.VerifyAudit(e.auditKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.CheckCertificate(cert); err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, pr := range ev.Audit.Proofs {
+		ops = append(ops, strings.TrimPrefix(pr.Entry.Operation, "training."))
+		if pr.Entry.Operation == "training.train_step" && pr.Entry.Details[tssp.DatasetHashDetail] != ds.ContentHash {
+			t.Fatalf("train_step entry %v", pr.Entry.Details)
+		}
+	}
+	if want := []string{"create_client", "train_step", "train_step", "train_step", "save_state"}; !slices.Equal(ops, want) {
+		t.Fatalf("proven operations %v, want %v", ops, want)
+	}
+	d := ev.Dataset
+	if d.Sampling != privacy.SamplingServerPoisson || d.DatasetID != ds.ID || d.ContentHash != ds.ContentHash || d.Fingerprint != ds.ContentHash ||
+		d.DigestFormat != tssp.DatasetHashFormat || d.Batches != steps || ev.Training.TrainSteps != steps || ev.Training.OptimSteps != steps ||
+		ev.Training.ForwardBackward != 0 || ev.Training.Examples != examples {
+		t.Fatalf("evidence dataset %+v, training %+v", d, ev.Training)
+	}
+
+	// Another dataset's hash in the evidence is caught (the tamper matrix
+	// of package tssp covers the rest).
+	forged, _ := tssp.ParseEvidence(a.Evidence)
+	forged.Dataset.ContentHash, forged.Dataset.Fingerprint = service.BatchDigest(textBatch("x")), service.BatchDigest(textBatch("x"))
+	if err := forged.VerifyAudit(e.auditKey); !errors.Is(err, tssp.ErrEvidence) || !errors.Is(err, tssp.ErrDatasetHash) {
+		t.Fatalf("another dataset hash: %v", err)
+	}
+
+	// The opened adapter is the trained one.
+	stf, err := safetensors.Parse(a.Weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lora, err := model.ParsePEFT(a.Config, stf, model.Tiny().Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if examples > 0 && !slices.ContainsFunc(lora.Names, func(n string) bool {
+		return strings.Contains(n, "lora_B") && slices.ContainsFunc(lora.Values[n], func(x float32) bool { return x != 0 })
+	}) {
+		t.Fatal("the packaged adapter is untrained (B = 0)")
+	}
+}
