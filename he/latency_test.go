@@ -2,6 +2,7 @@ package he
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/tuneinsight/lattigo/v6/circuits/ckks/lintrans"
@@ -240,6 +241,61 @@ func TestBSGSParallelMatchesLattigo(t *testing.T) {
 					t.Fatalf("%s, %d workers: polynomial %d differs from Lattigo's", tc.name, workers, p)
 				}
 			}
+		}
+	}
+}
+
+// Concurrent one-ciphertext requests on one Evaluator share its pool of
+// split evaluations safely (run with -race).
+func TestDeltaLatencyConcurrent(t *testing.T) {
+	f := getFixture(t)
+	ctx := context.Background()
+	r := newRand(91)
+	ad := Adapter{A: randMat(r, testShape.Rank, testShape.DIn, 0.1), B: randMat(r, testShape.DOut, testShape.Rank, 0.1), Scale: 1}
+	ev, err := NewEvaluator(f.evk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Workers = 2
+	if err := ev.RegisterAdapter("c", ad); err != nil {
+		t.Fatal(err)
+	}
+	const callers = 4
+	xs := make([][][]float64, callers)
+	ins := make([]*Batch, callers)
+	for i := range xs {
+		xs[i] = uniform(r, 2, testShape.DIn)
+		if ins[i], err = f.client.EncryptLoRAInput(ctx, xs[i], PackingLatency, testShape); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs := make([]*Batch, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 3 {
+				outs[i], errs[i] = ev.Delta(ctx, "c", ins[i])
+				if errs[i] != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		got, err := f.client.Decrypt(ctx, outs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := [][]float64{ad.Apply(xs[i][0]), ad.Apply(xs[i][1])}
+		if d := maxAbsDiff(t, got, want); d > 1e-4 {
+			t.Fatalf("caller %d: max error %g", i, d)
 		}
 	}
 }
