@@ -299,3 +299,72 @@ func TestDeltaLatencyConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// With two auxiliary primes (CKKS-N14-QP435) a digit spans two primes: the
+// key switches take the digit-parallel path, still Lattigo's result bit for
+// bit.
+func TestLoRALatencyParMatchesLattigoN14(t *testing.T) {
+	if testing.Short() {
+		t.Skip("N14 key generation")
+	}
+	ctx := context.Background()
+	p, err := Preset(PresetN14)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.p.MaxLevelP() < 1 {
+		t.Fatalf("%s has %d auxiliary primes, the test needs two", p.name, p.p.MaxLevelP()+1)
+	}
+	shape := LoRAShape{DIn: 40, DOut: 24, Rank: 3}
+	ck, evk, err := GenerateKeys(ctx, p, Capabilities{LoRA: []LoRAShape{shape}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := NewEvaluator(evk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRand(14)
+	ad := Adapter{A: randMat(r, shape.Rank, shape.DIn, 0.1), B: randMat(r, shape.DOut, shape.Rank, 0.1), Scale: 2}
+	if err := ev.RegisterAdapter("n14", ad); err != nil {
+		t.Fatal(err)
+	}
+	x := uniform(r, 3, shape.DIn)
+	in, err := NewClient(ck).EncryptLoRAInput(ctx, x, PackingLatency, shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	la := ev.adapters["n14"]
+	P := p.Slots() / la.width
+	want, err := loraLatencyOne(ev.eval.ShallowCopy(), la, P, in.Ciphertexts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, workers := range []int{1, 2} {
+		got, err := loraLatencyPar(newParWork(shallowCopies(ev.eval, workers)), la, P, in.Ciphertexts[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for q := range 2 {
+			if !got.Value[q].Equal(&want.Value[q]) {
+				t.Fatalf("%d workers: polynomial %d differs", workers, q)
+			}
+		}
+	}
+	ev.Workers = 2
+	out, err := ev.Delta(ctx, "n14", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewClient(ck).Decrypt(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPlain := make([][]float64, len(x))
+	for i := range x {
+		wantPlain[i] = ad.Apply(x[i])
+	}
+	if d := maxAbsDiff(t, got, wantPlain); d > 1e-4 {
+		t.Fatalf("max error %g > 1e-4", d)
+	}
+}
