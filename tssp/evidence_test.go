@@ -150,13 +150,23 @@ func FuzzParseEvidence(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	sev, skey := testServerEvidence(f)
+	sraw, err := json.Marshal(sev)
+	if err != nil {
+		f.Fatal(err)
+	}
 	if os.Getenv("TSSP_WRITE_EVIDENCE_SEED") != "" {
-		// Regenerates the committed seed: the corpus file format of go test.
+		// Regenerates the committed v2 seeds (the corpus file format of go
+		// test); "service-evidence" is the v1 seed, kept as written.
 		dir := filepath.Join("testdata", "fuzz", "FuzzParseEvidence")
 		os.MkdirAll(dir, 0o755)
-		os.WriteFile(filepath.Join(dir, "service-evidence"), []byte("go test fuzz v1\n[]byte("+strconv.Quote(string(raw))+")\n"), 0o644)
+		for name, b := range map[string][]byte{"service-evidence-v2-client-declared": raw, "service-evidence-v2-server-poisson": sraw} {
+			os.WriteFile(filepath.Join(dir, name), []byte("go test fuzz v1\n[]byte("+strconv.Quote(string(b))+")\n"), 0o644)
+		}
 	}
 	f.Add(raw)
+	f.Add(sraw)
+	f.Add([]byte(`{"format":"tensafe-tssp-evidence/v2","dataset":{"sampling":"server-poisson","dataset_id":"ds-1","content_hash":"` + testDatasetHash + `"},"audit":{"proofs":[null]}}`))
 	f.Add([]byte(`{"format":"tensafe-tssp-evidence/v1","audit":{"proofs":[null]}}`))
 	f.Add([]byte(`{"format":"tensafe-tssp-evidence/v1","audit":{"root_hash":"00","proofs":[{"v":1}]}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -169,10 +179,19 @@ func FuzzParseEvidence(f *testing.F) {
 		}
 		// With the key when the note is the seed's (the note parser is
 		// fuzzed in package audit); the rest of the checks without it.
-		if e.Audit.Checkpoint == ev.Audit.Checkpoint {
-			_ = e.VerifyAudit(key)
-		} else {
-			_ = e.VerifyAudit(nil)
+		var k *seal.VerifyingKey
+		switch e.Audit.Checkpoint {
+		case ev.Audit.Checkpoint:
+			k = key
+		case sev.Audit.Checkpoint:
+			k = skey
+		}
+		if err := e.VerifyAudit(k); err != nil && !errors.Is(err, ErrEvidence) {
+			t.Fatalf("VerifyAudit: error %v does not wrap ErrEvidence", err)
+		}
+		c := privacy.Certificate{Sampling: e.Dataset.Sampling, DatasetFingerprint: e.Dataset.Fingerprint, Steps: e.Training.OptimSteps, SessionID: "tc-1"}
+		if err := e.CheckCertificate(&c); err != nil && !errors.Is(err, ErrEvidence) {
+			t.Fatalf("CheckCertificate: error %v does not wrap ErrEvidence", err)
 		}
 	})
 }
