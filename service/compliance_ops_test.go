@@ -16,7 +16,7 @@ import (
 )
 
 // opLiteral matches the string literals that name an audited operation.
-var opLiteral = regexp.MustCompile(`^(training|artifact|admin|service|he|compliance|retention|auth|access|audit)\.[a-z][a-z_]*$`)
+var opLiteral = regexp.MustCompile(`^(training|artifact|dataset|admin|service|he|compliance|retention|auth|access|audit)\.[a-z][a-z_]*$`)
 
 // sourceStrings returns the string literals of the non-test Go files
 // matching glob, and the string constants whose names start with prefix.
@@ -86,7 +86,7 @@ func TestEveryAuditedOperationHasCategory(t *testing.T) {
 	slices.Sort(ops)
 	ops = slices.Compact(ops)
 	// The scan must see what it is meant to see.
-	for _, want := range []string{OpIntegrityFailure, "admin.create_tenant", "auth.denied", "training.optim_step", "he.delete_model"} {
+	for _, want := range []string{OpIntegrityFailure, "admin.create_tenant", "auth.denied", "training.optim_step", "he.delete_model", "dataset.create", "dataset.delete"} {
 		if !slices.Contains(ops, want) {
 			t.Fatalf("the source scan missed %q: %v", want, ops)
 		}
