@@ -42,7 +42,7 @@ import (
 // runWorkers runs fn(0) … fn(w-1) concurrently, fn(0) on the caller's
 // goroutine, and returns when all are done.
 func runWorkers(w int, fn func(w int)) {
-	if w == 1 {
+	if w <= 1 {
 		fn(0)
 		return
 	}
@@ -67,11 +67,15 @@ type parWork struct {
 	acc [][2]ringqp.Poly
 	// rowBuf[w] is two rows of scratch space for worker w.
 	rowBuf [][2][]uint64
-	// Buffers of bsgs: baby-step rotations (by rotation), a giant step's
-	// group, the output modulo QP, a giant step's c1 modulo Q.
-	preRot   map[int]*[2]ringqp.Poly
-	tmp, out [2]ringqp.Poly
-	c1       ring.Poly
+	// Buffers of bsgs: baby-step rotations (by rotation), the giant
+	// steps' groups modulo QP and their c1 modulo Q (by giant step), the
+	// output modulo QP.
+	preRot map[int]*[2]ringqp.Poly
+	grp    map[int]*[2]ringqp.Poly
+	grpC1  map[int]ring.Poly
+	out    [2]ringqp.Poly
+	// bufQ[w] is worker w's buffer for rescaling.
+	bufQ []ring.Poly
 }
 
 func newParWork(evs []*ckks.Evaluator) *parWork {
@@ -80,13 +84,14 @@ func newParWork(evs []*ckks.Evaluator) *parWork {
 	pw := &parWork{
 		evs: evs, params: params, acc: make([][2]ringqp.Poly, len(evs)),
 		preRot: map[int]*[2]ringqp.Poly{},
-		tmp:    [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()},
+		grp:    map[int]*[2]ringqp.Poly{},
+		grpC1:  map[int]ring.Poly{},
 		out:    [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()},
-		c1:     params.RingQ().NewPoly(),
 	}
 	for w := range pw.acc {
 		pw.acc[w] = [2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
 		pw.rowBuf = append(pw.rowBuf, [2][]uint64{make([]uint64, params.N()), make([]uint64, params.N())})
+		pw.bufQ = append(pw.bufQ, params.RingQ().NewPoly())
 	}
 	return pw
 }
@@ -174,16 +179,36 @@ func (pw *parWork) rotateAddInPlace(ct *rlwe.Ciphertext, k int) error {
 	return nil
 }
 
+// rescale divides ct by its last prime(s) in place, what
+// ckks.Evaluator.Rescale computes, the two polynomials on two workers.
+func (pw *parWork) rescale(ct *rlwe.Ciphertext) error {
+	nb := pw.evs[0].GetParameters().LevelsConsumedPerRescaling()
+	if ct.Level() < nb || ct.Degree() != 1 {
+		return fmt.Errorf("rescale: ciphertext of degree %d at level %d", ct.Degree(), ct.Level())
+	}
+	ringQ := pw.params.RingQ().AtLevel(ct.Level())
+	for i := range nb {
+		ct.Scale = ct.Scale.Div(rlwe.NewScale(ringQ.SubRings[ct.Level()-i].Modulus))
+	}
+	w := min(2, len(pw.evs))
+	runWorkers(w, func(k int) {
+		for p := k; p < 2; p += w {
+			ringQ.DivRoundByLastModulusManyNTT(nb, ct.Value[p], pw.bufQ[k], ct.Value[p])
+		}
+	})
+	ct.Resize(1, ct.Level()-nb)
+	return nil
+}
+
 // loraLatencyPar computes what loraLatencyOne computes, bit for bit, on
 // len(evs) workers (one is fine: the products summed in 128 bits make it
 // faster than Lattigo's evaluation on one core too).
 func loraLatencyPar(pw *parWork, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
-	ev := pw.evs[0]
 	z, err := pw.bsgs(ct, ad.ltA)
 	if err != nil {
 		return nil, fmt.Errorf("A: %w", err)
 	}
-	if err := ev.Rescale(z, z); err != nil {
+	if err := pw.rescale(z); err != nil {
 		return nil, fmt.Errorf("A: %w", err)
 	}
 	for step := ad.rp; step < ad.width; step <<= 1 {
@@ -195,7 +220,7 @@ func loraLatencyPar(pw *parWork, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*
 	if err != nil {
 		return nil, fmt.Errorf("B: %w", err)
 	}
-	if err := ev.Rescale(o, o); err != nil {
+	if err := pw.rescale(o); err != nil {
 		return nil, fmt.Errorf("B: %w", err)
 	}
 	return o, nil
@@ -382,15 +407,30 @@ func (pw *parWork) bsgs(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation) 
 			}
 		}
 	})
-	tmp, out, c1 := pw.tmp, pw.out, pw.c1
-	first := true
+	out := pw.out
+	var rot []int // giant steps other than 0
 	for _, j := range giants {
-		// The group's inner sum Σ_i diag_{j+i} ⊙ preRot[i], by rows; the
-		// group of giant step 0 goes straight to the output.
-		runWorkers(wr, func(k int) {
-			for ri := k; ri < len(rows); ri += wr {
-				r := rows[ri]
-				a0, a1 := r.of(tmp[0]), r.of(tmp[1])
+		if j == 0 {
+			continue
+		}
+		rot = append(rot, j)
+		if pw.grp[j] == nil {
+			pw.grp[j] = &[2]ringqp.Poly{rqp.NewPoly(), rqp.NewPoly()}
+			pw.grpC1[j] = params.RingQ().NewPoly()
+		}
+	}
+	// Every group's inner sum Σ_i diag_{j+i} ⊙ preRot[i], by rows; the
+	// group of giant step 0 goes straight to the output.
+	runWorkers(wr, func(k int) {
+		for ri := k; ri < len(rows); ri += wr {
+			r := rows[ri]
+			for _, j := range giants {
+				var a0, a1 []uint64
+				if j == 0 {
+					a0, a1 = r.of(out[0]), r.of(out[1])
+				} else {
+					a0, a1 = r.of(pw.grp[j][0]), r.of(pw.grp[j][1])
+				}
 				var x0, x1, y [][]uint64
 				for _, i := range index[j] {
 					if i == 0 && r.p {
@@ -401,26 +441,22 @@ func (pw *parWork) bsgs(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation) 
 					y = append(y, r.of(full.Vec[j+i]))
 				}
 				rowDot(r, x0, x1, y, a0, a1)
-				if j == 0 {
-					o0, o1 := r.of(out[0]), r.of(out[1])
-					if first {
-						copy(o0, a0)
-						copy(o1, a1)
-					} else {
-						r.s.Add(o0, a0, o0)
-						r.s.Add(o1, a1, o1)
-					}
-				}
 			}
-		})
-		if j == 0 {
-			first = false
-			continue
 		}
-		// Rotate the group by j: its c1 back to Q, key switch by digits,
-		// then φ_j of (c0 + ks0, ks1) added to the output, by rows.
-		pw.evs[0].ModDownQPtoQNTT(levelQ, levelP, tmp[1].Q, tmp[1].P, c1)
-		nacc := pw.keySwitch(levelQ, levelP, c1, &gal[j].key.GadgetCiphertext)
+	})
+	// Each group's c1 back to Q, the groups split across the workers.
+	wg := min(len(pw.evs), len(rot))
+	runWorkers(wg, func(k int) {
+		for g := k; g < len(rot); g += wg {
+			j := rot[g]
+			pw.evs[k].ModDownQPtoQNTT(levelQ, levelP, pw.grp[j][1].Q, pw.grp[j][1].P, pw.grpC1[j])
+		}
+	})
+	// Rotate each group by j: key switch of its c1, then φ_j of
+	// (c0 + ks0, ks1) added to the output, by rows.
+	first := len(giants) == len(rot) // no giant step 0 wrote the output
+	for _, j := range rot {
+		nacc := pw.keySwitch(levelQ, levelP, pw.grpC1[j], &gal[j].key.GadgetCiphertext)
 		runWorkers(wr, func(k int) {
 			for ri := k; ri < len(rows); ri += wr {
 				r := rows[ri]
@@ -429,7 +465,7 @@ func (pw *parWork) bsgs(ct *rlwe.Ciphertext, lt *lintrans.LinearTransformation) 
 					r.s.Add(s0, r.of(pw.acc[a][0]), s0)
 					r.s.Add(s1, r.of(pw.acc[a][1]), s1)
 				}
-				r.s.Add(s0, r.of(tmp[0]), s0)
+				r.s.Add(s0, r.of(pw.grp[j][0]), s0)
 				o0, o1 := r.of(out[0]), r.of(out[1])
 				autRow(s0, o0, gal[j].index, !first)
 				autRow(s1, o1, gal[j].index, !first)
