@@ -16,28 +16,29 @@ import (
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 )
 
-// One ciphertext of the latency packing on several cores.
+// The latency packing's evaluation, on as many cores as it is given.
 //
 // Lattigo evaluates a linear transformation or a rotation of one ciphertext
 // on one core, so a request with one ciphertext (two tokens at d = 4096)
-// left the other cores idle. The functions here split the work of one
-// ciphertext across w evaluators (Lattigo ShallowCopy()s, each with its own
-// buffers) without changing what is computed, the Galois keys needed or the
-// output format:
+// left the other cores idle. This file evaluates loraLatencyOne's circuit
+// itself, on Lattigo's ring primitives and with w evaluators (Lattigo
+// ShallowCopy()s, each with its own buffers), and computes the same
+// ciphertext bit for bit (the tests compare the polynomials), with the same
+// Galois keys and formats:
 //
-//   - Key switching decomposes c1 into one digit per group of RNS primes
-//     (one prime per digit with one auxiliary prime P); each digit's basis
-//     extension (ModUp: NTTs into every prime of QP) and its products with
-//     the key are independent, so workers take digits and the partial sums
-//     are added. The two output polynomials are then brought back to Q
-//     (ModDown) and permuted by two workers. A rotation computed this way is
-//     bit-for-bit the one Lattigo's Rotate computes (the test checks it).
-//   - A baby-step giant-step product shares one decomposition of the input
-//     (hoisting) among its baby-step rotations; the workers decompose the
-//     digits, compute the baby-step rotations, then each evaluates a group
-//     of giant steps (the diagonals are pre-rotated per giant step, so a
-//     group is the full transformation restricted to its giant steps, with
-//     the same encoded plaintexts); the group results are added.
+//   - Key switching (keySwitch, decomposeRows): c1's digits (one RNS prime
+//     each with one auxiliary prime P) are extended to every prime of QP
+//     and multiplied with the key row by row, each worker taking its rows
+//     of every digit; with several auxiliary primes the workers take whole
+//     digits (keySwitchDigits) and their partial sums are added. The two
+//     output polynomials are brought back to Q (ModDown) by two workers.
+//   - A BSGS product (bsgs) decomposes its input once (hoisting), computes
+//     the baby-step rotations modulo QP and every giant step's diagonal
+//     products by rows, brings the giant steps' groups back to Q in
+//     parallel, key-switches each group as above and adds them.
+//   - Products summed over three or four terms are accumulated in 128 bits
+//     and reduced once (mredDot3, mredDot4), which makes the one-worker case
+//     faster than Lattigo's evaluation too.
 
 // runWorkers runs fn(0) … fn(w-1) concurrently, fn(0) on the caller's
 // goroutine, and returns when all are done.
@@ -102,9 +103,9 @@ func digitRange(i, nbPi, levelQ int) (lo, hi int) {
 	return i * nbPi, min((i+1)*nbPi, levelQ+1)
 }
 
-// decomposeDigits writes the RNS decomposition of c1 (NTT form, levelQ) into the
-// first evaluator's BuffDecompQP, digits split across the workers. It is
-// what Lattigo's DecomposeNTT computes.
+// decomposeDigits writes the RNS decomposition of c1 (NTT form, levelQ)
+// into the first evaluator's BuffDecompQP, digits split across the workers.
+// It is what Lattigo's DecomposeNTT computes.
 func (pw *parWork) decomposeDigits(levelQ, levelP int, c1 *rlwe.Ciphertext) []ringqp.Poly {
 	decomp := pw.evs[0].GetBuffDecompQP()
 	inv := pw.evs[0].BuffInvNTT
@@ -138,8 +139,8 @@ func (pw *parWork) keySwitch(levelQ, levelP int, c1 ring.Poly, gadget *rlwe.Gadg
 	return n
 }
 
-// rotateAddInPlace sets ct ← ct + rot(ct, k) on the workers: digits of the
-// key switch split across them, then the two polynomials (ModDown,
+// rotateAddInPlace sets ct ← ct + rot(ct, k) on the workers: the key switch
+// split across them (keySwitch), then the two polynomials (ModDown,
 // automorphism, add) one per worker. The rotation is the one
 // ckks.Evaluator.Rotate computes, bit for bit.
 func (pw *parWork) rotateAddInPlace(ct *rlwe.Ciphertext, k int) error {
@@ -201,7 +202,7 @@ func (pw *parWork) rescale(ct *rlwe.Ciphertext) error {
 }
 
 // loraLatencyPar computes what loraLatencyOne computes, bit for bit, on
-// len(evs) workers (one is fine: the products summed in 128 bits make it
+// len(pw.evs) workers (one is fine: the products summed in 128 bits make it
 // faster than Lattigo's evaluation on one core too).
 func loraLatencyPar(pw *parWork, ad *loraAdapter, P int, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
 	z, err := pw.bsgs(ct, ad.ltA)
