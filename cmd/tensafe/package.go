@@ -323,6 +323,7 @@ func newPackageInspectCmd() *cobra.Command {
 			case ev != nil:
 				fmt.Fprintf(w, "evidence:    checkpoint %s of client(s) %v, %d optim steps, %d batches (fingerprint %s), loss %.4g → %.4g\n",
 					ev.Checkpoint.ArtifactID, ev.Training.Clients, ev.Training.OptimSteps, ev.Dataset.Batches, ev.Dataset.Fingerprint, ev.Loss.First, ev.Loss.Last)
+				fmt.Fprintf(w, "sampling:    %s\n", evidenceSampling(ev))
 				fmt.Fprintf(w, "audit:       %d entries proven in %s at tree size %d (check with package verify --audit-key)\n",
 					len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize)
 			case evJSON != nil:
@@ -377,7 +378,7 @@ against the signed audit checkpoint, and the dataset fingerprint they give.`,
 				if err != nil {
 					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
 				}
-				proofs = fmt.Sprintf(", %d audit entries proven in %s at size %d", len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize)
+				proofs = fmt.Sprintf(", %d audit entries proven in %s at size %d, %s", len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize, evidenceSampling(ev))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "OK %s: package %s signed by %s, %d members, %d recipient(s)%s\n",
 				args[0], m.PackageID, m.Signer, len(m.Members), len(m.Recipients), proofs)
@@ -521,6 +522,16 @@ func (s *serverFlags) client(needKey bool) (*client.ServiceClient, error) {
 		return nil, usageError("--server: %v", err)
 	}
 	return c, nil
+}
+
+// evidenceSampling says how the evidence's batches were drawn: the
+// dataset for server-poisson, the batch count otherwise.
+func evidenceSampling(ev *tssp.Evidence) string {
+	d := ev.Dataset
+	if d.Sampling == privacy.SamplingServerPoisson {
+		return fmt.Sprintf("sampling %s: %d train_steps drawn by the server from dataset %s (%s)", d.Sampling, ev.Training.TrainSteps, d.DatasetID, d.ContentHash)
+	}
+	return fmt.Sprintf("sampling %s: %d client batches (%s)", privacy.SamplingClientDeclared, d.Batches, ev.Format)
 }
 
 // verifyEvidence checks the evidence of a verified package a TenSafe server

@@ -71,6 +71,11 @@ type trainDP struct {
 	TargetEpsilon   float64 `yaml:"target_epsilon"`
 	TargetDelta     float64 `yaml:"target_delta"`
 	Accountant      string  `yaml:"accountant"`
+	// Sampling is "client" (default: this command Poisson-samples each
+	// batch and declares q) or "server" (sft only: the training rows are
+	// uploaded as a dataset and every step is a train_step, drawn by the
+	// server; the certificate says server-poisson).
+	Sampling string `yaml:"sampling"`
 }
 
 type trainOptimizer struct {
@@ -420,6 +425,18 @@ func (p *parsedConfig) validate() error {
 		return p.errorf("evaluation.every", "needs data.eval")
 	case c.Evaluation.MaxExamples < 0:
 		return p.errorf("evaluation.max_examples", "must be ≥ 0")
+	}
+	switch c.DP.Sampling {
+	case "", api.SamplingClient:
+	case api.SamplingServer:
+		switch c.Mode {
+		case modeRLVR:
+			return p.errorf("dp.sampling", "server sampling draws rows of a registered dataset; rlvr samples completions of its prompts on the client each step: use client")
+		case modeDPO:
+			return p.errorf("dp.sampling", "server sampling works in sft mode only: dpo trains (chosen, rejected) pairs with reference log-probabilities, and the server's Poisson draw takes single dataset rows")
+		}
+	default:
+		return p.errorf("dp.sampling", "%q, want client (default) or server", c.DP.Sampling)
 	}
 	if c.Mode == modeRLVR {
 		if c.Loss != nil {
@@ -1008,7 +1025,17 @@ func (r *trainRun) runSupervised(ctx context.Context, trainRecs, evalRecs []reco
 	if err := r.planSteps(ctx, steps, 1, q); err != nil {
 		return nil, err
 	}
-	tc, err := r.svc.CreateTrainingClient(ctx, r.trainingConfig(int64(len(train)), c.Schedule.BatchSize))
+	tcfg := r.trainingConfig(int64(len(train)), c.Schedule.BatchSize)
+	server := c.DP.Sampling == api.SamplingServer
+	var ds *api.Dataset
+	if server {
+		if ds, err = r.uploadDataset(ctx, train); err != nil {
+			return nil, err
+		}
+		// The dataset's rows are the dataset size; the server draws.
+		tcfg.DP.DatasetSize, tcfg.DP.Sampling, tcfg.DP.DatasetID = 0, api.SamplingServer, ds.ID
+	}
+	tc, err := r.svc.CreateTrainingClient(ctx, tcfg)
 	if err != nil {
 		return nil, fmt.Errorf("train: create client: %w", err)
 	}
@@ -1029,6 +1056,9 @@ func (r *trainRun) runSupervised(ctx context.Context, trainRecs, evalRecs []reco
 	}
 	fmt.Fprintf(r.out, "tensafe train: %s on %s, client %s: %d examples, %d steps, expected batch %d (q = %.4g), σ = %g, C = %g, budget ε = %g at δ = %g\n",
 		c.Mode, c.Model, tc.ID, len(train), steps, c.Schedule.BatchSize, q, c.DP.NoiseMultiplier, c.DP.MaxGradNorm, c.DP.TargetEpsilon, c.DP.TargetDelta)
+	if server {
+		fmt.Fprintf(r.out, "server-sampled: dataset %s (%d rows, %s); every step is a train_step drawn by the server\n", ds.ID, ds.Rows, ds.ContentHash)
+	}
 	start, err := r.resumeInto(ctx, tc, steps)
 	if err != nil {
 		return nil, err
@@ -1039,29 +1069,15 @@ func (r *trainRun) runSupervised(ctx context.Context, trainRecs, evalRecs []reco
 	name := c.checkpointName()
 	firstSet := false
 	for step := start + 1; step <= steps; step++ {
-		picked, err := poissonSample(train, q)
-		if err != nil {
-			return nil, err
-		}
-		m := metricLine{Step: step, Examples: len(picked)}
-		if len(picked) > 0 {
-			f, err := tc.ForwardBackward(ctx, batchOf(picked, dpo), loss)
-			if err != nil {
-				return nil, fmt.Errorf("train: step %d: forward_backward: %w", step, err)
-			}
-			fb, err := f.Result(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("train: step %d: forward_backward: %w", step, err)
-			}
-			m.Loss, m.Metrics = &fb.Loss, fb.Metrics
-			if !firstSet {
-				sum.FirstMetric, firstSet = fb.Loss, true
-			}
-			sum.LastMetric = fb.Loss
-		}
-		// An empty Poisson batch is still a step (noise alone).
-		if err := r.optimStep(ctx, tc, &m); err != nil {
+		m := metricLine{Step: step}
+		if err := r.supervisedStep(ctx, tc, train, q, loss, dpo, server, &m); err != nil {
 			return nil, fmt.Errorf("train: step %d: %w", step, err)
+		}
+		if m.Loss != nil {
+			if !firstSet {
+				sum.FirstMetric, firstSet = *m.Loss, true
+			}
+			sum.LastMetric = *m.Loss
 		}
 		if c.Evaluation.Every > 0 && (step%c.Evaluation.Every == 0 || step == steps) {
 			if err := r.evalLoss(ctx, tc, eval, loss, dpo, &m); err != nil {
@@ -1085,6 +1101,63 @@ func (r *trainRun) runSupervised(ctx context.Context, trainRecs, evalRecs []reco
 		bar.Add(1)
 	}
 	return r.finish(ctx, tc, name, nil, sum)
+}
+
+// supervisedStep runs one step: with server sampling a train_step (the
+// server draws the batch from the uploaded dataset), otherwise a Poisson
+// batch drawn here, forward_backward and optim_step. An empty draw is
+// still a step (noise alone).
+func (r *trainRun) supervisedStep(ctx context.Context, tc *client.TrainingClient, train []example, q float64, loss *api.LossSpec, dpo, server bool, m *metricLine) error {
+	if server {
+		f, err := tc.TrainStep(ctx, loss)
+		if err != nil {
+			return fmt.Errorf("train_step: %w", err)
+		}
+		res, err := f.Result(ctx)
+		if err != nil {
+			return fmt.Errorf("train_step: %w", err)
+		}
+		m.Examples = res.Examples
+		if res.Examples > 0 {
+			l := res.Loss
+			m.Loss = &l
+		}
+		m.LearningRate, m.NoiseStd, m.EpsilonSpent, m.Delta = res.LearningRate, res.NoiseStd, res.EpsilonSpent, res.Delta
+		return nil
+	}
+	picked, err := poissonSample(train, q)
+	if err != nil {
+		return err
+	}
+	m.Examples = len(picked)
+	if len(picked) > 0 {
+		f, err := tc.ForwardBackward(ctx, batchOf(picked, dpo), loss)
+		if err != nil {
+			return fmt.Errorf("forward_backward: %w", err)
+		}
+		fb, err := f.Result(ctx)
+		if err != nil {
+			return fmt.Errorf("forward_backward: %w", err)
+		}
+		m.Loss, m.Metrics = &fb.Loss, fb.Metrics
+	}
+	return r.optimStep(ctx, tc, m)
+}
+
+// uploadDataset registers the tokenized training examples as a dataset
+// for server-sampled training: one row per example, with the labels as
+// tokenized here (the prompt masked unless data.train_on_prompt), so that
+// a drawn row trains exactly as the same example in a client batch.
+func (r *trainRun) uploadDataset(ctx context.Context, train []example) (*api.Dataset, error) {
+	rows := make([]api.DatasetExample, len(train))
+	for i, e := range train {
+		rows[i] = api.DatasetExample{InputIDs: e.ids[0], Labels: e.labels[0]}
+	}
+	ds, err := r.svc.CreateDataset(ctx, api.CreateDatasetRequest{Name: r.cfg.checkpointName() + "-train", Examples: rows})
+	if err != nil {
+		return nil, fmt.Errorf("train: upload the dataset (dp.sampling: server): %w", err)
+	}
+	return ds, nil
 }
 
 // resumeInto loads the --resume checkpoint into tc and returns the step

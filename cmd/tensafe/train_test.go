@@ -4,17 +4,21 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tensafe/tensafe/privacy"
 )
 
 // TestTrainConfigs runs every example config of configs/ for two steps on
-// an embedded server: metrics lines, a checkpoint and a DP certificate.
+// an embedded server: metrics lines, a checkpoint and a DP certificate
+// (server-poisson for the server-sampled one, over the uploaded rows).
 func TestTrainConfigs(t *testing.T) {
-	for _, mode := range []string{"sft", "dpo", "rlvr"} {
+	for _, mode := range []string{"sft", "dpo", "rlvr", "sft_server"} {
 		t.Run(mode, func(t *testing.T) {
 			out := t.TempDir()
 			sum, err := runTrain(context.Background(), trainOptions{config: filepath.Join("..", "..", "configs", "train_"+mode+".yaml"),
@@ -58,6 +62,13 @@ func TestTrainConfigs(t *testing.T) {
 			}
 			if cert["format"] != "tensafe-dp-certificate/v1" || cert["epsilon"] != sum.EpsilonSpent {
 				t.Errorf("certificate %v (ε spent %v)", cert, sum.EpsilonSpent)
+			}
+			want := "client-declared"
+			if mode == "sft_server" {
+				want = "server-poisson"
+			}
+			if cert["sampling"] != want {
+				t.Errorf("certificate sampling %v, want %s", cert["sampling"], want)
 			}
 		})
 	}
@@ -112,6 +123,11 @@ func TestTrainBadConfigs(t *testing.T) {
 		{"lora not a mapping", strings.Replace(goodSFT, "lora: {rank: 4, alpha: 8}", "lora: 4", 1), "cfg.yaml:3: lora: must be a mapping"},
 		{"empty", "", "empty config"},
 		{"over budget", strings.Replace(goodSFT, "steps: 2", "steps: 5000", 1), "cfg.yaml:13: schedule.steps: 5000 optimizer steps exceed the privacy budget"},
+		{"bad sampling", strings.Replace(goodSFT, "  target_delta: 1.0e-5\n", "  target_delta: 1.0e-5\n  sampling: poisson\n", 1), `cfg.yaml:9: dp.sampling: "poisson", want client (default) or server`},
+		{"server sampling in dpo", strings.Replace(strings.Replace(goodSFT, "mode: sft", "mode: dpo", 1), "  target_delta: 1.0e-5\n", "  target_delta: 1.0e-5\n  sampling: server\n", 1),
+			"cfg.yaml:9: dp.sampling: server sampling works in sft mode only"},
+		{"server sampling in rlvr", strings.Replace(strings.Replace(strings.Replace(goodSFT, "mode: sft", "mode: rlvr", 1), "  batch_size: 2\n", "", 1),
+			"  target_delta: 1.0e-5\n", "  target_delta: 1.0e-5\n  sampling: server\n", 1) + "rlvr:\n  rewards:\n    - type: exact_match\n", "cfg.yaml:9: dp.sampling: server sampling draws rows"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -204,7 +220,7 @@ func FuzzTrainConfig(f *testing.F) {
 // checkpoint with --resume: the steps go on from the checkpoint's (the
 // rlvr algorithm state included) and metrics.jsonl is continued.
 func TestTrainResume(t *testing.T) {
-	for _, mode := range []string{"sft", "rlvr"} {
+	for _, mode := range []string{"sft", "rlvr", "sft_server"} {
 		t.Run(mode, func(t *testing.T) {
 			data, out := t.TempDir(), t.TempDir()
 			cfg := filepath.Join("..", "..", "configs", "train_"+mode+".yaml")
@@ -232,11 +248,84 @@ func TestTrainResume(t *testing.T) {
 			if len(lines) != 3 || last.Step != 3 {
 				t.Errorf("metrics after resume: %d lines, last step %d", len(lines), last.Step)
 			}
+			if mode == "sft_server" {
+				// The resumed run's lineage is train_steps throughout.
+				var cert privacy.Certificate
+				if b, err := os.ReadFile(filepath.Join(out, "dp_certificate.json")); err != nil || json.Unmarshal(b, &cert) != nil ||
+					cert.Sampling != privacy.SamplingServerPoisson || cert.Steps != 3 {
+					t.Errorf("certificate after a server-sampled resume: %+v, %v", cert, err)
+				}
+			}
 			// Resuming past the schedule is refused.
 			_, err = runTrain(context.Background(), trainOptions{config: cfg, dataDir: data, out: out, steps: 3, resume: second.ArtifactID}, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), "schedule.steps") {
 				t.Errorf("resume at the end of the schedule: %v", err)
 			}
 		})
+	}
+}
+
+// TestTrainServerSampled: dp.sampling server uploads the training rows as
+// a dataset and trains with train_step: the certificate says
+// server-poisson, its dataset size is the rows and its fingerprint the
+// dataset's content hash (as printed), and every step's metrics come from
+// the server's draw.
+func TestTrainServerSampled(t *testing.T) {
+	dir, out := t.TempDir(), t.TempDir()
+	cfgPath := filepath.Join(dir, "cfg.yaml")
+	yaml := strings.Replace(goodSFT, "  target_delta: 1.0e-5\n", "  target_delta: 1.0e-5\n  sampling: server\n", 1)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rows := "{\"text\": \"hello\"}\n{\"text\": \"world\"}\n{\"prompt\": \"hi\", \"completion\": \" there\"}\n{\"text\": \"again\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte(rows), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sum, err := runTrain(context.Background(), trainOptions{config: cfgPath, dataDir: t.TempDir(), out: out, steps: 3}, &log, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id, hash string
+	var n int
+	for _, line := range strings.Split(log.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "server-sampled: dataset "); ok {
+			if _, err := fmt.Sscanf(rest, "%s (%d rows, %s", &id, &n, &hash); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			hash = strings.TrimSuffix(hash, ");")
+		}
+	}
+	if id == "" || n != 4 || !strings.HasPrefix(hash, "sha256:") {
+		t.Fatalf("no dataset line in the output:\n%s", log.String())
+	}
+	b, err := os.ReadFile(filepath.Join(out, "dp_certificate.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cert privacy.Certificate
+	if err := json.Unmarshal(b, &cert); err != nil {
+		t.Fatal(err)
+	}
+	if cert.Sampling != privacy.SamplingServerPoisson || cert.DatasetFingerprint != hash || cert.DatasetSize != 4 || cert.Steps != 3 ||
+		cert.Q != 0.5 || cert.Epsilon != sum.EpsilonSpent {
+		t.Fatalf("certificate %+v, dataset %s %s", cert, id, hash)
+	}
+	mb, err := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(mb)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d metric lines", len(lines))
+	}
+	for i, l := range lines {
+		var m metricLine
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Step != i+1 || m.Examples < 0 || m.Examples > 4 || (m.Loss != nil) != (m.Examples > 0) || !(m.EpsilonSpent > 0) || m.NoiseStd == 0 {
+			t.Errorf("metrics line %d: %+v", i, m)
+		}
 	}
 }
