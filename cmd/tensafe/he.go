@@ -414,7 +414,9 @@ func newHEBenchCmd() *cobra.Command {
 (or JSON with --json). Defaults are the issue's size: d=4096, r=16 with
 the CKKS-N13-QP218 preset. The feature-major delta is timed over one full
 group of 2·slots tokens; the interleaved delta per ciphertext with one
-worker (latency) and with all workers (throughput).`,
+worker, with one ciphertext split across all workers (latency:
+delta_interleaved_one) and with several ciphertexts on all workers
+(throughput).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			progress := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "he bench:", s) }
