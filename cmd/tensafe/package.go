@@ -378,7 +378,7 @@ against the signed audit checkpoint, and the dataset fingerprint they give.`,
 				if err != nil {
 					return verifyFailed(fmt.Errorf("%s: %w", args[0], err))
 				}
-				proofs = fmt.Sprintf(", %d audit entries proven in %s at size %d, %s", len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize, evidenceSampling(ev))
+				proofs = fmt.Sprintf(", %d audit entries proven in %s at size %d, sampling %s", len(ev.Audit.Proofs), ev.Audit.Origin, ev.Audit.TreeSize, evidenceSampling(ev))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "OK %s: package %s signed by %s, %d members, %d recipient(s)%s\n",
 				args[0], m.PackageID, m.Signer, len(m.Members), len(m.Recipients), proofs)
@@ -529,9 +529,9 @@ func (s *serverFlags) client(needKey bool) (*client.ServiceClient, error) {
 func evidenceSampling(ev *tssp.Evidence) string {
 	d := ev.Dataset
 	if d.Sampling == privacy.SamplingServerPoisson {
-		return fmt.Sprintf("sampling %s: %d train_steps drawn by the server from dataset %s (%s)", d.Sampling, ev.Training.TrainSteps, d.DatasetID, d.ContentHash)
+		return fmt.Sprintf("%s: %d train_steps drawn by the server from dataset %s (%s)", d.Sampling, ev.Training.TrainSteps, d.DatasetID, d.ContentHash)
 	}
-	return fmt.Sprintf("sampling %s: %d client batches (%s)", privacy.SamplingClientDeclared, d.Batches, ev.Format)
+	return fmt.Sprintf("%s: %d client batches (%s)", privacy.SamplingClientDeclared, d.Batches, ev.Format)
 }
 
 // verifyEvidence checks the evidence of a verified package a TenSafe server

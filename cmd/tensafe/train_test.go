@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/tensafe/tensafe/privacy"
+	"github.com/tensafe/tensafe/seal"
+	"github.com/tensafe/tensafe/servertest"
+	"github.com/tensafe/tensafe/store"
 )
 
 // TestTrainConfigs runs every example config of configs/ for two steps on
@@ -327,5 +331,63 @@ func TestTrainServerSampled(t *testing.T) {
 		if m.Step != i+1 || m.Examples < 0 || m.Examples > 4 || (m.Loss != nil) != (m.Examples > 0) || !(m.EpsilonSpent > 0) || m.NoiseStd == 0 {
 			t.Errorf("metrics line %d: %+v", i, m)
 		}
+	}
+}
+
+// TestTrainServerSampledPackage: a server-sampled `tensafe train` against
+// a server packages with `tensafe package create --artifact`, and
+// `package verify --audit-key` checks its v2 evidence: server-poisson,
+// train_steps on the uploaded dataset.
+func TestTrainServerSampledPackage(t *testing.T) {
+	auditSigner, err := seal.GenerateSigningKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgSigner, err := seal.GenerateSigningKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := servertest.New(t, servertest.WithAuditSigner(auditSigner), servertest.WithPackageSigner(pkgSigner))
+	key := s.Key(t, s.Tenant(t, "T"), store.RoleTrainer)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "cfg.yaml")
+	yaml := strings.Replace(goodSFT, "  target_delta: 1.0e-5\n", "  target_delta: 1.0e-5\n  sampling: server\n", 1)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "train.jsonl"), []byte("{\"text\": \"hello\"}\n{\"text\": \"world\"}\n{\"text\": \"again\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sum, err := runTrain(context.Background(), trainOptions{config: cfgPath, server: s.URL, apiKey: key, out: filepath.Join(dir, "out"), steps: 2}, &log, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "server-sampled: dataset ") {
+		t.Fatalf("output:\n%s", log.String())
+	}
+	if out, _, err := runPackageCLI(t, "keys", "recipient", "new", "--out", filepath.Join(dir, "alice")); err != nil {
+		t.Fatal(err, out)
+	}
+	signerPub, auditPub := filepath.Join(dir, "server.pub"), filepath.Join(dir, "audit.pub")
+	if out, _, err := runPackageCLI(t, "package", "signer", "--server", s.URL, "--out", signerPub); err != nil {
+		t.Fatal(err, out)
+	}
+	if out, _, err := runPackageCLI(t, "package", "signer", "--server", s.URL, "--audit", "--out", auditPub); err != nil {
+		t.Fatal(err, out)
+	}
+	t.Setenv("TENSAFE_API_KEY", key)
+	pkg := filepath.Join(dir, "model.tssp")
+	if out, code, err := runPackageCLI(t, "package", "create", "--artifact", sum.ArtifactID, "--server", s.URL,
+		"--recipient", filepath.Join(dir, "alice.pub"), "--trusted-key", signerPub, "--out", pkg); err != nil || code != 0 {
+		t.Fatalf("package create: code %d, %v\n%s", code, err, out)
+	}
+	out, code, err := runPackageCLI(t, "package", "verify", pkg, "--trusted-key", signerPub, "--audit-key", auditPub)
+	if err != nil || code != 0 || !strings.Contains(out, "sampling server-poisson: 2 train_steps drawn by the server from dataset ") {
+		t.Fatalf("package verify: code %d, %v\n%s", code, err, out)
+	}
+	if out, _, err := runPackageCLI(t, "package", "inspect", pkg); err != nil || !strings.Contains(out, "sampling:    server-poisson: 2 train_steps") ||
+		!strings.Contains(out, "sampling server-poisson") {
+		t.Fatalf("package inspect: %v\n%s", err, out)
 	}
 }
