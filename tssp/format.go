@@ -121,8 +121,11 @@ var (
 	// ErrAdapterConfig: adapter_config.json is invalid or disagrees with the
 	// manifest.
 	ErrAdapterConfig = errors.New("tssp: adapter config invalid or inconsistent with the manifest")
-	// ErrEvidence: evidence.json is not a JSON object.
-	ErrEvidence = errors.New("tssp: evidence is not a JSON object")
+	// ErrEvidence: evidence.json is not a JSON object (Package.Verify), or
+	// not valid evidence of a known schema, or its proofs or its agreement
+	// with the DP certificate do not check (ParseEvidence,
+	// Evidence.VerifyAudit, Evidence.CheckCertificate).
+	ErrEvidence = errors.New("tssp: evidence invalid or inconsistent")
 	// ErrNotVerified: decryption was asked of a package not yet verified.
 	ErrNotVerified = errors.New("tssp: package not verified")
 	// ErrNotRecipient: the identity is not among the package's recipients,
