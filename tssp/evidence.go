@@ -67,9 +67,11 @@ var (
 )
 
 // Evidence is the training provenance the service packages with a
-// checkpoint: what was trained, how, on which batches (by digest), and the
-// audit log entries of the training operations with inclusion proofs
-// against a signed audit checkpoint.
+// checkpoint: what was trained, how, how its batches were drawn (client
+// batches by digest, or server Poisson draws from a dataset by its content
+// hash), and the audit log entries of the training operations with
+// inclusion proofs against a signed audit checkpoint. One type reads both
+// schemas; Format says which.
 type Evidence struct {
 	Format     string           `json:"format"`
 	Checkpoint EvidenceArtifact `json:"checkpoint"`
