@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/privacy"
 	"github.com/tensafe/tensafe/seal"
 	"github.com/tensafe/tensafe/servertest"
@@ -209,6 +210,7 @@ func FuzzTrainConfig(f *testing.F) {
 	f.Add([]byte(goodSFT))
 	f.Add([]byte("mode: rlvr\nrlvr:\n  rewards:\n    - {type: numeric_match, kwargs: {tolerance: 0.1}}\n"))
 	f.Add([]byte("lora: {rank: [1, {a: b}]}\n"))
+	f.Add([]byte(strings.Replace(goodSFT, "  target_delta: 1.0e-5\n", "  target_delta: 1.0e-5\n  sampling: server\n", 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := parseTrainConfig("fuzz.yaml", data)
 		if err != nil {
@@ -216,6 +218,9 @@ func FuzzTrainConfig(f *testing.F) {
 		}
 		if p.Mode == "" || p.Data.Train == "" {
 			t.Fatalf("accepted a config without mode or data.train: %+v", p.trainConfig)
+		}
+		if p.DP.Sampling == api.SamplingServer && p.Mode != modeSFT {
+			t.Fatalf("accepted server sampling in mode %s", p.Mode)
 		}
 	})
 }
