@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -195,6 +196,20 @@ func TestTamperMatrix(t *testing.T) {
 		{"manifest after signature", join(t, append([]rawMember{ms[1], ms[0]}, ms[2:]...)), f.trusted(), ErrMemberOrder},
 		{"signature swapped", join(t, append([]rawMember{ms[0], split(t, other)[1]}, ms[2:]...)), f.trusted(), ErrBadSignature},
 		{"weights swapped", join(t, append(append([]rawMember{}, ms[:5]...), split(t, other)[5])), f.trusted(), ErrMemberHash},
+		{"evidence replaced by a server-poisson claim", join(t, append(append(append([]rawMember{}, ms[:4]...), rawMember{NameEvidence, func() []byte {
+			b, err := json.Marshal(serverTemplate())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}()}), ms[5])), f.trusted(), ErrMemberSize},
+		{"evidence replaced, same size", join(t, append(append(append([]rawMember{}, ms[:4]...), rawMember{NameEvidence, func() []byte {
+			b := []byte(`{"format":"tensafe-tssp-evidence/v2","dataset":{"sampling":"server-poisson"}}`)
+			if len(b) > len(ms[4].data) {
+				t.Fatalf("forged evidence longer than the vector's (%d > %d)", len(b), len(ms[4].data))
+			}
+			return append(b, bytes.Repeat([]byte(" "), len(ms[4].data)-len(b))...)
+		}()}), ms[5])), f.trusted(), ErrMemberHash},
 		{"untrusted signer", pkg, []*seal.VerifyingKey{f.other.Public()}, ErrUntrustedSigner},
 		{"no trusted keys", pkg, nil, ErrUntrustedSigner},
 		{"re-signed by an untrusted key", resign(t, pkg, f.other, func(m *Manifest, ms []rawMember) []rawMember {
