@@ -114,8 +114,9 @@ type EvidenceTraining struct {
 	FinishedAt string `json:"finished_at"`
 }
 
-// LossSummary summarises the loss forward_backward reported (the mean
-// over each batch), in operation order.
+// LossSummary summarises the loss forward_backward and train_step
+// reported (the mean over each batch; a noise-only train_step has none),
+// in operation order.
 type LossSummary struct {
 	Count  int       `json:"count"`
 	First  float64   `json:"first"`
