@@ -97,7 +97,7 @@ func benchRLVRGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 			// config must declare that q (rlvr.NewTrainer refuses a smaller
 			// one); the budget is a benchmark's, large enough for every
 			// timed step.
-			DP: &api.DPConfig{NoiseMultiplier: 1, MaxGradNorm: 1, TargetEpsilon: 1e4, TargetDelta: 1e-5,
+			DP: &api.DPConfig{NoiseMultiplier: 1, MaxGradNorm: 1, TargetEpsilon: 1000, TargetDelta: 1e-5,
 				DatasetSize: 2, ExpectedBatchSize: 2},
 			Seed: seed,
 		})
