@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -336,6 +338,21 @@ var (
 // maxScanKinds bounds the kinds a scan summary may count.
 const maxScanKinds = 64
 
+// auditableTarget returns the scan target as the audit log will take it.
+// A path the audit log's record checks refuse — a temporary directory's
+// long random name reads as key material to them — is recorded as the
+// "sha256:" digest of the path instead: the event stays, and whoever holds
+// the path can match it.
+func auditableTarget(p principal, op, target string) string {
+	rec := audit.Record{TenantID: p.Tenant, Actor: p.KeyID, Operation: op, Resource: target,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"target": target}}
+	if rec.Validate() == nil {
+		return target
+	}
+	h := sha256.Sum256([]byte(target))
+	return "sha256:" + hex.EncodeToString(h[:])
+}
+
 // recordScan answers POST /api/v1/compliance/scans: it records the summary
 // of a PII or secrets scan run by `tensafe compliance evidence` as a
 // PII_SCAN or SECRETS_SCAN event of the caller's tenant. Only counts are
@@ -391,7 +408,8 @@ func (s *Server) recordScan(w http.ResponseWriter, r *http.Request, p principal)
 	for _, k := range kinds {
 		counts = append(counts, fmt.Sprintf("%s:%d", k, req.Counts[k]))
 	}
-	det := map[string]string{"target": req.Target, "files_scanned": fmt.Sprint(req.Files), "bytes_scanned": fmt.Sprint(req.Bytes),
+	target := auditableTarget(p, op, req.Target)
+	det := map[string]string{"target": target, "files_scanned": fmt.Sprint(req.Files), "bytes_scanned": fmt.Sprint(req.Bytes),
 		"findings": fmt.Sprint(req.Findings)}
 	if len(counts) > 0 {
 		c := strings.Join(counts, " ")
@@ -407,7 +425,7 @@ func (s *Server) recordScan(w http.ResponseWriter, r *http.Request, p principal)
 	if req.Findings > 0 {
 		outcome = audit.OutcomeFailure // something to act on
 	}
-	seq, err := s.cfg.Service.RecordComplianceEvent(r.Context(), p.Tenant, p.KeyID, op, req.Target, outcome, det)
+	seq, err := s.cfg.Service.RecordComplianceEvent(r.Context(), p.Tenant, p.KeyID, op, target, outcome, det)
 	if err != nil {
 		s.writeErr(w, r, err)
 		return

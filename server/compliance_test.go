@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/url"
 	"slices"
 	"strconv"
@@ -171,6 +173,17 @@ func TestRecordScanHTTP(t *testing.T) {
 	if len(page.Events) != 1 || page.Events[0].Details["counts"] != "github_token:1 stripe_secret_key:2" ||
 		page.Events[0].Outcome != "failure" || page.Events[0].TenantID != f.tenA || page.Events[0].Derived {
 		t.Fatalf("events %+v", page.Events)
+	}
+	// A target the audit log's checks would refuse (a temporary directory's
+	// random name reads as key material) is recorded by its digest.
+	tmp := "/tmp/TestEvidencePack1234567890/001/k8Jd93hFq0Zx7Lm2Np4Rs6Tu8Vw0Yb3Cd5Ef"
+	var tres api.ScanSummaryResult
+	f.must(t, 201, f.tok["A-admin"], "POST", "/api/v1/compliance/scans", api.ScanSummaryRequest{Kind: "pii", Target: tmp,
+		Counts: map[string]int{}}, &tres)
+	f.must(t, 200, f.tok["A-admin"], "GET", "/api/v1/compliance/events?category=PII_SCAN", nil, &page)
+	sum := sha256.Sum256([]byte(tmp))
+	if len(page.Events) != 1 || page.Events[0].Details["target"] != "sha256:"+hex.EncodeToString(sum[:]) {
+		t.Fatalf("scan of a random-named path: events %+v", page.Events)
 	}
 	ok := api.ScanSummaryRequest{Kind: "pii", Target: "x", Counts: map[string]int{}}
 	for _, c := range []struct {
