@@ -154,61 +154,91 @@ func (s *Service) OptimStep(ctx context.Context, tenant, id string) (api.Future,
 	if err := errServerSampled(sess, "optim_step"); err != nil { // trainstep.go
 		return api.Future{}, err
 	}
-	admit := func() (func(), error) {
+	admit, release := s.reserveStep(ctx, sess, store.KindOptimStep)
+	return s.submit(ctx, sess, store.KindOptimStep, admit, release, func(ctx context.Context, det map[string]string) (any, error) {
+		sess.mu.Lock()
+		b, p := sess.budget, sess.plan
+		sess.mu.Unlock()
+		if err := checkStep(b, p); err != nil {
+			return nil, err
+		}
+		r, sp, err := s.applyStep(ctx, ctx, sess, b, p, release, det)
+		if err != nil {
+			return nil, err
+		}
+		return api.OptimStepResult{Step: int64(r.Step), LearningRate: r.LearningRate, Examples: r.Examples,
+			NoiseStd: r.NoiseStd, EpsilonSpent: sp.Epsilon, Delta: sp.Delta}, nil
+	})
+}
+
+// reserveStep returns the admission and release functions of a step (an
+// optim_step or a train_step, named by kind) queued on sess. admit refuses
+// the step, with a *BudgetExceededError and an audited denial, when it would
+// take ε past the target after the steps already queued; otherwise its
+// commit reserves the step. The reservation is given back exactly once by
+// release: when the step is recorded (atomically with the record, so that a
+// concurrent admission never counts the step twice), or when the operation
+// ends otherwise.
+func (s *Service) reserveStep(ctx context.Context, sess *session, kind string) (admit func() (func(), error), release func()) {
+	admit = func() (func(), error) {
 		d, err := sess.decision()
 		if err != nil {
 			return nil, fmt.Errorf("service: privacy budget: %w", err)
 		}
 		if !d.Allowed {
 			e := budgetExceeded(sess.budget, d)
-			s.record(ctx, auditDenied(sess, actorOf(ctx), store.KindOptimStep, d))
+			s.record(ctx, auditDenied(sess, actorOf(ctx), kind, d))
 			return nil, e
 		}
 		return func() { sess.pendingSteps++ }, nil
 	}
-	// The reservation is given back exactly once: when the step is
-	// recorded (atomically with the record, so that a concurrent admission
-	// never counts the step twice), or when the operation ends otherwise.
 	var once sync.Once
-	release := func() { once.Do(func() { sess.pendingSteps-- }) }
-	return s.submit(ctx, sess, store.KindOptimStep, admit, release, func(ctx context.Context, det map[string]string) (any, error) {
-		sess.mu.Lock()
-		b, p := sess.budget, sess.plan
-		sess.mu.Unlock()
-		// The check again, exactly, now that every earlier step is done.
-		d, err := b.CanStep(p.q, p.sigma)
-		if err != nil {
-			return nil, fmt.Errorf("service: privacy budget: %w", err)
-		}
-		if !d.Allowed {
-			return nil, budgetExceeded(b, d)
-		}
-		r, err := sess.eng.OptimStep(ctx)
-		if err != nil {
-			return nil, engineErr(err)
-		}
-		// The noisy update has been applied: the step is recorded and
-		// persisted whatever happens next.
-		sess.mu.Lock()
-		err = b.RecordStep(p.q, p.sigma)
-		release()
-		sess.mu.Unlock()
-		if err != nil {
-			return nil, fmt.Errorf("service: record step: %w", err)
-		}
-		if err := s.persist(ctx, sess); err != nil {
-			return nil, err
-		}
-		sp, err := b.Spent()
-		if err != nil {
-			return nil, fmt.Errorf("service: privacy budget: %w", err)
-		}
-		det["step"] = fmt.Sprint(r.Step)
-		det["epsilon_spent"] = fmt.Sprintf("%.6g", sp.Epsilon)
-		det["example_count"] = fmt.Sprint(r.Examples)
-		return api.OptimStepResult{Step: int64(r.Step), LearningRate: r.LearningRate, Examples: r.Examples,
-			NoiseStd: r.NoiseStd, EpsilonSpent: sp.Epsilon, Delta: sp.Delta}, nil
-	})
+	release = func() { once.Do(func() { sess.pendingSteps-- }) }
+	return admit, release
+}
+
+// checkStep is the budget check of admission again, exactly, on the worker
+// now that every earlier step is done.
+func checkStep(b *privacy.Budget, p *plan) error {
+	d, err := b.CanStep(p.q, p.sigma)
+	if err != nil {
+		return fmt.Errorf("service: privacy budget: %w", err)
+	}
+	if !d.Allowed {
+		return budgetExceeded(b, d)
+	}
+	return nil
+}
+
+// applyStep applies the engine's noisy update to sess under stepCtx, then
+// records the step in b (giving back the reservation with release,
+// atomically with the record) and persists the client under ctx. Once the
+// update is applied the step is recorded and persisted whatever happens
+// next. It sets det's step, epsilon_spent and example_count and returns the
+// engine's result and the budget spent after the step.
+func (s *Service) applyStep(ctx, stepCtx context.Context, sess *session, b *privacy.Budget, p *plan, release func(), det map[string]string) (*engine.StepResult, privacy.Spent, error) {
+	r, err := sess.eng.OptimStep(stepCtx)
+	if err != nil {
+		return nil, privacy.Spent{}, engineErr(err)
+	}
+	sess.mu.Lock()
+	err = b.RecordStep(p.q, p.sigma)
+	release()
+	sess.mu.Unlock()
+	if err != nil {
+		return nil, privacy.Spent{}, fmt.Errorf("service: record step: %w", err)
+	}
+	if err := s.persist(ctx, sess); err != nil {
+		return nil, privacy.Spent{}, err
+	}
+	sp, err := b.Spent()
+	if err != nil {
+		return nil, privacy.Spent{}, fmt.Errorf("service: privacy budget: %w", err)
+	}
+	det["step"] = fmt.Sprint(r.Step)
+	det["epsilon_spent"] = fmt.Sprintf("%.6g", sp.Epsilon)
+	det["example_count"] = fmt.Sprint(r.Examples)
+	return r, sp, nil
 }
 
 // persist writes the client's step and accountant state to the store.

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/engine"
@@ -232,20 +231,7 @@ func (s *Service) TrainStep(ctx context.Context, tenant, id string, req api.Trai
 	if _, err := s.sampledDataset(ctx, sess, p.cfg.DP.DatasetID); err != nil {
 		return api.Future{}, err
 	}
-	admit := func() (func(), error) {
-		d, err := sess.decision()
-		if err != nil {
-			return nil, fmt.Errorf("service: privacy budget: %w", err)
-		}
-		if !d.Allowed {
-			e := budgetExceeded(sess.budget, d)
-			s.record(ctx, auditDenied(sess, actorOf(ctx), kindTrainStep, d))
-			return nil, e
-		}
-		return func() { sess.pendingSteps++ }, nil
-	}
-	var once sync.Once
-	release := func() { once.Do(func() { sess.pendingSteps-- }) }
+	admit, release := s.reserveStep(ctx, sess, kindTrainStep)
 	return s.submit(ctx, sess, kindTrainStep, admit, release, func(ctx context.Context, det map[string]string) (any, error) {
 		return s.trainStep(ctx, sess, spec, l, release, det)
 	})
@@ -259,12 +245,8 @@ func (s *Service) trainStep(ctx context.Context, sess *session, spec loss.Spec, 
 	if !p.serverSampled() { // a load_state queued before this step changed the plan
 		return nil, errServerSampled(sess, "train_step")
 	}
-	d, err := b.CanStep(p.q, p.sigma)
-	if err != nil {
-		return nil, fmt.Errorf("service: privacy budget: %w", err)
-	}
-	if !d.Allowed {
-		return nil, budgetExceeded(b, d)
+	if err := checkStep(b, p); err != nil {
+		return nil, err
 	}
 	data, err := s.sampled(ctx, sess, p.cfg.DP.DatasetID)
 	if err != nil {
@@ -307,27 +289,10 @@ func (s *Service) trainStep(ctx context.Context, sess *session, spec loss.Spec, 
 	// Gradients of drawn rows are accumulated: they are released only
 	// noised, in this step, whatever happens (a context canceled after the
 	// draw still completes the step; the accountant records it).
-	r, err := sess.eng.OptimStep(context.WithoutCancel(ctx))
+	r, sp, err := s.applyStep(ctx, context.WithoutCancel(ctx), sess, b, p, release, det)
 	if err != nil {
-		return nil, engineErr(err)
-	}
-	sess.mu.Lock()
-	err = b.RecordStep(p.q, p.sigma)
-	release()
-	sess.mu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("service: record step: %w", err)
-	}
-	if err := s.persist(ctx, sess); err != nil {
 		return nil, err
 	}
-	sp, err := b.Spent()
-	if err != nil {
-		return nil, fmt.Errorf("service: privacy budget: %w", err)
-	}
-	det["step"] = fmt.Sprint(r.Step)
-	det["epsilon_spent"] = fmt.Sprintf("%.6g", sp.Epsilon)
-	det["example_count"] = fmt.Sprint(r.Examples)
 	det["loss_type"] = spec.Type
 	det["dataset_id"] = data.id
 	det["dataset_hash"] = data.hash
