@@ -48,36 +48,67 @@ func startEmbeddedServer(ctx context.Context, dataDir string) (*embeddedServer, 
 	}
 }
 
+// benchTenant is a fresh tenant with a trainer API key on a tensafe serve
+// run in this process over a temporary data directory: what the API
+// benchmarks time against.
+type benchTenant struct {
+	srv   *embeddedServer
+	dir   string
+	admin *client.ServiceClient // the server's admin key
+	token string                // the trainer key
+	svc   *client.ServiceClient // the trainer key's client
+}
+
+// startBenchTenant starts an embedded server over a new temporary directory
+// (named after dirPattern, as os.MkdirTemp does) and creates tenant on it
+// with a "trainer" key. close stops the server and removes the directory.
+func startBenchTenant(ctx context.Context, dirPattern, tenant string) (_ *benchTenant, err error) {
+	bt := &benchTenant{}
+	if bt.dir, err = os.MkdirTemp("", dirPattern); err != nil {
+		return nil, err
+	}
+	if bt.srv, err = startEmbeddedServer(ctx, bt.dir); err != nil {
+		os.RemoveAll(bt.dir)
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			bt.close()
+		}
+	}()
+	if bt.admin, err = client.New(bt.srv.base, bt.srv.adminKey); err != nil {
+		return nil, err
+	}
+	t, err := bt.admin.CreateTenant(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	key, err := bt.admin.CreateAPIKey(ctx, t.ID, "trainer")
+	if err != nil {
+		return nil, err
+	}
+	bt.token = key.Token
+	if bt.svc, err = client.New(bt.srv.base, bt.token); err != nil {
+		return nil, err
+	}
+	return bt, nil
+}
+
+func (bt *benchTenant) close() {
+	bt.srv.stop()
+	os.RemoveAll(bt.dir)
+}
+
 // benchAPIGroup times the HTTP API end to end in this process: the Go SDK
 // against the real server (auth, tenant scoping, validation, the op queue,
 // futures by long-poll, SQLite, the audit log, encrypted checkpoints).
 func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) error {
-	dir, err := os.MkdirTemp("", "tensafe-bench-api-")
+	bt, err := startBenchTenant(ctx, "tensafe-bench-api-", "bench")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := startEmbeddedServer(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	admin, err := client.New(srv.base, srv.adminKey)
-	if err != nil {
-		return err
-	}
-	tenant, err := admin.CreateTenant(ctx, "bench")
-	if err != nil {
-		return err
-	}
-	key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
-	if err != nil {
-		return err
-	}
-	svc, err := client.New(srv.base, key.Token)
-	if err != nil {
-		return err
-	}
+	defer bt.close()
+	admin, svc := bt.admin, bt.svc
 	const batchSize, seqLen = 8, 64
 	tc, err := svc.CreateTrainingClient(ctx, api.TrainingConfig{
 		BaseModel: model.TinyName,
@@ -197,5 +228,5 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 		}); err != nil {
 		return err
 	}
-	return benchPythonSDK(ctx, r, o, srv.base, key.Token)
+	return benchPythonSDK(ctx, r, o, bt.srv.base, bt.token)
 }

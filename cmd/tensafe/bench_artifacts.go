@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"github.com/tensafe/tensafe/benchsuite"
-	"github.com/tensafe/tensafe/client"
 	"github.com/tensafe/tensafe/he"
 	"github.com/tensafe/tensafe/model"
 	"github.com/tensafe/tensafe/privacy"
@@ -267,32 +265,12 @@ func benchHEGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) err
 // the plaintext computation.
 func benchHEAPI(ctx context.Context, r *benchsuite.Runner, o suiteOptions, ck *he.ClientKeys, evk *he.EvaluationKeys,
 	shape he.LoRAShape, mlp *he.MLP, a, b [][]float64, x [][]float64) error {
-	dir, err := os.MkdirTemp("", "tensafe-bench-he-")
+	bt, err := startBenchTenant(ctx, "tensafe-bench-he-", "bench-he")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := startEmbeddedServer(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	admin, err := client.New(srv.base, srv.adminKey)
-	if err != nil {
-		return err
-	}
-	tenant, err := admin.CreateTenant(ctx, "bench-he")
-	if err != nil {
-		return err
-	}
-	key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
-	if err != nil {
-		return err
-	}
-	c, err := client.New(srv.base, key.Token)
-	if err != nil {
-		return err
-	}
+	defer bt.close()
+	c := bt.svc
 	if _, err := r.Measure(ctx, benchsuite.Spec{Group: "he", Name: "register evaluation keys (API)", N: 1, Warmup: -1,
 		Unit: fmt.Sprintf("%.1f MiB of keys", float64(evk.Size())/(1<<20)), Note: "upload, validate, seal under the tenant KEK, store"},
 		func(ctx context.Context) error { _, err := c.RegisterHEKeys(ctx, evk); return err }); err != nil {

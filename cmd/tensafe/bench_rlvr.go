@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/tensafe/tensafe/api"
@@ -63,32 +62,12 @@ func benchRLVRGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) e
 		return err
 	}
 
-	dir, err := os.MkdirTemp("", "tensafe-bench-rlvr-")
+	bt, err := startBenchTenant(ctx, "tensafe-bench-rlvr-", "bench-rlvr")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := startEmbeddedServer(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	admin, err := client.New(srv.base, srv.adminKey)
-	if err != nil {
-		return err
-	}
-	tenant, err := admin.CreateTenant(ctx, "bench-rlvr")
-	if err != nil {
-		return err
-	}
-	key, err := admin.CreateAPIKey(ctx, tenant.ID, "trainer")
-	if err != nil {
-		return err
-	}
-	svc, err := client.New(srv.base, key.Token)
-	if err != nil {
-		return err
-	}
+	defer bt.close()
+	svc := bt.svc
 	newPolicy := func(seed uint64) (*client.TrainingClient, error) {
 		return svc.CreateTrainingClient(ctx, api.TrainingConfig{
 			BaseModel: model.TinyName,
