@@ -99,6 +99,16 @@ func (bt *benchTenant) close() {
 	os.RemoveAll(bt.dir)
 }
 
+// awaitResult is the end of a timed operation submitted through the SDK:
+// the submission's error, or else the error of awaiting its future's result.
+func awaitResult[T any](ctx context.Context, f *client.Future[T], err error) error {
+	if err != nil {
+		return err
+	}
+	_, err = f.Result(ctx)
+	return err
+}
+
 // benchAPIGroup times the HTTP API end to end in this process: the Go SDK
 // against the real server (auth, tenant scoping, validation, the op queue,
 // futures by long-poll, SQLite, the audit log, encrypted checkpoints).
@@ -144,11 +154,7 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 		"POST with strict decoding, queued, run, audited, future long-polled"),
 		func(ctx context.Context) error {
 			f, err := tc.ForwardBackward(ctx, batch, &api.LossSpec{Type: "token_ce"})
-			if err != nil {
-				return err
-			}
-			_, err = f.Result(ctx)
-			return err
+			return awaitResult(ctx, f, err)
 		}); err != nil {
 		return err
 	}
@@ -159,22 +165,14 @@ func benchAPIGroup(ctx context.Context, r *benchsuite.Runner, o suiteOptions) er
 				return err
 			}
 			f, err := tc.OptimStep(ctx)
-			if err != nil {
-				return err
-			}
-			_, err = f.Result(ctx)
-			return err
+			return awaitResult(ctx, f, err)
 		}); err != nil {
 		return err
 	}
 	if _, err := r.Measure(ctx, spec("sample (API, 16 tokens)", "", train, "8-token prompt, 16 new tokens, greedy", ""),
 		func(ctx context.Context) error {
 			f, err := tc.Sample(ctx, api.SampleRequest{PromptTokens: batch.InputIDs[0][:8], MaxTokens: 16})
-			if err != nil {
-				return err
-			}
-			_, err = f.Result(ctx)
-			return err
+			return awaitResult(ctx, f, err)
 		}); err != nil {
 		return err
 	}
