@@ -178,19 +178,8 @@ func TestPolyActivation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := f.ev.Infer(ctx, "poly", in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.client.Decrypt(ctx, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([][]float64, len(x))
-	for i := range x {
-		want[i] = m.Forward(x[i])
-	}
-	if d := maxAbsDiff(t, got, want); d > 1e-3 {
+	got, _ := evalDecrypt(t, f.client, in, func(ctx context.Context, in *Batch) (*Batch, error) { return f.ev.Infer(ctx, "poly", in) })
+	if d := maxAbsDiff(t, got, plainRows(x, m.Forward)); d > 1e-3 {
 		t.Fatalf("poly activation MLP error %g > 1e-3", d)
 	}
 }

@@ -120,19 +120,8 @@ func TestDeltaFeatureMajorWidePrimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := ev.Delta(ctx, "wide", in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := c.Decrypt(ctx, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([][]float64, len(x))
-	for i := range x {
-		want[i] = ad.Apply(x[i])
-	}
-	if d := maxAbsDiff(t, got, want); d > 1e-4 {
+	got, out := evalDecrypt(t, c, in, delta(ev, "wide"))
+	if d := maxAbsDiff(t, got, plainRows(x, ad.Apply)); d > 1e-4 {
 		t.Fatalf("max error %g > 1e-4", d)
 	} else {
 		t.Logf("N14 feature-major: max error %.2e, output level %d", d, out.Ciphertexts[0].Level())
@@ -195,19 +184,11 @@ func TestDeltaFeatureMajorHeadroom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := f.ev.Delta(ctx, "headroom", in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.client.Decrypt(ctx, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([][]float64, len(x))
+	got, _ := evalDecrypt(t, f.client, in, delta(f.ev, "headroom"))
+	want := plainRows(x, ad.Apply)
 	var scale float64
-	for i := range x {
-		want[i] = ad.Apply(x[i])
-		for _, v := range want[i] {
+	for _, row := range want {
+		for _, v := range row {
 			scale = math.Max(scale, math.Abs(v))
 		}
 	}
@@ -237,18 +218,8 @@ func TestThroughputEvaluator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := ev.Delta(ctx, "q", in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.client.Decrypt(ctx, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([][]float64, len(x))
-	for i := range x {
-		want[i] = ad.Apply(x[i])
-	}
+	got, _ := evalDecrypt(t, f.client, in, delta(ev, "q"))
+	want := plainRows(x, ad.Apply)
 	if d := maxAbsDiff(t, got, want); d > 1e-4 {
 		t.Fatalf("error %g", d)
 	}

@@ -105,6 +105,37 @@ func maxAbsDiff(t testing.TB, got, want [][]float64) float64 {
 	return m
 }
 
+// plainRows applies f to every row of x: the plaintext result an encrypted
+// evaluation must match.
+func plainRows(x [][]float64, f func([]float64) []float64) [][]float64 {
+	out := make([][]float64, len(x))
+	for i := range x {
+		out[i] = f(x[i])
+	}
+	return out
+}
+
+// evalDecrypt evaluates in with eval and decrypts the result with c,
+// failing the test on any error; it also returns the evaluated batch.
+func evalDecrypt(t testing.TB, c *Client, in *Batch, eval func(context.Context, *Batch) (*Batch, error)) ([][]float64, *Batch) {
+	t.Helper()
+	ctx := context.Background()
+	out, err := eval(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Decrypt(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, out
+}
+
+// delta returns the Delta of module as an evalDecrypt evaluation.
+func delta(ev *Evaluator, module string) func(context.Context, *Batch) (*Batch, error) {
+	return func(ctx context.Context, in *Batch) (*Batch, error) { return ev.Delta(ctx, module, in) }
+}
+
 func testAdapter(r *rand.Rand, s LoRAShape) Adapter {
 	return Adapter{A: randMat(r, s.Rank, s.DIn, 0.02), B: randMat(r, s.DOut, s.Rank, 0.02), Scale: 2}
 }
@@ -137,19 +168,8 @@ func TestLoRADeltaBothPackings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := f.ev.Delta(ctx, "layers.0.q_proj", in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := f.client.Decrypt(ctx, out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := make([][]float64, len(x))
-			for i := range x {
-				want[i] = ad.Apply(x[i])
-			}
-			if d := maxAbsDiff(t, got, want); d > 1e-4 {
+			got, _ := evalDecrypt(t, f.client, in, delta(f.ev, "layers.0.q_proj"))
+			if d := maxAbsDiff(t, got, plainRows(x, ad.Apply)); d > 1e-4 {
 				t.Fatalf("max |delta - plaintext| = %g > 1e-4", d)
 			} else {
 				t.Logf("%s, %d tokens, %d ciphertexts: max error %.2e", tc.packing, tc.tokens, len(in.Ciphertexts), d)

@@ -112,10 +112,7 @@ func TestDeltaLatencyWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := make([][]float64, len(x))
-	for i := range x {
-		want[i] = ad.Apply(x[i])
-	}
+	want := plainRows(x, ad.Apply)
 	var first [][]float64
 	for _, workers := range []int{1, 2, 3, 4} {
 		ev, err := NewEvaluator(f.evk)

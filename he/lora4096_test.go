@@ -51,10 +51,7 @@ func TestLoRADeltaD4096R16(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := make([][]float64, tokens)
-	for i := range x {
-		want[i] = ad.Apply(x[i])
-	}
+	want := plainRows(x, ad.Apply)
 	diff := maxAbsDiff(t, got, want)
 	t.Logf("d=%d r=%d, %d tokens: max |delta - plaintext| = %.3e (encrypt+evaluate+decrypt %v)", d, rank, tokens, diff, time.Since(start))
 	if diff > 1e-4 {
