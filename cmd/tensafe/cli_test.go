@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tensafe/tensafe/api"
 	"github.com/tensafe/tensafe/client"
 )
 
@@ -86,4 +87,26 @@ func newTrainer(t *testing.T, adm *client.ServiceClient, base, name string) (*cl
 		t.Fatal(err)
 	}
 	return c, key.Token
+}
+
+// trainSteps runs n DP steps (forward_backward on batch, then optim_step) on
+// tc, waiting for each result.
+func trainSteps(t *testing.T, ctx context.Context, tc *client.TrainingClient, batch api.Batch, n int) {
+	t.Helper()
+	for range n {
+		fb, err := tc.ForwardBackward(ctx, batch, nil)
+		if err == nil {
+			_, err = fb.Result(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := tc.OptimStep(ctx)
+		if err == nil {
+			_, err = st.Result(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

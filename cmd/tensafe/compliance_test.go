@@ -102,22 +102,7 @@ func trainAndSave(t *testing.T, base, dir string) (string, string) {
 		t.Fatal(err)
 	}
 	batch := api.Batch{InputIDs: [][]int{{1, 72, 105, 33}, {1, 66, 121, 101}}, Labels: [][]int{{1, 72, 105, 33}, {1, 66, 121, 101}}}
-	for range 2 {
-		fb, err := tc.ForwardBackward(ctx, batch, nil)
-		if err == nil {
-			_, err = fb.Result(ctx)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := tc.OptimStep(ctx)
-		if err == nil {
-			_, err = st.Result(ctx)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	trainSteps(t, ctx, tc, batch, 2)
 	sf, err := tc.SaveState(ctx, "after-two-steps")
 	if err != nil {
 		t.Fatal(err)

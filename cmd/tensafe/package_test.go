@@ -365,22 +365,7 @@ func TestPackageFromServerCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	batch := api.Batch{InputIDs: [][]int{{256, 104, 105}, {256, 111, 107}}, Labels: [][]int{{256, 104, 105}, {256, 111, 107}}}
-	for range 3 {
-		f, err := tc.ForwardBackward(ctx, batch, nil)
-		if err == nil {
-			_, err = f.Result(ctx)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		g, err := tc.OptimStep(ctx)
-		if err == nil {
-			_, err = g.Result(ctx)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	trainSteps(t, ctx, tc, batch, 3)
 	fs, err := tc.Sample(ctx, api.SampleRequest{Prompt: "hello", MaxTokens: 12})
 	if err != nil {
 		t.Fatal(err)

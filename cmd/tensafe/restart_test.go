@@ -94,26 +94,7 @@ func TestRestartAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	batch := api.Batch{InputIDs: [][]int{{256, 104, 105, 257}, {256, 111, 107, 257}}, Labels: [][]int{{256, 104, 105, 257}, {256, 111, 107, 257}}}
-	step := func(tc *client.TrainingClient) {
-		t.Helper()
-		fb, err := tc.ForwardBackward(ctx, batch, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := fb.Result(ctx); err != nil {
-			t.Fatal(err)
-		}
-		st, err := tc.OptimStep(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Result(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := 0; i < 2; i++ {
-		step(tc)
-	}
+	trainSteps(t, ctx, tc, batch, 2)
 	save, err := tc.SaveState(ctx, "before-kill")
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +170,7 @@ func TestRestartAfterKill(t *testing.T) {
 	if before.Steps != 2 {
 		t.Fatalf("loaded accountant has %d steps, want 2", before.Steps)
 	}
-	step(tc2)
+	trainSteps(t, ctx, tc2, batch, 1)
 	after, err := tc2.DPMetrics(ctx)
 	if err != nil {
 		t.Fatal(err)
